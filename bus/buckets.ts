@@ -1,0 +1,54 @@
+/**
+ * The KV buckets and what each holds: its message type, how a value's key is formed,
+ * and when a value lapses. Liveness lives in the values (server 2.9 has no per-key
+ * TTL), so every reader applies `expiresAt` itself.
+ */
+import { type Codec, Codecs } from './codec.js';
+import { type BucketName, Buckets, Keys } from './names.js';
+import type { AffinityPreference, CacheEntry, ServiceInstance } from './schemas.js';
+
+/** What provisioning needs to know of a bucket. */
+export interface BucketLayout {
+  readonly name: BucketName;
+  /** Values kept per key. */
+  readonly history: number;
+  /** Reads may be served by any replica (possibly stale) instead of the stream leader. */
+  readonly allowDirect: boolean;
+}
+
+export interface BucketSpec<T> extends BucketLayout {
+  readonly codec: Codec<T>;
+  key(value: T): string;
+  /** Epoch ms after which readers treat the value as gone; undefined: never. */
+  expiresAt(value: T): number | undefined;
+}
+
+export const RegistryBucket: BucketSpec<ServiceInstance> = {
+  name: Buckets.registry,
+  codec: Codecs.serviceInstance,
+  history: 1,
+  // Renewals check the authoritative value: a lapsed lease must answer NOT_FOUND.
+  allowDirect: false,
+  key: (instance) => Keys.registry(instance.serviceId, instance.instanceId),
+  expiresAt: (instance) => instance.renewedAtMs + instance.leaseSeconds * 1000,
+};
+
+export const AffinityBucket: BucketSpec<AffinityPreference> = {
+  name: Buckets.affinity,
+  codec: Codecs.affinityPreference,
+  history: 1,
+  allowDirect: false,
+  key: (preference) => Keys.affinity(preference.serviceId, preference.userKey),
+  expiresAt: (preference) => preference.lastSeenAtMs + preference.idleSeconds * 1000,
+};
+
+export const CacheBucket: BucketSpec<CacheEntry> = {
+  name: Buckets.cache,
+  codec: Codecs.cacheEntry,
+  history: 1,
+  allowDirect: false,
+  key: (entry) => Keys.cache(entry.namespace, entry.key),
+  expiresAt: (entry) => (entry.expiresAtMs > 0 ? entry.expiresAtMs : undefined),
+};
+
+export const AllBuckets: readonly BucketLayout[] = [RegistryBucket, AffinityBucket, CacheBucket];

@@ -1,0 +1,152 @@
+/**
+ * A component's connection to the bus and the typed parts built on it. This is the
+ * entry point of `bus/`: components hold a Bus and never see NATS itself.
+ */
+import { readFile } from 'node:fs/promises';
+import {
+  type JetStreamClient,
+  type JetStreamManager,
+  jetstream,
+  jetstreamManager,
+} from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
+import {
+  type ConnectionOptions,
+  connect,
+  credsAuthenticator,
+  type NatsConnection,
+} from '@nats-io/transport-node';
+import type { BucketSpec } from './buckets.js';
+import { EventPublisher, type EventPublisherOptions } from './events.js';
+import { defaultLogger, type Logger, LogIds } from './log.js';
+import { busMetrics } from './metrics.js';
+import { type ProvisionOptions, provision } from './provision.js';
+import { KvStore } from './store.js';
+import {
+  type EventHandler,
+  type SubscribeOptions,
+  type Subscription,
+  subscribeEvents,
+} from './subscriber.js';
+
+export type BusAuth =
+  | { readonly user: string; readonly pass: string }
+  | { readonly token: string }
+  | { readonly credsFile: string };
+
+export interface BusTls {
+  readonly caFile?: string;
+  readonly certFile?: string;
+  readonly keyFile?: string;
+}
+
+export interface BusOptions {
+  /** NATS URLs, e.g. `nats://10.0.0.1:4222`; any one is enough to find the cluster. */
+  readonly servers: string | readonly string[];
+  /** Connection name shown by the server's monitoring, e.g. `gateway-1`. */
+  readonly name: string;
+  readonly auth?: BusAuth;
+  readonly tls?: BusTls;
+  /** Stream and bucket replicas; default 3 when the server is in a cluster, else 1. */
+  readonly replicas?: number;
+  readonly logger?: Logger;
+}
+
+export class Bus {
+  private readonly closing = new AbortController();
+
+  private constructor(
+    readonly connection: NatsConnection,
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+    private readonly kvm: Kvm,
+    /** Replicas of every stream and bucket this bus provisions. */
+    readonly replicas: number,
+    readonly logger: Logger,
+  ) {}
+
+  static async connect(options: BusOptions): Promise<Bus> {
+    const logger = options.logger ?? defaultLogger('halyard-bus');
+    const nc = await connect(await connectionOptions(options));
+    const replicas = options.replicas ?? (nc.info?.cluster ? 3 : 1);
+    logger.info(
+      {
+        msgId: LogIds.connected,
+        server: nc.getServer(),
+        cluster: nc.info?.cluster,
+        version: nc.info?.version,
+        replicas,
+      },
+      'connected to the bus',
+    );
+    const jsm = await jetstreamManager(nc);
+    const js = jetstream(nc);
+    const bus = new Bus(nc, js, jsm, new Kvm(js), replicas, logger);
+    void bus.logStatus();
+    return bus;
+  }
+
+  /** Ensures every stream and bucket exists with the expected configuration. */
+  provision(options: Partial<ProvisionOptions> = {}): Promise<void> {
+    return provision(this.jsm, this.kvm, { replicas: this.replicas, ...options }, this.logger);
+  }
+
+  async store<T>(spec: BucketSpec<T>): Promise<KvStore<T>> {
+    const kv = await this.kvm.open(spec.name, { allow_direct: spec.allowDirect });
+    return new KvStore(kv, spec, this.logger, this.closing.signal);
+  }
+
+  publisher(options?: EventPublisherOptions): EventPublisher {
+    return new EventPublisher(this.js, this.logger, this.closing.signal, options);
+  }
+
+  subscribe(options: SubscribeOptions, handler: EventHandler): Promise<Subscription> {
+    return subscribeEvents(this.js, this.jsm, options, handler, this.logger);
+  }
+
+  /** Stops retries, flushes what was sent and closes the connection. */
+  async close(): Promise<void> {
+    this.closing.abort(new Error('bus closed'));
+    if (!this.connection.isClosed()) await this.connection.drain();
+  }
+
+  private async logStatus(): Promise<void> {
+    const ids: Record<string, string> = {
+      disconnect: LogIds.disconnected,
+      reconnecting: LogIds.reconnecting,
+      reconnect: LogIds.reconnected,
+      error: LogIds.connectionError,
+      update: LogIds.clusterUpdate,
+      staleConnection: LogIds.staleConnection,
+    };
+    for await (const status of this.connection.status()) {
+      busMetrics.connectionEvents.inc({ type: status.type });
+      const msgId = ids[status.type];
+      if (!msgId) continue;
+      const { type, ...details } = status as { type: string } & Record<string, unknown>;
+      const fields = 'error' in details ? { err: (details.error as Error).message } : details;
+      const level = msgId.endsWith('I') ? 'info' : msgId.endsWith('W') ? 'warn' : 'error';
+      this.logger[level]({ msgId, ...fields }, `bus connection: ${type}`);
+    }
+    this.logger.info({ msgId: LogIds.closed }, 'bus connection closed');
+  }
+}
+
+async function connectionOptions(options: BusOptions): Promise<ConnectionOptions> {
+  const base: ConnectionOptions = {
+    servers: typeof options.servers === 'string' ? options.servers : [...options.servers],
+    name: options.name,
+    // A replica outlives any outage of the bus: it keeps serving from its local views.
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 1000,
+    reconnectJitter: 500,
+    waitOnFirstConnect: true,
+    ...(options.tls ? { tls: { ...options.tls } } : {}),
+  };
+  const auth = options.auth;
+  if (!auth) return base;
+  if ('credsFile' in auth) {
+    return { ...base, authenticator: credsAuthenticator(await readFile(auth.credsFile)) };
+  }
+  return { ...base, ...auth };
+}

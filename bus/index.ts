@@ -1,0 +1,35 @@
+/** Halyard's bus: the only code that talks to NATS. */
+
+export {
+  AffinityBucket,
+  AllBuckets,
+  type BucketSpec,
+  CacheBucket,
+  RegistryBucket,
+} from './buckets.js';
+export { Bus, type BusAuth, type BusOptions, type BusTls } from './bus.js';
+export { type Codec, Codecs, InvalidMessageError, type MessageOrigin } from './codec.js';
+export { type BusEvent, EventPublisher, type PublishedEvent } from './events.js';
+export { LogIds } from './log.js';
+export { busMetrics } from './metrics.js';
+export {
+  Buckets,
+  EVENTS_STREAM,
+  type EventSource,
+  EventSources,
+  Headers,
+  Keys,
+  Subjects,
+} from './names.js';
+export { BusConfigError, type ProvisionOptions } from './provision.js';
+export * from './schemas.js';
+export { KeyExistsError, KvStore, type Revisioned } from './store.js';
+export type {
+  EventHandler,
+  EventMeta,
+  StartFrom,
+  SubscribeOptions,
+  Subscription,
+} from './subscriber.js';
+export { type Lapsed, type SweepOptions, type SweepResult, sweep } from './sweeper.js';
+export { LocalView, type RemovalReason, type ViewChange } from './view.js';

@@ -1,0 +1,79 @@
+/**
+ * Every name Halyard uses on the bus: buckets, streams, subjects, headers and keys.
+ * Nothing else in the code base spells one of these strings.
+ */
+
+export const Buckets = {
+  registry: 'halyard-registry',
+  affinity: 'halyard-affinity',
+  cache: 'halyard-cache',
+} as const;
+export type BucketName = (typeof Buckets)[keyof typeof Buckets];
+
+export const EVENTS_STREAM = 'HALYARD_EVENTS';
+
+/** Sources of events; the third token of every event subject. */
+export const EventSources = ['lifecycle', 'gateway', 'discovery'] as const;
+export type EventSource = (typeof EventSources)[number];
+
+export const Headers = {
+  /** Fully qualified protobuf type of the payload, e.g. `halyard.launcher.v1.LifecycleEvent`. */
+  type: 'Halyard-Type',
+  /** JetStream de-duplication id (within the stream's duplicate window). */
+  msgId: 'Nats-Msg-Id',
+} as const;
+
+/** One subject token: ids used on the bus are restricted to these characters. */
+const TOKEN = /^[A-Za-z0-9_-]{1,64}$/;
+export const TOKEN_PATTERN = TOKEN;
+
+export function assertToken(kind: string, value: string): string {
+  if (!TOKEN.test(value)) {
+    throw new RangeError(`${kind} "${value}" must be 1–64 characters of A–Z a–z 0–9 _ -`);
+  }
+  return value;
+}
+
+export const Subjects = {
+  /** Everything the events stream stores. */
+  allEvents: 'halyard.events.>',
+  /** Every event of one source, e.g. `halyard.events.gateway.>`. */
+  eventsOf: (source: EventSource) => `halyard.events.${source}.>`,
+  lifecycle: (hostId: string, component: string, kind: string) =>
+    `halyard.events.lifecycle.${assertToken('host id', hostId)}.${assertToken('component', component)}.${kind}`,
+  /** Every lifecycle event of one host: what a launcher replays after a crash. */
+  lifecycleOfHost: (hostId: string) =>
+    `halyard.events.lifecycle.${assertToken('host id', hostId)}.>`,
+  gateway: (gatewayId: string, kind: string) =>
+    `halyard.events.gateway.${assertToken('gateway id', gatewayId)}.${kind}`,
+  discovery: (replicaId: string, kind: string) =>
+    `halyard.events.discovery.${assertToken('replica id', replicaId)}.${kind}`,
+  /** Request/reply control: `halyard.ctl.<component>.<id>.<verb>`; `*` as id fans out. */
+  control: (component: string, id: string, verb: string) =>
+    `halyard.ctl.${assertToken('component', component)}.${id === '*' ? '*' : assertToken('id', id)}.${assertToken('verb', verb)}`,
+} as const;
+
+export const Keys = {
+  registry: (serviceId: string, instanceId: string) =>
+    `${assertToken('service id', serviceId)}.${assertToken('instance id', instanceId)}`,
+  /** All instances of one service (a KV key filter). */
+  registryOfService: (serviceId: string) => `${assertToken('service id', serviceId)}.*`,
+  affinity: (serviceId: string, userKey: string) =>
+    `${assertToken('service id', serviceId)}.${assertUserKey(userKey)}`,
+  /** Cache keys are any UTF-8 string: base64url keeps them inside the KV key alphabet. */
+  cache: (namespace: string, key: string) =>
+    `${assertToken('namespace', namespace)}.${Buffer.from(key, 'utf8').toString('base64url')}`,
+  cacheKeyOf: (bucketKey: string) => {
+    const dot = bucketKey.indexOf('.');
+    return Buffer.from(bucketKey.slice(dot + 1), 'base64url').toString('utf8');
+  },
+} as const;
+
+/** User keys are HMAC digests in base64url: 43 characters for SHA-256. */
+const USER_KEY = /^[A-Za-z0-9_-]{16,128}$/;
+export const USER_KEY_PATTERN = USER_KEY;
+
+function assertUserKey(value: string): string {
+  if (!USER_KEY.test(value)) throw new RangeError('user key must be a base64url digest');
+  return value;
+}

@@ -1,0 +1,140 @@
+/**
+ * Idempotent provisioning of every stream and bucket, run at start-up by any
+ * component. An existing stream whose configuration differs is an error that names
+ * the stream and the field: Halyard never silently reconfigures an operator's bus.
+ */
+import { isDeepStrictEqual } from 'node:util';
+import {
+  DiscardPolicy,
+  type JetStreamManager,
+  RetentionPolicy,
+  StorageType,
+  type StreamConfig,
+} from '@nats-io/jetstream';
+import type { Kvm } from '@nats-io/kv';
+import { nanos } from '@nats-io/transport-node';
+import type { BucketLayout } from './buckets.js';
+import { AllBuckets } from './buckets.js';
+import type { Logger } from './log.js';
+import { LogIds } from './log.js';
+import { EVENTS_STREAM, Subjects } from './names.js';
+
+export interface ProvisionOptions {
+  /** 3 on a cluster, 1 on a single server. */
+  readonly replicas: number;
+  /** How long events are kept (default 7 days). */
+  readonly eventsMaxAgeMs?: number;
+  /** Window in which a republished event id is dropped as a duplicate (default 2 min). */
+  readonly eventsDuplicateWindowMs?: number;
+}
+
+export class BusConfigError extends Error {
+  override readonly name = 'BusConfigError';
+}
+
+const DAY_MS = 86_400_000;
+
+type Expected = Partial<Record<keyof StreamConfig, unknown>>;
+
+export function eventsStreamConfig(
+  options: ProvisionOptions,
+): Partial<StreamConfig> & { name: string } {
+  return {
+    name: EVENTS_STREAM,
+    subjects: [Subjects.allEvents],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    num_replicas: options.replicas,
+    max_age: nanos(options.eventsMaxAgeMs ?? 7 * DAY_MS),
+    duplicate_window: nanos(options.eventsDuplicateWindowMs ?? 120_000),
+    discard: DiscardPolicy.Old,
+  };
+}
+
+function bucketExpectations(spec: BucketLayout, replicas: number): Expected {
+  return {
+    num_replicas: replicas,
+    storage: StorageType.File,
+    max_msgs_per_subject: spec.history,
+    allow_direct: spec.allowDirect,
+    // A bucket TTL would make values vanish without a watcher seeing it.
+    max_age: 0,
+  };
+}
+
+/** Names the first field that differs; an empty list when the stream is as expected. */
+export function configDifferences(
+  stream: string,
+  actual: StreamConfig,
+  expected: Expected,
+): string[] {
+  return Object.entries(expected)
+    .filter(([field, want]) => !isDeepStrictEqual(actual[field as keyof StreamConfig], want))
+    .map(
+      ([field, want]) =>
+        `stream ${stream}: ${field} is ${JSON.stringify(actual[field as keyof StreamConfig])} on the server, Halyard expects ${JSON.stringify(want)}`,
+    );
+}
+
+async function streamConfig(
+  jsm: JetStreamManager,
+  name: string,
+): Promise<StreamConfig | undefined> {
+  try {
+    return (await jsm.streams.info(name)).config;
+  } catch (error) {
+    if ((error as Error).name === 'StreamNotFoundError') return undefined;
+    throw error;
+  }
+}
+
+function check(stream: string, actual: StreamConfig, expected: Expected): void {
+  const differences = configDifferences(stream, actual, expected);
+  if (differences.length > 0) {
+    throw new BusConfigError(
+      `${differences.join('; ')}. Fix the stream by hand (nats stream edit/rm) or point Halyard at a bus provisioned with these settings.`,
+    );
+  }
+}
+
+async function ensureEventsStream(jsm: JetStreamManager, options: ProvisionOptions) {
+  const expected = eventsStreamConfig(options);
+  const existing = await streamConfig(jsm, EVENTS_STREAM);
+  // `add` with an identical config is a no-op on the server, so racing creators agree.
+  const actual = existing ?? (await jsm.streams.add(expected)).config;
+  const { name: _name, ...fields } = expected;
+  check(EVENTS_STREAM, actual, fields);
+}
+
+async function ensureBucket(jsm: JetStreamManager, kvm: Kvm, spec: BucketLayout, replicas: number) {
+  const stream = `KV_${spec.name}`;
+  if (!(await streamConfig(jsm, stream))) {
+    await kvm.create(spec.name, {
+      history: spec.history,
+      replicas,
+      storage: StorageType.File,
+      allow_direct: spec.allowDirect,
+    });
+  }
+  const actual = await streamConfig(jsm, stream);
+  if (!actual) throw new BusConfigError(`stream ${stream} could not be created`);
+  check(stream, actual, bucketExpectations(spec, replicas));
+}
+
+export async function provision(
+  jsm: JetStreamManager,
+  kvm: Kvm,
+  options: ProvisionOptions,
+  logger: Logger,
+): Promise<void> {
+  await ensureEventsStream(jsm, options);
+  for (const spec of AllBuckets) await ensureBucket(jsm, kvm, spec, options.replicas);
+  logger.info(
+    {
+      msgId: LogIds.provisioned,
+      replicas: options.replicas,
+      buckets: AllBuckets.map((b) => b.name),
+    },
+    'bus streams and buckets ready',
+  );
+}

@@ -1,0 +1,68 @@
+/**
+ * Retrying writes through a leader election. On nats-server 2.9 a stream without a
+ * leader answers "no responders" or times out for several seconds after a node is
+ * killed; those writes must wait and go through, never fail the caller.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { JetStreamApiError } from '@nats-io/jetstream';
+import {
+  ClosedConnectionError,
+  ConnectionError,
+  DrainingConnectionError,
+  NoRespondersError,
+  RequestError,
+  TimeoutError,
+} from '@nats-io/transport-node';
+
+/** Whether a failed bus call may succeed if tried again later. */
+export function isTransient(error: unknown): boolean {
+  if (error instanceof ClosedConnectionError || error instanceof DrainingConnectionError) {
+    return false;
+  }
+  if (error instanceof JetStreamApiError) {
+    // 503: JetStream or the stream's group has no quorum right now.
+    return error.status === 503 || error.status === 408;
+  }
+  if (
+    error instanceof NoRespondersError ||
+    error instanceof TimeoutError ||
+    error instanceof RequestError ||
+    error instanceof ConnectionError ||
+    /jetstream not enabled/i.test((error as Error | undefined)?.message ?? '')
+  ) {
+    return true;
+  }
+  const cause = (error as { cause?: unknown } | undefined)?.cause;
+  return cause !== undefined && cause !== error && isTransient(cause);
+}
+
+export interface RetryOptions {
+  /** Stops retrying (the pending call rejects with the abort reason). */
+  readonly signal?: AbortSignal;
+  readonly minDelayMs?: number;
+  readonly maxDelayMs?: number;
+  /** Called before each wait; for logs and metrics. */
+  readonly onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
+}
+
+/** Runs `op` until it succeeds or fails with a non-transient error, backing off with jitter. */
+export async function retryTransient<T>(
+  op: () => Promise<T>,
+  options: RetryOptions = {},
+): Promise<T> {
+  const { signal, minDelayMs = 50, maxDelayMs = 2000, onRetry } = options;
+  for (let attempt = 1; ; attempt++) {
+    signal?.throwIfAborted();
+    try {
+      return await op();
+    } catch (error) {
+      if (!isTransient(error)) throw error;
+      const ceiling = Math.min(maxDelayMs, minDelayMs * 2 ** (attempt - 1));
+      const delayMs = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+      onRetry?.(error, attempt, delayMs);
+      await sleep(delayMs, undefined, { signal }).catch(() => {
+        throw signal?.reason;
+      });
+    }
+  }
+}

@@ -1,0 +1,122 @@
+/**
+ * What protobuf cannot say about a bus message: formats, ranges, required fields.
+ * Every message is checked against its schema before it is written and after it
+ * is decoded, so nothing invalid is ever trusted or stored.
+ */
+import { z } from 'zod';
+import { halyard } from '../proto/gen/halyard.js';
+import { TOKEN_PATTERN, USER_KEY_PATTERN } from './names.js';
+
+const { InstanceStatus } = halyard.discovery.v1;
+
+export const id = z.string().regex(TOKEN_PATTERN, 'must be 1–64 characters of A–Z a–z 0–9 _ -');
+const optionalId = z.union([z.literal(''), id]);
+const epochMs = z.number().int().nonnegative();
+const text = (max: number) => z.string().max(max);
+
+/** Fully qualified gRPC service name, e.g. `acme.orders.v1.Orders`. */
+export const grpcServiceName = z
+  .string()
+  .regex(
+    /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/,
+    'must be a gRPC service name like acme.orders.v1.Orders',
+  );
+
+/** `host:port`, `[v6]:port`; the host is a name or an address, the port 1–65535. */
+export const address = z
+  .string()
+  .max(261)
+  .refine((value) => {
+    const match = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(value);
+    return match !== null && Number(match[2]) >= 1 && Number(match[2]) <= 65535;
+  }, 'must be host:port with a port 1–65535');
+
+/** Enum values from the contracts; the zero value (UNSPECIFIED) is never valid on the bus. */
+function specified<T extends Record<string, string | number>>(values: T) {
+  return z.enum(values).refine((v) => v !== 0, 'must be set (not UNSPECIFIED)');
+}
+
+export const serviceInstance = z.object({
+  serviceId: id,
+  instanceId: id,
+  address,
+  grpcServices: z.array(grpcServiceName).max(256),
+  status: specified(InstanceStatus),
+  metadata: z.record(text(256), text(4096)),
+  leaseSeconds: z.number().int().min(1).max(86_400),
+  registeredAtMs: epochMs,
+  renewedAtMs: epochMs,
+  launcherId: optionalId,
+  hostId: optionalId,
+  version: text(128),
+});
+
+export const affinityPreference = z.object({
+  serviceId: id,
+  userKey: z.string().regex(USER_KEY_PATTERN, 'must be a base64url HMAC digest'),
+  instanceId: id,
+  createdAtMs: epochMs,
+  lastSeenAtMs: epochMs,
+  idleSeconds: z.number().int().min(1),
+  gatewayId: optionalId,
+});
+
+export const cacheEntry = z.object({
+  namespace: id,
+  key: z.string().min(1).max(1024),
+  value: z.instanceof(Uint8Array),
+  createdAtMs: epochMs,
+  updatedAtMs: epochMs,
+  expiresAtMs: epochMs,
+});
+
+const eventBase = {
+  eventId: z.string().min(1).max(256),
+  occurredAtMs: epochMs,
+};
+
+export const lifecycleEvent = z.object({
+  ...eventBase,
+  kind: specified(halyard.launcher.v1.LifecycleEvent.Kind),
+  hostId: id,
+  launcherId: id,
+  component: id,
+  instance: z.number().int().nonnegative(),
+  pid: z.number().int().nonnegative(),
+  port: z.number().int().min(0).max(65535),
+  exitCode: z.number().int(),
+  signal: text(32),
+  uptimeMs: epochMs,
+  attempt: z.number().int().nonnegative(),
+  delayMs: epochMs,
+  reason: text(1024),
+});
+
+export const gatewayEvent = z.object({
+  ...eventBase,
+  kind: specified(halyard.gateway.v1.GatewayEvent.Kind),
+  gatewayId: id,
+  serviceId: optionalId,
+  instanceId: optionalId,
+  toInstanceId: optionalId,
+  userKey: z.union([z.literal(''), z.string().regex(USER_KEY_PATTERN)]),
+  ejectionSeconds: z.number().int().nonnegative(),
+  reason: text(1024),
+});
+
+export const discoveryEvent = z.object({
+  ...eventBase,
+  kind: specified(halyard.discovery.v1.DiscoveryEvent.Kind),
+  replicaId: id,
+  serviceId: optionalId,
+  instanceId: optionalId,
+  status: z.enum(InstanceStatus),
+  detail: text(1024),
+});
+
+export type ServiceInstance = z.infer<typeof serviceInstance>;
+export type AffinityPreference = z.infer<typeof affinityPreference>;
+export type CacheEntry = z.infer<typeof cacheEntry>;
+export type LifecycleEvent = z.infer<typeof lifecycleEvent>;
+export type GatewayEvent = z.infer<typeof gatewayEvent>;
+export type DiscoveryEvent = z.infer<typeof discoveryEvent>;

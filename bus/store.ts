@@ -1,0 +1,113 @@
+/**
+ * A typed KV bucket: writes validate and survive leader elections; authoritative
+ * reads go to the stream leader. Local views (view.ts) serve the hot path.
+ */
+import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
+import type { KV } from '@nats-io/kv';
+import type { BucketSpec } from './buckets.js';
+import { InvalidMessageError, reportInvalid } from './invalid.js';
+import { type Logger, LogIds } from './log.js';
+import { busMetrics } from './metrics.js';
+import { retryTransient } from './retry.js';
+import { LocalView } from './view.js';
+
+export interface Revisioned<T> {
+  readonly key: string;
+  readonly value: T;
+  readonly revision: number;
+}
+
+/** `create` of a key that holds a live value. */
+export class KeyExistsError extends Error {
+  override readonly name = 'KeyExistsError';
+  constructor(
+    readonly bucket: string,
+    readonly key: string,
+  ) {
+    super(`${bucket}: key ${key} already exists`);
+  }
+}
+
+export class KvStore<T> {
+  constructor(
+    private readonly kv: KV,
+    readonly spec: BucketSpec<T>,
+    private readonly logger: Logger,
+    private readonly signal: AbortSignal,
+  ) {}
+
+  /** Writes the value under its key (last writer wins); retried through leader elections. */
+  async put(value: T): Promise<number> {
+    const bytes = this.spec.codec.encode(value);
+    const key = this.spec.key(value);
+    return this.retry(`put ${key}`, () => this.kv.put(key, bytes));
+  }
+
+  /**
+   * Writes only if the key has no value (never existed, deleted or purged). Safe on
+   * R3 streams even on servers where compare-and-set of an existing revision is not.
+   */
+  async create(value: T): Promise<number> {
+    const bytes = this.spec.codec.encode(value);
+    const key = this.spec.key(value);
+    try {
+      return await this.retry(`create ${key}`, () => this.kv.create(key, bytes));
+    } catch (error) {
+      if (
+        error instanceof JetStreamApiError &&
+        (error.code === JetStreamApiCodes.StreamWrongLastSequence ||
+          error.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
+      ) {
+        throw new KeyExistsError(this.spec.name, key);
+      }
+      throw error;
+    }
+  }
+
+  /** The stored value, read from the stream leader; undefined if absent or invalid. */
+  async get(key: string): Promise<Revisioned<T> | undefined> {
+    const entry = await this.retry(`get ${key}`, () => this.kv.get(key));
+    if (entry?.operation !== 'PUT') return undefined;
+    try {
+      const value = this.spec.codec.decode(entry.value, { subject: key, seq: entry.revision });
+      return { key, value, revision: entry.revision };
+    } catch (error) {
+      if (!(error instanceof InvalidMessageError)) throw error;
+      reportInvalid(this.logger, this.spec.name, error);
+      return undefined;
+    }
+  }
+
+  /** Removes the key and its history, so a later `create` is safe. */
+  purge(key: string): Promise<void> {
+    return this.retry(`purge ${key}`, () => this.kv.purge(key));
+  }
+
+  /** Starts a local view of the whole bucket; await its `ready` before trusting it. */
+  view(): LocalView<T> {
+    return new LocalView(this.kv, this.spec, this.logger, this.signal);
+  }
+
+  private retry<R>(what: string, op: () => Promise<R>): Promise<R> {
+    const target = this.spec.name;
+    return retryTransient(op, {
+      signal: this.signal,
+      onRetry: (error, attempt, delayMs) => {
+        busMetrics.publishRetries.inc({ target });
+        if (attempt === 1 || attempt % 10 === 0) {
+          this.logger.warn(
+            {
+              msgId: LogIds.publishRetry,
+              target,
+              what,
+              attempt,
+              delayMs,
+              err: (error as Error).message,
+            },
+            'bus write failed, retrying',
+          );
+        }
+      },
+    });
+  }
+}

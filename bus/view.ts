@@ -1,0 +1,258 @@
+/**
+ * A local view of a KV bucket: every value in memory, fed by a watch, so that a
+ * routing decision is a map look-up and never waits on the bus.
+ *
+ * Readers apply expiry themselves from timestamps in the values (server 2.9 has no
+ * per-key TTL, and a bucket TTL removes values without telling watchers): a lapsed
+ * value is invisible to `get`/`values` at once, and listeners hear of it when the
+ * expiry timer passes it.
+ */
+import type { KV, KvWatchEntry } from '@nats-io/kv';
+import type { BucketSpec } from './buckets.js';
+import { InvalidMessageError, reportInvalid } from './invalid.js';
+import { type Logger, LogIds } from './log.js';
+import { busMetrics } from './metrics.js';
+import { retryTransient } from './retry.js';
+
+export type RemovalReason = 'deleted' | 'expired' | 'invalid';
+
+export type ViewChange<T> =
+  | {
+      readonly op: 'put';
+      readonly key: string;
+      readonly value: T;
+      readonly previous?: T;
+      readonly revision: number;
+    }
+  | {
+      readonly op: 'remove';
+      readonly key: string;
+      readonly previous: T;
+      readonly reason: RemovalReason;
+    };
+
+interface Held<T> {
+  readonly value: T;
+  readonly revision: number;
+  readonly expiresAt: number | undefined;
+  /** Listeners were told it expired; a later renewal is announced as new. */
+  expired: boolean;
+}
+
+/** Scans for lapsed values no more often than this, whatever the values say. */
+const MIN_EXPIRY_CHECK_MS = 100;
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+export class LocalView<T> {
+  /** Resolves once every value that existed when the view started is loaded. */
+  readonly ready: Promise<void>;
+  private readonly held = new Map<string, Held<T>>();
+  private readonly listeners = new Set<(change: ViewChange<T>) => void>();
+  private readonly stopper = new AbortController();
+  private expiryTimer: NodeJS.Timeout | undefined;
+  private nextExpiryCheck = Number.POSITIVE_INFINITY;
+  private watch: Awaited<ReturnType<KV['watch']>> | undefined;
+
+  constructor(
+    private readonly kv: KV,
+    private readonly spec: BucketSpec<T>,
+    private readonly logger: Logger,
+    busSignal: AbortSignal,
+  ) {
+    const signal = AbortSignal.any([busSignal, this.stopper.signal]);
+    this.ready = this.run(signal);
+    // `ready` may be awaited late or never (a component that only listens).
+    this.ready.catch(() => {});
+  }
+
+  get size(): number {
+    let live = 0;
+    const now = Date.now();
+    for (const held of this.held.values()) if (!lapsed(held, now)) live++;
+    return live;
+  }
+
+  /** The live value of a key; undefined if absent or lapsed. */
+  get(key: string): T | undefined {
+    const held = this.held.get(key);
+    return held && !lapsed(held, Date.now()) ? held.value : undefined;
+  }
+
+  /** The revision of the live value of a key. */
+  revision(key: string): number | undefined {
+    const held = this.held.get(key);
+    return held && !lapsed(held, Date.now()) ? held.revision : undefined;
+  }
+
+  *entries(): IterableIterator<[key: string, value: T]> {
+    const now = Date.now();
+    for (const [key, held] of this.held) if (!lapsed(held, now)) yield [key, held.value];
+  }
+
+  *values(): IterableIterator<T> {
+    for (const [, value] of this.entries()) yield value;
+  }
+
+  /** Values whose lapse lies more than `graceMs` in the past: what a sweeper may purge. */
+  lapsedFor(graceMs: number): Array<{ key: string; value: T; revision: number }> {
+    const cutoff = Date.now() - graceMs;
+    const found: Array<{ key: string; value: T; revision: number }> = [];
+    for (const [key, held] of this.held) {
+      if (held.expiresAt !== undefined && held.expiresAt <= cutoff) {
+        found.push({ key, value: held.value, revision: held.revision });
+      }
+    }
+    return found;
+  }
+
+  /** Calls `listener` for every change after this point; returns the unsubscribe function. */
+  onChange(listener: (change: ViewChange<T>) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  stop(): void {
+    this.stopper.abort();
+    clearTimeout(this.expiryTimer);
+    this.watch?.stop();
+    busMetrics.viewEntries.dec({ bucket: this.spec.name }, this.held.size);
+    this.held.clear();
+  }
+
+  private async run(signal: AbortSignal): Promise<void> {
+    const bucket = this.spec.name;
+    // The watch delivers the last value of every key, then updates. The view is
+    // loaded once it has seen the stream's last sequence as it was before the watch.
+    const state = await retryTransient(async () => (await this.kv.status()).streamInfo.state, {
+      signal,
+    });
+    const loadedAt = state.messages === 0 ? 0 : state.last_seq;
+    const watch = await retryTransient(() => this.kv.watch(), { signal });
+    this.watch = watch;
+    if (signal.aborted) watch.stop();
+    let markReady: () => void = () => {};
+    const loaded = new Promise<void>((resolve) => {
+      markReady = resolve;
+    });
+    if (loadedAt === 0) markReady();
+    void (async () => {
+      try {
+        for await (const entry of watch) {
+          this.apply(entry);
+          if (entry.revision >= loadedAt) markReady();
+        }
+      } catch (error) {
+        if (!signal.aborted) {
+          this.logger.error(
+            { msgId: LogIds.viewFailed, bucket, err: (error as Error).message },
+            'bucket watch ended',
+          );
+        }
+      }
+    })();
+    await Promise.race([
+      loaded,
+      new Promise<never>((_, reject) =>
+        signal.addEventListener('abort', () => reject(signal.reason), { once: true }),
+      ),
+    ]);
+    this.logger.info(
+      { msgId: LogIds.viewReady, bucket, entries: this.held.size },
+      'local view loaded',
+    );
+  }
+
+  private apply(entry: KvWatchEntry): void {
+    const previous = this.held.get(entry.key);
+    if (entry.operation !== 'PUT') {
+      this.remove(entry.key, previous, 'deleted');
+      return;
+    }
+    let value: T;
+    try {
+      value = this.spec.codec.decode(entry.value, { subject: entry.key, seq: entry.revision });
+    } catch (error) {
+      if (!(error instanceof InvalidMessageError)) throw error;
+      reportInvalid(this.logger, this.spec.name, error);
+      // The key's current value is unreadable: holding the older one would be a lie.
+      this.remove(entry.key, previous, 'invalid');
+      return;
+    }
+    const expiresAt = this.spec.expiresAt(value);
+    const held: Held<T> = { value, revision: entry.revision, expiresAt, expired: false };
+    if (lapsed(held, Date.now())) held.expired = true;
+    if (!previous) busMetrics.viewEntries.inc({ bucket: this.spec.name });
+    this.held.set(entry.key, held);
+    if (expiresAt !== undefined) this.scheduleExpiryCheck(expiresAt);
+    const wasLive = previous !== undefined && !previous.expired;
+    if (!held.expired) {
+      this.emit({
+        op: 'put',
+        key: entry.key,
+        value,
+        revision: entry.revision,
+        ...(wasLive ? { previous: previous.value } : {}),
+      });
+    } else if (wasLive) {
+      this.emit({ op: 'remove', key: entry.key, previous: previous.value, reason: 'expired' });
+    }
+  }
+
+  private remove(key: string, previous: Held<T> | undefined, reason: RemovalReason): void {
+    if (!previous) return;
+    this.held.delete(key);
+    busMetrics.viewEntries.dec({ bucket: this.spec.name });
+    if (!previous.expired) this.emit({ op: 'remove', key, previous: previous.value, reason });
+  }
+
+  private scheduleExpiryCheck(at: number): void {
+    const when = Math.max(at, Date.now() + MIN_EXPIRY_CHECK_MS);
+    if (when >= this.nextExpiryCheck) return;
+    clearTimeout(this.expiryTimer);
+    this.nextExpiryCheck = when;
+    this.expiryTimer = setTimeout(
+      () => this.checkExpiry(),
+      Math.min(when - Date.now(), MAX_TIMER_MS),
+    );
+    this.expiryTimer.unref();
+  }
+
+  private checkExpiry(): void {
+    this.nextExpiryCheck = Number.POSITIVE_INFINITY;
+    const now = Date.now();
+    let next = Number.POSITIVE_INFINITY;
+    for (const [key, held] of this.held) {
+      if (held.expired || held.expiresAt === undefined) continue;
+      if (held.expiresAt <= now) {
+        held.expired = true;
+        this.emit({ op: 'remove', key, previous: held.value, reason: 'expired' });
+      } else {
+        next = Math.min(next, held.expiresAt);
+      }
+    }
+    if (next !== Number.POSITIVE_INFINITY) this.scheduleExpiryCheck(next);
+  }
+
+  private emit(change: ViewChange<T>): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(change);
+      } catch (error) {
+        // A listener's bug must not stop the view that every other reader relies on.
+        this.logger.error(
+          {
+            msgId: LogIds.listenerFailed,
+            bucket: this.spec.name,
+            key: change.key,
+            err: (error as Error).message,
+          },
+          'view listener threw',
+        );
+      }
+    }
+  }
+}
+
+function lapsed(held: Held<unknown>, now: number): boolean {
+  return held.expiresAt !== undefined && held.expiresAt <= now;
+}

@@ -1,0 +1,13 @@
+import type { Counter } from 'prom-client';
+
+/** Current value of a counter for the given labels (0 when never incremented). */
+export async function counterValue(
+  counter: Counter,
+  labels: Record<string, string> = {},
+): Promise<number> {
+  const { values } = await counter.get();
+  const match = values.find((v) =>
+    Object.entries(labels).every(([name, value]) => v.labels[name] === value),
+  );
+  return match?.value ?? 0;
+}
