@@ -1,0 +1,165 @@
+/**
+ * KV write latency and local-view propagation on a real 3-node cluster, against
+ * comparators measured in the same run:
+ *   - KV put, R3 (3-node cluster) vs R1 (single node) vs a core NATS request/reply;
+ *   - propagation (put on A until B's local view has it) vs core NATS pub → sub
+ *     between the same two nodes.
+ * Loops are bounded in count and time. Usage: npm run bench [-- --count N]
+ */
+import { parseArgs } from 'node:util';
+import { Bus, RegistryBucket } from '../bus/index.js';
+import { pino } from 'pino';
+import { NatsCluster } from '../test/support/nats-cluster.js';
+import * as samples from '../test/support/samples.js';
+
+const { values } = parseArgs({ options: { count: { type: 'string', default: '2000' } } });
+const COUNT = Number(values.count);
+const TIME_BUDGET_MS = 30_000;
+const logger = pino({ level: 'warn' });
+
+interface Row {
+  readonly name: string;
+  readonly samples: number[];
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+}
+
+async function measure(name: string, op: (i: number) => Promise<void>): Promise<Row> {
+  for (let i = 0; i < 50; i++) await op(-1 - i); // warm-up
+  const out: number[] = [];
+  const deadline = performance.now() + TIME_BUDGET_MS;
+  for (let i = 0; i < COUNT && performance.now() < deadline; i++) {
+    const start = performance.now();
+    await op(i);
+    out.push(performance.now() - start);
+  }
+  return { name, samples: out.sort((a, b) => a - b) };
+}
+
+/** Interest on node B reaches node A a moment after B subscribes. */
+async function untilRouted(probe: () => Promise<unknown>): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      await probe();
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
+
+function print(title: string, rows: Row[]): void {
+  const base = rows[0]!;
+  console.log(`\n${title}`);
+  console.log('| case | n | p50 ms | p99 ms | p50 ratio | p99 ratio |');
+  console.log('|---|---|---|---|---|---|');
+  for (const row of rows) {
+    const p50 = percentile(row.samples, 50);
+    const p99 = percentile(row.samples, 99);
+    const r50 = p50 / percentile(base.samples, 50);
+    const r99 = p99 / percentile(base.samples, 99);
+    console.log(
+      `| ${row.name} | ${row.samples.length} | ${p50.toFixed(3)} | ${p99.toFixed(3)} | ${r50.toFixed(2)}× | ${r99.toFixed(2)}× |`,
+    );
+  }
+}
+
+async function kvPut(bus: Bus, name: string): Promise<Row> {
+  const store = await bus.store(RegistryBucket);
+  const value = samples.instance({ leaseSeconds: 3600 });
+  return measure(name, async (i) => {
+    await store.put({ ...value, instanceId: `bench-${i < 0 ? `w${-i}` : i % 500}` });
+  });
+}
+
+async function coreRequest(a: Bus, b: Bus): Promise<Row> {
+  const sub = b.connection.subscribe('bench.echo', {
+    callback: (_err, msg) => {
+      msg.respond(msg.data);
+    },
+  });
+  const payload = new Uint8Array(200);
+  await untilRouted(() => a.connection.request('bench.echo', payload, { timeout: 1000 }));
+  const row = await measure('core NATS request/reply (A → B → A)', async () => {
+    await a.connection.request('bench.echo', payload, { timeout: 5000 });
+  });
+  sub.unsubscribe();
+  return row;
+}
+
+async function propagation(a: Bus, b: Bus): Promise<Row> {
+  const writer = await a.store(RegistryBucket);
+  const view = (await b.store(RegistryBucket)).view();
+  await view.ready;
+  const waiting = new Map<string, () => void>();
+  view.onChange((change) => {
+    if (change.op === 'put') waiting.get(`${change.key}@${change.value.renewedAtMs}`)?.();
+  });
+  const value = samples.instance({ leaseSeconds: 3600 });
+  let stamp = Date.now();
+  const row = await measure('KV put on A → local view on B (R3)', async (i) => {
+    const next = { ...value, instanceId: `prop-${i < 0 ? 'w' : i % 500}`, renewedAtMs: ++stamp };
+    const key = `${RegistryBucket.key(next)}@${next.renewedAtMs}`;
+    const seen = new Promise<void>((resolve) => waiting.set(key, resolve));
+    await writer.put(next);
+    await seen;
+    waiting.delete(key);
+  });
+  view.stop();
+  return row;
+}
+
+async function corePubSub(a: Bus, b: Bus): Promise<Row> {
+  let resolve: () => void = () => {};
+  const sub = b.connection.subscribe('bench.pubsub', { callback: () => resolve() });
+  const payload = new Uint8Array(200);
+  await untilRouted(async () => {
+    const seen = new Promise<void>((r, reject) => {
+      resolve = r;
+      setTimeout(() => reject(new Error('not routed yet')), 100);
+    });
+    a.connection.publish('bench.pubsub', payload);
+    await seen;
+  });
+  const row = await measure('core NATS publish on A → subscriber on B', async () => {
+    const seen = new Promise<void>((r) => {
+      resolve = r;
+    });
+    a.connection.publish('bench.pubsub', payload);
+    await seen;
+  });
+  sub.unsubscribe();
+  return row;
+}
+
+async function main(): Promise<void> {
+  const three = await NatsCluster.start();
+  const single = await NatsCluster.start({ nodes: 1 });
+  try {
+    const a = await Bus.connect({ servers: three.servers[0]!, name: 'bench-a', logger });
+    const b = await Bus.connect({ servers: three.servers[2]!, name: 'bench-b', logger });
+    const solo = await Bus.connect({ servers: single.servers, name: 'bench-solo', logger });
+    await a.provision();
+    await solo.provision();
+    // Writes go through the stream leader: whether A sits on it changes the hop count.
+    const leader = await three.streamLeader(`KV_${RegistryBucket.name}`);
+    console.log(`nats-server ${a.connection.info?.version}; KV_halyard-registry leader n${leader}; A on n0, B on n2`);
+
+    print('KV put (sequential, acknowledged)', [
+      await kvPut(a, 'KV put, R3, 3-node cluster'),
+      await kvPut(solo, 'KV put, R1, single node'),
+      await coreRequest(a, b),
+    ]);
+    print('Propagation to another replica', [await propagation(a, b), await corePubSub(a, b)]);
+    await Promise.all([a.close(), b.close(), solo.close()]);
+  } finally {
+    await three.close();
+    await single.close();
+  }
+}
+
+await main();
