@@ -16,18 +16,25 @@ import {
   credsAuthenticator,
   type NatsConnection,
 } from '@nats-io/transport-node';
-import type { BucketSpec } from './buckets.js';
+import { AffinityBucket, type BucketSpec, RegistryBucket } from './buckets.js';
 import { EventPublisher, type EventPublisherOptions } from './events.js';
 import { defaultLogger, type Logger, LogIds } from './log.js';
 import { busMetrics } from './metrics.js';
 import { type ProvisionOptions, provision } from './provision.js';
+import type { AffinityPreference, ServiceInstance } from './schemas.js';
 import { KvStore } from './store.js';
 import {
-  type EventHandler,
+  type Handler,
   type SubscribeOptions,
   type Subscription,
-  subscribeEvents,
+  type SubscriptionKind,
+  subscribe,
 } from './subscriber.js';
+
+export interface Snapshot<K extends 'registrations' | 'affinity'> {
+  readonly entries: Map<string, K extends 'registrations' ? ServiceInstance : AffinityPreference>;
+  readonly revision: number;
+}
 
 export type BusAuth =
   | { readonly user: string; readonly pass: string }
@@ -96,12 +103,33 @@ export class Bus {
     return new KvStore(kv, spec, this.logger, this.closing.signal);
   }
 
+  /**
+   * Every live value of a bucket and the revision it is current to: subscribe with
+   * `from: { seq: revision + 1 }` to follow it without a gap or a double count.
+   */
+  async snapshot<K extends 'registrations' | 'affinity'>(kind: K): Promise<Snapshot<K>> {
+    const spec = (
+      kind === 'registrations' ? RegistryBucket : AffinityBucket
+    ) as BucketSpec<unknown>;
+    const view = (await this.store(spec)).view();
+    try {
+      await view.ready;
+      return { entries: new Map(view.entries()), revision: view.lastRevision } as Snapshot<K>;
+    } finally {
+      view.stop();
+    }
+  }
+
   publisher(options?: EventPublisherOptions): EventPublisher {
     return new EventPublisher(this.js, this.logger, this.closing.signal, options);
   }
 
-  subscribe(options: SubscribeOptions, handler: EventHandler): Promise<Subscription> {
-    return subscribeEvents(this.js, this.jsm, options, handler, this.logger);
+  /** Typed deliveries of one kind; see SubscribeOptions. */
+  subscribe<K extends SubscriptionKind>(
+    options: SubscribeOptions<K>,
+    handler: Handler<K>,
+  ): Promise<Subscription> {
+    return subscribe(this.js, this.jsm, options, handler, this.logger);
   }
 
   /** Stops retries, flushes what was sent and closes the connection. */

@@ -7,29 +7,35 @@ export {
   CacheBucket,
   RegistryBucket,
 } from './buckets.js';
-export { Bus, type BusAuth, type BusOptions, type BusTls } from './bus.js';
+export { Bus, type BusAuth, type BusOptions, type BusTls, type Snapshot } from './bus.js';
 export { type Codec, Codecs, InvalidMessageError, type MessageOrigin } from './codec.js';
 export { type BusEvent, EventPublisher, type PublishedEvent } from './events.js';
 export { LogIds } from './log.js';
 export { busMetrics } from './metrics.js';
 export {
   Buckets,
+  DEADLETTER_STREAM,
+  DeadLetterHeaders,
   EVENTS_STREAM,
   type EventSource,
   EventSources,
   Headers,
   Keys,
+  kvStream,
   Subjects,
 } from './names.js';
 export { BusConfigError, type ProvisionOptions } from './provision.js';
 export * from './schemas.js';
 export { KeyExistsError, KvStore, type Revisioned } from './store.js';
 export type {
-  EventHandler,
-  EventMeta,
+  Delivery,
+  DeliveryMeta,
+  Handler,
+  KvChange,
   StartFrom,
   SubscribeOptions,
   Subscription,
+  SubscriptionKind,
 } from './subscriber.js';
 export { type Lapsed, type SweepOptions, type SweepResult, sweep } from './sweeper.js';
 export { LocalView, type RemovalReason, type ViewChange } from './view.js';

@@ -29,9 +29,14 @@ export const busMetrics = {
     'NATS connection status changes',
     ['type'],
   ),
-  purged: counter(
+  deadLettered: counter(
+    'halyard_bus_dead_lettered_total',
+    'Messages a durable subscriber gave up on and moved to the dead-letter stream',
+    ['consumer'],
+  ),
+  swept: counter(
     'halyard_bus_swept_keys_total',
-    'Keys purged by sweepers because their values had lapsed',
+    'Keys removed by sweepers because their values had lapsed',
     ['bucket'],
   ),
   viewEntries: new Gauge({

@@ -11,6 +11,11 @@ export const Buckets = {
 export type BucketName = (typeof Buckets)[keyof typeof Buckets];
 
 export const EVENTS_STREAM = 'HALYARD_EVENTS';
+/** Messages a durable subscriber gave up on, with their reasons. */
+export const DEADLETTER_STREAM = 'HALYARD_DEADLETTER';
+
+/** The stream behind a KV bucket. */
+export const kvStream = (bucket: BucketName) => `KV_${bucket}`;
 
 /** Sources of events; the third token of every event subject. */
 export const EventSources = ['lifecycle', 'gateway', 'discovery'] as const;
@@ -21,6 +26,16 @@ export const Headers = {
   type: 'Halyard-Type',
   /** JetStream de-duplication id (within the stream's duplicate window). */
   msgId: 'Nats-Msg-Id',
+  /** Set by KV on deletes and purges (`DEL`, `PURGE`). */
+  kvOperation: 'KV-Operation',
+} as const;
+
+/** Added to a dead-lettered message, beside its original headers. */
+export const DeadLetterHeaders = {
+  reason: 'Halyard-Dead-Reason',
+  stream: 'Halyard-Dead-Stream',
+  subject: 'Halyard-Dead-Subject',
+  seq: 'Halyard-Dead-Seq',
 } as const;
 
 /** One subject token: ids used on the bus are restricted to these characters. */
@@ -37,17 +52,19 @@ export function assertToken(kind: string, value: string): string {
 export const Subjects = {
   /** Everything the events stream stores. */
   allEvents: 'halyard.events.>',
-  /** Every event of one source, e.g. `halyard.events.gateway.>`. */
-  eventsOf: (source: EventSource) => `halyard.events.${source}.>`,
+  eventsPrefix: 'halyard.events',
+  /** `halyard.events.<source>`: the prefix of one source's events. */
+  eventsOfPrefix: (source: EventSource) => `halyard.events.${source}`,
   lifecycle: (hostId: string, component: string, kind: string) =>
     `halyard.events.lifecycle.${assertToken('host id', hostId)}.${assertToken('component', component)}.${kind}`,
-  /** Every lifecycle event of one host: what a launcher replays after a crash. */
-  lifecycleOfHost: (hostId: string) =>
-    `halyard.events.lifecycle.${assertToken('host id', hostId)}.>`,
   gateway: (gatewayId: string, kind: string) =>
     `halyard.events.gateway.${assertToken('gateway id', gatewayId)}.${kind}`,
   discovery: (replicaId: string, kind: string) =>
     `halyard.events.discovery.${assertToken('replica id', replicaId)}.${kind}`,
+  /** Where a bucket's keys live: `$KV.<bucket>`. */
+  kvPrefix: (bucket: BucketName) => `$KV.${bucket}`,
+  allDeadLetters: 'halyard.deadletter.>',
+  deadLetter: (consumer: string) => `halyard.deadletter.${assertToken('consumer', consumer)}`,
   /** Request/reply control: `halyard.ctl.<component>.<id>.<verb>`; `*` as id fans out. */
   control: (component: string, id: string, verb: string) =>
     `halyard.ctl.${assertToken('component', component)}.${id === '*' ? '*' : assertToken('id', id)}.${assertToken('verb', verb)}`,

@@ -17,7 +17,7 @@ import type { BucketLayout } from './buckets.js';
 import { AllBuckets } from './buckets.js';
 import type { Logger } from './log.js';
 import { LogIds } from './log.js';
-import { EVENTS_STREAM, Subjects } from './names.js';
+import { DEADLETTER_STREAM, EVENTS_STREAM, kvStream, Subjects } from './names.js';
 
 export interface ProvisionOptions {
   /** 3 on a cluster, 1 on a single server. */
@@ -97,17 +97,34 @@ function check(stream: string, actual: StreamConfig, expected: Expected): void {
   }
 }
 
-async function ensureEventsStream(jsm: JetStreamManager, options: ProvisionOptions) {
-  const expected = eventsStreamConfig(options);
-  const existing = await streamConfig(jsm, EVENTS_STREAM);
+export function deadLetterStreamConfig(
+  options: ProvisionOptions,
+): Partial<StreamConfig> & { name: string } {
+  return {
+    name: DEADLETTER_STREAM,
+    subjects: [Subjects.allDeadLetters],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    num_replicas: options.replicas,
+    max_age: nanos(options.eventsMaxAgeMs ?? 7 * DAY_MS),
+    duplicate_window: nanos(120_000),
+    discard: DiscardPolicy.Old,
+  };
+}
+
+async function ensureStream(
+  jsm: JetStreamManager,
+  expected: Partial<StreamConfig> & { name: string },
+) {
+  const existing = await streamConfig(jsm, expected.name);
   // `add` with an identical config is a no-op on the server, so racing creators agree.
   const actual = existing ?? (await jsm.streams.add(expected)).config;
-  const { name: _name, ...fields } = expected;
-  check(EVENTS_STREAM, actual, fields);
+  const { name, ...fields } = expected;
+  check(name, actual, fields);
 }
 
 async function ensureBucket(jsm: JetStreamManager, kvm: Kvm, spec: BucketLayout, replicas: number) {
-  const stream = `KV_${spec.name}`;
+  const stream = kvStream(spec.name);
   if (!(await streamConfig(jsm, stream))) {
     await kvm.create(spec.name, {
       history: spec.history,
@@ -127,7 +144,8 @@ export async function provision(
   options: ProvisionOptions,
   logger: Logger,
 ): Promise<void> {
-  await ensureEventsStream(jsm, options);
+  await ensureStream(jsm, eventsStreamConfig(options));
+  await ensureStream(jsm, deadLetterStreamConfig(options));
   for (const spec of AllBuckets) await ensureBucket(jsm, kvm, spec, options.replicas);
   logger.info(
     {

@@ -44,8 +44,10 @@ export class KvStore<T> {
   }
 
   /**
-   * Writes only if the key has no value (never existed, deleted or purged). Safe on
-   * R3 streams even on servers where compare-and-set of an existing revision is not.
+   * Writes only if the key has no value (never existed, or removed). For a key that
+   * never existed this is exact; after a removal it is a compare-and-set of the delete
+   * marker's revision, which nats-server enforces on replicated streams only from
+   * 2.9.21 on — so no correctness property may rest on it.
    */
   async create(value: T): Promise<number> {
     const bytes = this.spec.codec.encode(value);
@@ -78,9 +80,14 @@ export class KvStore<T> {
     }
   }
 
-  /** Removes the key and its history, so a later `create` is safe. */
-  purge(key: string): Promise<void> {
-    return this.retry(`purge ${key}`, () => this.kv.purge(key));
+  /**
+   * Removes the key's value with a delete marker (with history 1 the marker replaces
+   * it). Never a purge: on nats-server 2.9 the rollup of a subject purge advances
+   * consumers past live messages of other keys that they had not yet delivered, so
+   * local views and subscribers would silently miss writes.
+   */
+  remove(key: string): Promise<void> {
+    return this.retry(`delete ${key}`, () => this.kv.delete(key));
   }
 
   /** Starts a local view of the whole bucket; await its `ready` before trusting it. */

@@ -1,9 +1,16 @@
 /**
- * Reading the events stream: ordered (ephemeral, for tails and replays) or durable
- * (resumes after a crash where it left off). Handlers run one message at a time, so
- * a slow handler slows delivery instead of buffering without bound. A message that
- * does not decode or validate is counted, logged once and skipped.
+ * The subscriber SDK: typed, decoded, validated deliveries of registrations, affinity
+ * preferences and events, ordered (ephemeral: tails and replays) or durable (resumes
+ * after a crash where it left off).
+ *
+ * Handlers run one message at a time, in stream order, and a bounded number is
+ * fetched ahead, so a slow handler slows delivery instead of buffering without bound.
+ * A durable message is acknowledged only after its handler resolves; a durable that
+ * resumes after a crash starts again at its first unacknowledged message. A message
+ * whose handler keeps failing, or that does not decode or validate, goes to the
+ * dead-letter stream with its reason (durable) and the subscription carries on.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   AckPolicy,
   type ConsumerConfig,
@@ -13,42 +20,127 @@ import {
   type JetStreamManager,
   type JsMsg,
 } from '@nats-io/jetstream';
-import { nanos } from '@nats-io/transport-node';
+import { nanos, headers as natsHeaders } from '@nats-io/transport-node';
+import { AffinityBucket, type BucketSpec, RegistryBucket } from './buckets.js';
 import { InvalidMessageError } from './codec.js';
 import { type BusEvent, decodeEvent } from './events.js';
 import { reportInvalid } from './invalid.js';
 import { type Logger, LogIds } from './log.js';
-import { EVENTS_STREAM, type EventSource, Headers, Subjects } from './names.js';
+import { busMetrics } from './metrics.js';
+import {
+  DeadLetterHeaders,
+  EVENTS_STREAM,
+  type EventSource,
+  Headers,
+  kvStream,
+  Subjects,
+} from './names.js';
+import { retryTransient } from './retry.js';
+import type { AffinityPreference, ServiceInstance } from './schemas.js';
+
+/** A change of one key of a bucket. */
+export type KvChange<T> =
+  | { readonly op: 'put'; readonly key: string; readonly value: T }
+  | { readonly op: 'delete'; readonly key: string };
+
+export type SubscriptionKind = 'registrations' | 'affinity' | 'events' | EventSource;
+
+export type Delivery<K extends SubscriptionKind> = K extends 'registrations'
+  ? KvChange<ServiceInstance>
+  : K extends 'affinity'
+    ? KvChange<AffinityPreference>
+    : K extends EventSource
+      ? Extract<BusEvent, { source: K }>
+      : BusEvent;
 
 export type StartFrom = 'new' | 'all' | { readonly seq: number } | { readonly time: Date };
 
-export interface SubscribeOptions {
-  /** One source (`halyard.events.<source>.>`) or a subject filter inside the stream. */
-  readonly source?: EventSource;
+export interface SubscribeOptions<K extends SubscriptionKind> {
+  readonly kind: K;
+  /**
+   * Subject tokens after the kind's prefix: a key filter for buckets (`orders.*`), the
+   * tokens after `halyard.events.<source>.` for events (`host-a.>`). Default `>`.
+   */
   readonly filter?: string;
   /** Default 'new'. A durable that already exists resumes where it left off instead. */
   readonly from?: StartFrom;
-  /** A durable consumer name ([A-Za-z0-9_-]): acknowledged after the handler resolves. */
+  /** Durable consumer name ([A-Za-z0-9_-]); without it the subscription is ordered and ephemeral. */
   readonly durable?: string;
   /** Messages fetched ahead of the handler (default 64). */
   readonly prefetch?: number;
-  /** Redelivery delay after a handler throws (durable only; default 1 s). */
+  /** Attempts at a failing message before it is dead-lettered (durable) or skipped (default 5). */
+  readonly maxAttempts?: number;
+  /** Delay before the handler is tried again after it throws (default 1 s). */
   readonly retryDelayMs?: number;
+  /** Durable: unacknowledged messages of a crashed subscriber are redelivered after this (default 10 s). */
+  readonly ackWaitMs?: number;
 }
 
-export interface EventMeta {
-  readonly subject: string;
+export interface DeliveryMeta {
+  /** Stream sequence (for buckets: the revision). Handlers that must be idempotent key on it. */
   readonly seq: number;
+  readonly subject: string;
   readonly time: Date;
-  readonly redelivered: boolean;
+  /** How many times this message has been delivered, 1 for the first. */
+  readonly attempt: number;
 }
 
-export type EventHandler = (event: BusEvent, meta: EventMeta) => void | Promise<void>;
+export type Handler<K extends SubscriptionKind> = (
+  delivery: Delivery<K>,
+  meta: DeliveryMeta,
+) => void | Promise<void>;
 
 export interface Subscription {
   stop(): Promise<void>;
   /** Settles when delivery ends (stopped, or the connection closed). */
   readonly done: Promise<void>;
+}
+
+/** Where a kind's messages live and how one is decoded. */
+interface Feed {
+  readonly stream: string;
+  readonly prefix: string;
+  decode(m: JsMsg): unknown;
+}
+
+function bucketFeed<T>(spec: BucketSpec<T>): Feed {
+  const prefix = Subjects.kvPrefix(spec.name);
+  return {
+    stream: kvStream(spec.name),
+    prefix,
+    decode(m): KvChange<T> {
+      const key = m.subject.slice(prefix.length + 1);
+      const op = m.headers?.get(Headers.kvOperation);
+      if (op === 'DEL' || op === 'PURGE') return { op: 'delete', key };
+      return { op: 'put', key, value: spec.codec.decode(m.data, { subject: key, seq: m.seq }) };
+    },
+  };
+}
+
+function eventFeed(prefix: string): Feed {
+  return {
+    stream: EVENTS_STREAM,
+    prefix,
+    decode: (m) =>
+      decodeEvent(
+        m.data,
+        { subject: m.subject, seq: m.seq },
+        m.headers?.get(Headers.type) || undefined,
+      ),
+  };
+}
+
+function feedOf(kind: SubscriptionKind): Feed {
+  switch (kind) {
+    case 'registrations':
+      return bucketFeed(RegistryBucket);
+    case 'affinity':
+      return bucketFeed(AffinityBucket);
+    case 'events':
+      return eventFeed(Subjects.eventsPrefix);
+    default:
+      return eventFeed(Subjects.eventsOfPrefix(kind));
+  }
 }
 
 function deliverFrom(from: StartFrom): Partial<ConsumerConfig> {
@@ -59,74 +151,117 @@ function deliverFrom(from: StartFrom): Partial<ConsumerConfig> {
   return { deliver_policy: DeliverPolicy.StartTime, opt_start_time: from.time.toISOString() };
 }
 
-export async function subscribeEvents(
+export async function subscribe<K extends SubscriptionKind>(
   js: JetStreamClient,
   jsm: JetStreamManager,
-  options: SubscribeOptions,
-  handler: EventHandler,
+  options: SubscribeOptions<K>,
+  handler: Handler<K>,
   logger: Logger,
 ): Promise<Subscription> {
-  const filter =
-    options.filter ?? (options.source ? Subjects.eventsOf(options.source) : Subjects.allEvents);
+  const feed = feedOf(options.kind);
+  const filter = `${feed.prefix}.${options.filter ?? '>'}`;
   const start = deliverFrom(options.from ?? 'new');
   const max_messages = options.prefetch ?? 64;
+  const durable = options.durable;
+  const maxAttempts = options.maxAttempts ?? 5;
+  const retryDelayMs = options.retryDelayMs ?? 1000;
+  const ackWaitMs = options.ackWaitMs ?? 10_000;
+
   let messages: ConsumerMessages;
-  if (options.durable) {
-    const exists = await jsm.consumers.info(EVENTS_STREAM, options.durable).catch(() => undefined);
-    if (!exists) {
-      await jsm.consumers.add(EVENTS_STREAM, {
-        durable_name: options.durable,
-        ack_policy: AckPolicy.Explicit,
-        // 2.9 takes one filter subject as a string; arrays need 2.10.
-        filter_subject: filter,
-        max_ack_pending: max_messages,
-        ack_wait: nanos(30_000),
-        ...start,
+  if (durable) {
+    const config: Partial<ConsumerConfig> = {
+      durable_name: durable,
+      ack_policy: AckPolicy.Explicit,
+      // 2.9 takes one filter subject as a string; arrays need 2.10.
+      filter_subject: filter,
+      max_ack_pending: max_messages,
+      ack_wait: nanos(ackWaitMs),
+    };
+    const existing = await jsm.consumers.info(feed.stream, durable).catch(() => undefined);
+    if (!existing) {
+      await jsm.consumers.add(feed.stream, { ...config, ...start });
+    } else if (existing.num_ack_pending > 0) {
+      // A crashed subscriber left messages unacknowledged. The server would redeliver
+      // them after later ones; resuming at the first of them keeps the order, which
+      // is what lets a handler skip what it has already applied by sequence.
+      await jsm.consumers.delete(feed.stream, durable);
+      await jsm.consumers.add(feed.stream, {
+        ...config,
+        deliver_policy: DeliverPolicy.StartSequence,
+        opt_start_seq: existing.ack_floor.stream_seq + 1,
       });
     }
-    const consumer = await js.consumers.get(EVENTS_STREAM, options.durable);
-    messages = await consumer.consume({ max_messages });
+    messages = await (await js.consumers.get(feed.stream, durable)).consume({ max_messages });
   } else {
-    const consumer = await js.consumers.get(EVENTS_STREAM, { filter_subjects: filter, ...start });
+    const consumer = await js.consumers.get(feed.stream, { filter_subjects: filter, ...start });
     messages = await consumer.consume({ max_messages });
   }
 
-  const durable = options.durable !== undefined;
-  const retryDelayMs = options.retryDelayMs ?? 1000;
+  const deadLetter = async (m: JsMsg, reason: string) => {
+    const h = natsHeaders();
+    for (const [name, values] of m.headers ?? []) for (const v of values) h.append(name, v);
+    h.set(DeadLetterHeaders.reason, reason.slice(0, 1024));
+    h.set(DeadLetterHeaders.subject, m.subject);
+    h.set(DeadLetterHeaders.seq, String(m.seq));
+    h.set(DeadLetterHeaders.stream, feed.stream);
+    // Deduplicated per message, so a crash between this publish and the term is harmless.
+    h.set(Headers.msgId, `${feed.stream}:${m.seq}:${durable}`);
+    await retryTransient(() =>
+      js.publish(Subjects.deadLetter(durable as string), m.data, { headers: h }),
+    );
+    busMetrics.deadLettered.inc({ consumer: durable as string });
+    // No reason text: servers before 2.10 do not recognise `+TERM <reason>` and ignore it.
+    m.term();
+  };
+
+  let lastAckedSeq = 0;
   const deliver = async (m: JsMsg) => {
-    const meta: EventMeta = {
-      subject: m.subject,
-      seq: m.seq,
-      time: m.time,
-      redelivered: m.redelivered,
-    };
-    let event: BusEvent;
+    let delivery: Delivery<K>;
     try {
-      event = decodeEvent(
-        m.data,
-        { subject: m.subject, seq: m.seq },
-        m.headers?.get(Headers.type) || undefined,
-      );
+      delivery = feed.decode(m) as Delivery<K>;
     } catch (error) {
       if (!(error instanceof InvalidMessageError)) throw error;
-      reportInvalid(logger, EVENTS_STREAM, error);
-      if (durable) m.term(error.reason);
+      reportInvalid(logger, feed.stream, error);
+      if (durable) await deadLetter(m, error.message);
       return;
     }
+    // A long handler keeps its message: without this the server would redeliver it.
+    const keepAlive = durable ? setInterval(() => m.working(), ackWaitMs / 2) : undefined;
     try {
-      await handler(event, meta);
-      if (durable) m.ack();
-    } catch (error) {
-      logger.warn(
-        {
-          msgId: LogIds.handlerFailed,
-          subject: m.subject,
-          seq: m.seq,
-          err: (error as Error).message,
-        },
-        durable ? 'event handler failed; redelivering' : 'event handler failed',
-      );
-      if (durable) m.nak(retryDelayMs);
+      // Retried in place, so later messages wait: delivery order is never broken.
+      for (let attempt = m.info.deliveryCount; ; attempt++) {
+        try {
+          await handler(delivery, { seq: m.seq, subject: m.subject, time: m.time, attempt });
+          if (durable) {
+            m.ack();
+            lastAckedSeq = m.seq;
+          }
+          return;
+        } catch (error) {
+          const last = attempt >= maxAttempts;
+          logger.warn(
+            {
+              msgId: LogIds.handlerFailed,
+              subject: m.subject,
+              seq: m.seq,
+              attempt,
+              err: (error as Error).message,
+            },
+            last
+              ? durable
+                ? 'handler failed for the last time; dead-lettering'
+                : 'handler failed for the last time; skipped'
+              : 'handler failed; retrying',
+          );
+          if (last) {
+            if (durable) await deadLetter(m, `handler failed: ${(error as Error).message}`);
+            return;
+          }
+          await sleep(retryDelayMs);
+        }
+      }
+    } finally {
+      clearInterval(keepAlive);
     }
   };
 
@@ -138,6 +273,14 @@ export async function subscribeEvents(
     async stop() {
       messages.stop();
       await done;
+      // Acks are fire-and-forget: wait (briefly) until the server has taken the last
+      // one, so that a graceful stop leaves nothing handled to deliver again.
+      const deadline = Date.now() + 2000;
+      while (durable && lastAckedSeq > 0 && Date.now() < deadline) {
+        const info = await jsm.consumers.info(feed.stream, durable).catch(() => undefined);
+        if (!info || info.ack_floor.stream_seq >= lastAckedSeq) break;
+        await sleep(10);
+      }
     },
   };
 }

@@ -52,6 +52,7 @@ export class LocalView<T> {
   private expiryTimer: NodeJS.Timeout | undefined;
   private nextExpiryCheck = Number.POSITIVE_INFINITY;
   private watch: Awaited<ReturnType<KV['watch']>> | undefined;
+  private applied = 0;
 
   constructor(
     private readonly kv: KV,
@@ -63,6 +64,11 @@ export class LocalView<T> {
     this.ready = this.run(signal);
     // `ready` may be awaited late or never (a component that only listens).
     this.ready.catch(() => {});
+  }
+
+  /** The highest bucket revision applied: a change stream resumed after it misses nothing. */
+  get lastRevision(): number {
+    return this.applied;
   }
 
   get size(): number {
@@ -93,7 +99,7 @@ export class LocalView<T> {
     for (const [, value] of this.entries()) yield value;
   }
 
-  /** Values whose lapse lies more than `graceMs` in the past: what a sweeper may purge. */
+  /** Values whose lapse lies more than `graceMs` in the past: what a sweeper may remove. */
   lapsedFor(graceMs: number): Array<{ key: string; value: T; revision: number }> {
     const cutoff = Date.now() - graceMs;
     const found: Array<{ key: string; value: T; revision: number }> = [];
@@ -163,6 +169,7 @@ export class LocalView<T> {
   }
 
   private apply(entry: KvWatchEntry): void {
+    this.applied = Math.max(this.applied, entry.revision);
     const previous = this.held.get(entry.key);
     if (entry.operation !== 'PUT') {
       this.remove(entry.key, previous, 'deleted');

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { Bus, EVENTS_STREAM, RegistryBucket } from '../../bus/index.js';
+import { Bus, EVENTS_STREAM, kvStream, RegistryBucket } from '../../bus/index.js';
 import { captureLogs } from '../support/logs.js';
 import { NatsCluster } from '../support/nats-cluster.js';
 import * as samples from '../support/samples.js';
@@ -79,7 +79,7 @@ describe('kill -9 of a stream leader during a stream of writes', () => {
     const store = await writer.store(RegistryBucket);
     const { acks, killedAt, killed } = await writeThroughLeaderKill(
       cluster,
-      `KV_${RegistryBucket.name}`,
+      kvStream(RegistryBucket.name),
       (id) => store.put(samples.instance({ instanceId: id })),
     );
     const resumed = acks.filter((a) => a.at > killedAt);
@@ -113,7 +113,7 @@ describe('kill -9 of a stream leader during a stream of writes', () => {
     assert.equal(acks.filter((a) => a.at > killedAt).length, WRITES_AFTER_KILL);
 
     const stored: string[] = [];
-    const sub = await writer.subscribe({ source: 'lifecycle', from: 'all' }, (e) => {
+    const sub = await writer.subscribe({ kind: 'lifecycle', from: 'all' }, (e) => {
       if (e.event.eventId.startsWith(run)) stored.push(e.event.eventId.slice(run.length + 1));
     });
     await until('every acknowledged event replayed', () => stored.length >= acks.length);

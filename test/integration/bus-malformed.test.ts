@@ -53,10 +53,10 @@ describe('malformed bus messages are skipped, counted and logged once', () => {
     const invalidLogsBefore = logs.withId(LogIds.invalidMessage).length;
     const ordered: string[] = [];
     const durable: string[] = [];
-    const ephemeral = await bus.subscribe({ source: 'gateway', from: 'new' }, (e) => {
+    const ephemeral = await bus.subscribe({ kind: 'gateway', from: 'new' }, (e) => {
       ordered.push(e.event.eventId);
     });
-    const resumable = await bus.subscribe({ source: 'gateway', durable: 'malformed-test' }, (e) => {
+    const resumable = await bus.subscribe({ kind: 'gateway', durable: 'malformed-test' }, (e) => {
       durable.push(e.event.eventId);
     });
 
@@ -121,7 +121,7 @@ describe('malformed bus messages are skipped, counted and logged once', () => {
 
     // The durable terminated the bad messages: a restart does not see them again.
     const again: string[] = [];
-    const resumed = await bus.subscribe({ source: 'gateway', durable: 'malformed-test' }, (e) => {
+    const resumed = await bus.subscribe({ kind: 'gateway', durable: 'malformed-test' }, (e) => {
       again.push(e.event.eventId);
     });
     await bus

@@ -17,7 +17,11 @@ describe('all three nodes killed and restarted', () => {
 
   before(async () => {
     cluster = await NatsCluster.start();
-    bus = await Bus.connect({ servers: cluster.servers, name: 'test-recovery', logger: logs.logger });
+    bus = await Bus.connect({
+      servers: cluster.servers,
+      name: 'test-recovery',
+      logger: logs.logger,
+    });
     await bus.provision();
   });
   after(async () => {
@@ -47,14 +51,18 @@ describe('all three nodes killed and restarted', () => {
     await cluster.startAll();
     t.diagnostic(`cluster ready again ${Date.now() - restartedAt} ms after restart`);
 
-    fresh = await Bus.connect({ servers: cluster.servers, name: 'test-recovered', logger: logs.logger });
+    fresh = await Bus.connect({
+      servers: cluster.servers,
+      name: 'test-recovered',
+      logger: logs.logger,
+    });
     const view = (await fresh.store(RegistryBucket)).view();
     await view.ready;
     for (const value of written) assert.deepEqual(view.get(RegistryBucket.key(value)), value);
     view.stop();
 
     const replayed: string[] = [];
-    const sub = await fresh.subscribe({ source: 'lifecycle', from: 'all' }, (e) => {
+    const sub = await fresh.subscribe({ kind: 'lifecycle', from: 'all' }, (e) => {
       replayed.push(e.event.eventId);
     });
     await until('every event replayed', () => replayed.length >= EVENTS);

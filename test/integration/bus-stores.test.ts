@@ -82,7 +82,7 @@ describe('typed stores and local views on a 3-node cluster', () => {
     view.onChange((change) => changes.push(change));
     const draining = { ...first, status: InstanceStatus.DRAINING };
     await store.put(draining);
-    await store.purge(RegistryBucket.key(first));
+    await store.remove(RegistryBucket.key(first));
     await until('put and removal seen', () => changes.length >= 2);
     assert.deepEqual(changes, [
       {
@@ -98,7 +98,7 @@ describe('typed stores and local views on a 3-node cluster', () => {
     view.stop();
   });
 
-  test('readers apply expiry from the value; the sweeper purges what lapsed', async () => {
+  test('readers apply expiry from the value; the sweeper removes what lapsed', async () => {
     const store = await a.store(RegistryBucket);
     const view = (await b.store(RegistryBucket)).view();
     await view.ready;
@@ -117,11 +117,11 @@ describe('typed stores and local views on a 3-node cluster', () => {
     assert.equal(expiry?.op === 'remove' && expiry.reason, 'expired');
 
     const held = await sweep(view, store, { graceMs: 0, allow: () => false }, logs.logger);
-    assert.deepEqual(held, { purged: [], held: true });
+    assert.deepEqual(held, { removed: [], held: true });
     assert.ok((await store.get('orders.short')) !== undefined, 'held sweep keeps the value');
 
     const result = await sweep(view, store, { graceMs: 0 }, logs.logger);
-    assert.deepEqual(result.purged, ['orders.short']);
+    assert.deepEqual(result.removed, ['orders.short']);
     assert.equal(await store.get('orders.short'), undefined);
     view.stop();
   });
@@ -144,17 +144,17 @@ describe('typed stores and local views on a 3-node cluster', () => {
     await store.put({ ...stale, renewedAtMs: Date.now(), leaseSeconds: 30 });
     const viewAtSweep = { lapsedFor: () => lapsed, size: view.size } as unknown as typeof view;
     const result = await sweep(viewAtSweep, store, { graceMs: 0 }, logs.logger);
-    assert.equal(result.purged.includes('orders.renewed'), false);
+    assert.equal(result.removed.includes('orders.renewed'), false);
     assert.ok(((await store.get('orders.renewed'))?.revision ?? 0) > revision);
     view.stop();
   });
 
-  test('create refuses a live key and succeeds after a purge', async () => {
+  test('create refuses a live key and succeeds after a removal', async () => {
     const store = await a.store(RegistryBucket);
     const value = samples.instance({ instanceId: 'created' });
     await store.create(value);
     await assert.rejects(store.create(value), KeyExistsError);
-    await store.purge(RegistryBucket.key(value));
+    await store.remove(RegistryBucket.key(value));
     await store.create(value);
     assert.deepEqual((await store.get(RegistryBucket.key(value)))?.value, value);
   });
@@ -182,7 +182,7 @@ describe('typed stores and local views on a 3-node cluster', () => {
 
     const seen = async (from: Parameters<Bus['subscribe']>[0]['from'], count: number) => {
       const got: string[] = [];
-      const sub = await b.subscribe({ from }, (e) => {
+      const sub = await b.subscribe({ kind: 'events', from }, (e) => {
         got.push(e.event.eventId);
       });
       await until(`${count} events`, () => got.length >= count);
@@ -203,7 +203,7 @@ describe('typed stores and local views on a 3-node cluster', () => {
     const handler = (e: { event: { eventId: string } }) => {
       received.push(e.event.eventId);
     };
-    const options = { durable: 'resume-test', source: 'gateway' as const, from: 'new' as const };
+    const options = { durable: 'resume-test', kind: 'gateway' as const, from: 'new' as const };
     let sub = await b.subscribe(options, handler);
     for (const id of ids('before', 3))
       await publisher.publish({ source: 'gateway', event: samples.gatewayEvent({ eventId: id }) });

@@ -1,0 +1,70 @@
+/**
+ * An extender: counts how often each component exited, across the whole mesh, and
+ * survives its own crashes with every event counted exactly once.
+ *
+ *   node --import tsx examples/restart-counter.ts --servers nats://127.0.0.1:4222 --state ./exits.json
+ *
+ * How it gets "exactly once in effect" from at-least-once delivery:
+ *   - a durable subscription resumes after a crash where it left off;
+ *   - the state and the sequence of the last event counted are written together,
+ *     atomically (write a temp file, rename), before the event is acknowledged;
+ *   - an event redelivered after a crash (counted, not yet acknowledged) has a
+ *     sequence at or below the saved one and is skipped.
+ */
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { Bus } from '../bus/index.js';
+import { halyard } from '../proto/gen/halyard.js';
+
+const { values } = parseArgs({
+  options: {
+    servers: { type: 'string', default: 'nats://127.0.0.1:4222' },
+    state: { type: 'string', default: './restart-counter.json' },
+    durable: { type: 'string', default: 'restart-counter' },
+  },
+});
+
+interface State {
+  lastSeq: number;
+  exits: Record<string, number>;
+}
+
+const stateFile = values.state;
+
+function load(): State {
+  try {
+    return JSON.parse(readFileSync(stateFile, 'utf8')) as State;
+  } catch {
+    return { lastSeq: 0, exits: {} };
+  }
+}
+
+function save(state: State): void {
+  writeFileSync(`${stateFile}.tmp`, JSON.stringify(state));
+  renameSync(`${stateFile}.tmp`, stateFile);
+}
+
+const state = load();
+const bus = await Bus.connect({
+  servers: values.servers.split(','),
+  name: `example-${values.durable}`,
+});
+
+const subscription = await bus.subscribe(
+  { kind: 'lifecycle', durable: values.durable, from: 'all', prefetch: 32 },
+  ({ event }, { seq }) => {
+    if (seq <= state.lastSeq) return; // counted before a crash; acknowledge again, count never twice
+    if (event.kind === halyard.launcher.v1.LifecycleEvent.Kind.EXITED) {
+      state.exits[event.component] = (state.exits[event.component] ?? 0) + 1;
+    }
+    state.lastSeq = seq;
+    save(state);
+  },
+);
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, async () => {
+    await subscription.stop();
+    await bus.close();
+  });
+}
