@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# `npm start`: a local Halyard bus (the first step of `halyard up`). Installs what is
+# missing (npm packages, Debian's nats-server when run as root), regenerates the
+# contracts' code, then runs `halyard up` in the foreground; arguments are passed on
+# (`npm start -- --single-node`, `--data-dir DIR`, `--base-port N`). Ctrl-C stops it.
+# stdout carries only the summary of `up`; everything else goes to stderr.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+[[ -d node_modules ]] || npm ci --no-audit --no-fund >&2
+bash proto/generate.sh >&2
+NATS_SERVER_BIN="$(bash deploy/nats/ensure-nats-server.sh)"
+export NATS_SERVER_BIN
+exec node --import tsx services/cli/main.ts up "$@"

@@ -1,0 +1,65 @@
+/**
+ * The `halyard` command. For now one sub-command, `up`: a local Halyard bus (the first
+ * step of a whole local mesh; discovery, gateways and a launcher come later).
+ *
+ *   node --import tsx services/cli/main.ts up [--single-node] [--data-dir DIR] [--base-port N]
+ *
+ * `npm start` runs `up` through deploy/local/up.sh, which first installs what is missing.
+ */
+import { Command, InvalidArgumentError } from 'commander';
+import { cliLogger } from './log.js';
+import { DEFAULT_BASE_PORT, DEFAULT_DATA_DIR, PortOffsets, up } from './up.js';
+
+function port(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isInteger(n) || n < 1 || n > 65_535) {
+    throw new InvalidArgumentError('expected a port number (1–65535)');
+  }
+  return n;
+}
+
+const program = new Command('halyard')
+  .description(
+    'Halyard: a high-availability control plane and gRPC gateway on a replicated NATS JetStream bus',
+  )
+  .showHelpAfterError('(add --help for usage)')
+  .showSuggestionAfterError();
+
+program
+  .command('up')
+  .description(
+    'run a local Halyard bus: a 3-node NATS JetStream cluster on 127.0.0.1, provisioned with ' +
+      "Halyard's stream and buckets; stays in the foreground until Ctrl-C",
+  )
+  .option('--single-node', 'run one nats-server instead of three (replicas 1)', false)
+  .option('--data-dir <dir>', 'where node data, configs, logs and the lock live', DEFAULT_DATA_DIR)
+  .option(
+    '--base-port <port>',
+    `first client port: node i listens on base+i, routes on base+${PortOffsets.cluster}+i, ` +
+      `monitoring on base+${PortOffsets.monitoring}+i`,
+    port,
+    DEFAULT_BASE_PORT,
+  )
+  .addHelpText(
+    'after',
+    `
+Data survives a restart: run up again with the same --data-dir. One up per data dir;
+a second one says which is running and exits 1. Logs (pino, message ids HALX…) go to
+stderr; HALYARD_LOG_LEVEL and HALYARD_LOG_FORMAT (json | pretty) adjust them.
+
+Examples:
+  halyard up                                   # nats://127.0.0.1:4222-4224, data in ./.halyard
+  halyard up --single-node --data-dir /tmp/hal # one server, replicas 1
+  halyard up --base-port 14222                 # ports 14222-14224, 16222-16224, 18222-18224`,
+  )
+  .action(async (opts: { singleNode: boolean; dataDir: string; basePort: number }) => {
+    const log = await cliLogger('halyard-up');
+    process.exitCode = await up(
+      { singleNode: opts.singleNode, dataDir: opts.dataDir, basePort: opts.basePort },
+      log,
+    );
+  });
+
+await program.parseAsync();
+// Nothing is left to do: do not wait for stray handles (a reconnect timer of a closed client...).
+process.exit(process.exitCode ?? 0);
