@@ -129,7 +129,7 @@ export class Bus {
     options: SubscribeOptions<K>,
     handler: Handler<K>,
   ): Promise<Subscription> {
-    return subscribe(this.js, this.jsm, options, handler, this.logger);
+    return subscribe(this.js, this.jsm, options, handler, this.logger, this.closing.signal);
   }
 
   /** Stops retries, flushes what was sent and closes the connection. */

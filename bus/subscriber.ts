@@ -16,6 +16,8 @@ import {
   type ConsumerConfig,
   type ConsumerMessages,
   DeliverPolicy,
+  JetStreamApiCodes,
+  JetStreamApiError,
   type JetStreamClient,
   type JetStreamManager,
   type JsMsg,
@@ -157,6 +159,7 @@ export async function subscribe<K extends SubscriptionKind>(
   options: SubscribeOptions<K>,
   handler: Handler<K>,
   logger: Logger,
+  signal: AbortSignal,
 ): Promise<Subscription> {
   const feed = feedOf(options.kind);
   const filter = `${feed.prefix}.${options.filter ?? '>'}`;
@@ -167,8 +170,11 @@ export async function subscribe<K extends SubscriptionKind>(
   const retryDelayMs = options.retryDelayMs ?? 1000;
   const ackWaitMs = options.ackWaitMs ?? 10_000;
 
-  let messages: ConsumerMessages;
-  if (durable) {
+  const open = async (): Promise<ConsumerMessages> => {
+    if (!durable) {
+      const consumer = await js.consumers.get(feed.stream, { filter_subjects: filter, ...start });
+      return consumer.consume({ max_messages });
+    }
     const config: Partial<ConsumerConfig> = {
       durable_name: durable,
       ack_policy: AckPolicy.Explicit,
@@ -177,7 +183,11 @@ export async function subscribe<K extends SubscriptionKind>(
       max_ack_pending: max_messages,
       ack_wait: nanos(ackWaitMs),
     };
-    const existing = await jsm.consumers.info(feed.stream, durable).catch(() => undefined);
+    const existing = await jsm.consumers.info(feed.stream, durable).catch((error: unknown) => {
+      if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.ConsumerNotFound)
+        return undefined;
+      throw error;
+    });
     if (!existing) {
       await jsm.consumers.add(feed.stream, { ...config, ...start });
     } else if (existing.num_ack_pending > 0) {
@@ -191,11 +201,10 @@ export async function subscribe<K extends SubscriptionKind>(
         opt_start_seq: existing.ack_floor.stream_seq + 1,
       });
     }
-    messages = await (await js.consumers.get(feed.stream, durable)).consume({ max_messages });
-  } else {
-    const consumer = await js.consumers.get(feed.stream, { filter_subjects: filter, ...start });
-    messages = await consumer.consume({ max_messages });
-  }
+    return (await js.consumers.get(feed.stream, durable)).consume({ max_messages });
+  };
+  // Creating a consumer needs the stream's leader: wait out an election.
+  const messages = await retryTransient(open, { signal });
 
   const deadLetter = async (m: JsMsg, reason: string) => {
     const h = natsHeaders();
