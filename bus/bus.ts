@@ -17,6 +17,15 @@ import {
   type NatsConnection,
 } from '@nats-io/transport-node';
 import type { BucketSpec } from './buckets.js';
+import {
+  type ControlCodecs,
+  type ControlHandler,
+  type ControlReply,
+  request,
+  requestMany,
+  type Served,
+  serve,
+} from './control.js';
 import { EventPublisher, type EventPublisherOptions } from './events.js';
 import { defaultLogger, type Logger, LogIds } from './log.js';
 import { busMetrics } from './metrics.js';
@@ -24,6 +33,7 @@ import { type ProvisionOptions, provision } from './provision.js';
 import { KvStore } from './store.js';
 import {
   type EventHandler,
+  replayEvents,
   type SubscribeOptions,
   type Subscription,
   subscribeEvents,
@@ -102,6 +112,40 @@ export class Bus {
 
   subscribe(options: SubscribeOptions, handler: EventHandler): Promise<Subscription> {
     return subscribeEvents(this.js, this.jsm, options, handler, this.logger);
+  }
+
+  /** Replays every stored event under `filter` and resolves once caught up; see replayEvents. */
+  replay(filter: string, handler: EventHandler): Promise<number> {
+    return replayEvents(this.js, this.jsm, filter, handler, this.logger);
+  }
+
+  /** Answers control requests on `subjects` (see Subjects.control) until stopped. */
+  serve<Req, Res>(
+    subjects: readonly string[],
+    codecs: ControlCodecs<Req, Res>,
+    handler: ControlHandler<Req, Res>,
+  ): Served {
+    return serve(this.connection, subjects, codecs, handler, this.logger);
+  }
+
+  /** One control request to one responder; a failed reply throws its ControlError. */
+  request<Req, Res>(
+    subject: string,
+    value: Req,
+    codecs: ControlCodecs<Req, Res>,
+    timeoutMs = 5000,
+  ): Promise<Res> {
+    return request(this.connection, subject, value, codecs, timeoutMs);
+  }
+
+  /** A control request fanned out to every responder; replies that arrive within `maxWaitMs`. */
+  requestMany<Req, Res>(
+    subject: string,
+    value: Req,
+    codecs: ControlCodecs<Req, Res>,
+    maxWaitMs = 1000,
+  ): Promise<Array<ControlReply<Res>>> {
+    return requestMany(this.connection, subject, value, codecs, maxWaitMs);
   }
 
   /** Stops retries, flushes what was sent and closes the connection. */

@@ -16,11 +16,16 @@ export const EVENTS_STREAM = 'HALYARD_EVENTS';
 export const EventSources = ['lifecycle', 'gateway', 'discovery'] as const;
 export type EventSource = (typeof EventSources)[number];
 
+/** The control id that addresses every instance of a component; no instance may be named so. */
+export const CONTROL_ALL = 'all';
+
 export const Headers = {
   /** Fully qualified protobuf type of the payload, e.g. `halyard.launcher.v1.LifecycleEvent`. */
   type: 'Halyard-Type',
   /** JetStream de-duplication id (within the stream's duplicate window). */
   msgId: 'Nats-Msg-Id',
+  /** A failed control reply: `<gRPC status name>: <message>`, with no body. */
+  error: 'Halyard-Error',
 } as const;
 
 /** One subject token: ids used on the bus are restricted to these characters. */
@@ -48,9 +53,13 @@ export const Subjects = {
     `halyard.events.gateway.${assertToken('gateway id', gatewayId)}.${kind}`,
   discovery: (replicaId: string, kind: string) =>
     `halyard.events.discovery.${assertToken('replica id', replicaId)}.${kind}`,
-  /** Request/reply control: `halyard.ctl.<component>.<id>.<verb>`; `*` as id fans out. */
+  /**
+   * Request/reply control: `halyard.ctl.<component>.<id>.<verb>`. `*` as id fans out: it
+   * becomes the token `all`, which every instance of the component also serves (a
+   * published subject cannot hold a wildcard).
+   */
   control: (component: string, id: string, verb: string) =>
-    `halyard.ctl.${assertToken('component', component)}.${id === '*' ? '*' : assertToken('id', id)}.${assertToken('verb', verb)}`,
+    `halyard.ctl.${assertToken('component', component)}.${id === '*' ? CONTROL_ALL : assertToken('id', id)}.${assertToken('verb', verb)}`,
 } as const;
 
 export const Keys = {

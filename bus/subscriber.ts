@@ -141,3 +141,44 @@ export async function subscribeEvents(
     },
   };
 }
+
+/**
+ * Delivers every stored event under `filter`, oldest first, and resolves once the
+ * handler has seen the last one that existed when the replay began: how a component
+ * rebuilds what it knew before a crash. Resolves with the number of events replayed.
+ */
+export async function replayEvents(
+  js: JetStreamClient,
+  jsm: JetStreamManager,
+  filter: string,
+  handler: EventHandler,
+  logger: Logger,
+): Promise<number> {
+  const info = await jsm.streams.info(EVENTS_STREAM, { subjects_filter: filter });
+  const stored = Object.values(info.state.subjects ?? {}).reduce((sum, n) => sum + n, 0);
+  if (stored === 0) return 0;
+  const consumer = await js.consumers.get(EVENTS_STREAM, {
+    filter_subjects: filter,
+    deliver_policy: DeliverPolicy.All,
+  });
+  const messages = await consumer.consume({ max_messages: 256 });
+  let replayed = 0;
+  for await (const m of messages) {
+    try {
+      const event = decodeEvent(
+        m.data,
+        { subject: m.subject, seq: m.seq },
+        m.headers?.get(Headers.type) || undefined,
+      );
+      await handler(event, { subject: m.subject, seq: m.seq, time: m.time, redelivered: false });
+      replayed++;
+    } catch (error) {
+      if (!(error instanceof InvalidMessageError)) throw error;
+      reportInvalid(logger, EVENTS_STREAM, error);
+    }
+    // Pending counts what matched the filter after this message when it was sent.
+    if (m.info.pending === 0) break;
+  }
+  messages.stop();
+  return replayed;
+}

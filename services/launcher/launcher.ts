@@ -1,0 +1,210 @@
+/**
+ * A host's launcher, put together: config, recovery by replay, supervision,
+ * lifecycle events, and control over gRPC and the bus.
+ */
+import { randomBytes } from 'node:crypto';
+import { Server } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import {
+  type Bus,
+  CONTROL_ALL,
+  type CommandResult,
+  type ComponentRequest,
+  ControlError,
+  type LauncherStatus,
+  type LocalView,
+  RegistryBucket,
+  type Served,
+  type ServiceInstance,
+} from '../../bus/index.js';
+import { halyard } from '../../proto/gen/halyard.js';
+import { ConfigError } from '../common/config.js';
+import { forHost, type LauncherConfig, loadLauncherConfig } from './config.js';
+import { addGrpcService, bindGrpc, type Controls, serveOnBus } from './control.js';
+import { LifecycleRecorder } from './lifecycle.js';
+import { LogIds } from './log-ids.js';
+import { launcherMetrics } from './metrics.js';
+import { findLeftovers, settleLeftovers } from './recovery.js';
+import { Supervisor } from './supervisor.js';
+
+export const VERSION = '0.1.0';
+
+export interface LauncherOptions {
+  /** Re-read by `refresh`. */
+  readonly configFile: string;
+  /** Already loaded from `configFile`; loaded by `start` when absent. */
+  readonly config?: LauncherConfig;
+  /** Overrides the config's `hostId`. */
+  readonly hostId?: string;
+  readonly bus: Bus;
+  readonly logger: Logger;
+  /** gRPC control address; default 127.0.0.1:0 (a free port). */
+  readonly grpcAddress?: string;
+}
+
+const { UP } = halyard.discovery.v1.InstanceStatus;
+
+export class Launcher implements Controls {
+  readonly launcherId = `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
+  readonly startedAtMs = Date.now();
+  readonly recorder: LifecycleRecorder;
+  readonly supervisor: Supervisor;
+  grpcPort = 0;
+  private readonly grpc = new Server();
+  private served: Served | undefined;
+  private registry: LocalView<ServiceInstance> | undefined;
+  private readonly unsubscribeGauge: () => void;
+
+  private constructor(
+    private readonly options: LauncherOptions,
+    readonly hostId: string,
+    private config: LauncherConfig,
+  ) {
+    const { bus, logger } = options;
+    this.recorder = new LifecycleRecorder(hostId, this.launcherId, bus.publisher(), logger);
+    this.supervisor = new Supervisor({
+      hostId,
+      recorder: this.recorder,
+      logger,
+      registered: (serviceId, port) => this.isRegistered(serviceId, port),
+    });
+    const gauge = launcherMetrics.children;
+    const collect = () => {
+      gauge.reset();
+      for (const p of this.supervisor.status()) {
+        gauge.inc({ state: halyard.launcher.v1.ProcessStatus.State[p.state]?.toLowerCase() });
+      }
+    };
+    // prom-client calls `collect` at scrape time; keep the gauge current without timers.
+    (gauge as unknown as { collect?: () => void }).collect = collect;
+    this.unsubscribeGauge = () => {
+      (gauge as unknown as { collect?: () => void }).collect = undefined;
+    };
+  }
+
+  /** Loads the config (ConfigError lists every problem), recovers, starts, serves control. */
+  static async start(options: LauncherOptions): Promise<Launcher> {
+    const config = options.config ?? (await loadLauncherConfig(options.configFile));
+    const hostId = options.hostId ?? config.hostId;
+    if (!hostId || hostId === CONTROL_ALL) {
+      throw new ConfigError(options.configFile, [
+        hostId
+          ? 'hostId: "all" addresses every launcher; pick another'
+          : 'hostId: required (in the file or --host-id)',
+      ]);
+    }
+    const launcher = new Launcher(options, hostId, config);
+    await launcher.run();
+    return launcher;
+  }
+
+  private async run(): Promise<void> {
+    const { bus, logger } = this.options;
+    const configs = forHost(this.config, this.hostId);
+    const leftovers = await findLeftovers(bus, this.hostId, logger);
+    const adoptable = await settleLeftovers(
+      leftovers,
+      configs,
+      this.config.recovery,
+      this.recorder,
+      logger,
+    );
+    if ([...configs.values()].some((c) => c.readiness && 'registered' in c.readiness)) {
+      this.registry = (await bus.store(RegistryBucket)).view();
+      await this.registry.ready;
+    }
+    await this.supervisor.startAll(configs, adoptable);
+    addGrpcService(this.grpc, this);
+    this.grpcPort = await bindGrpc(this.grpc, this.options.grpcAddress ?? '127.0.0.1:0');
+    this.served = serveOnBus(bus, this.hostId, this);
+    logger.info(
+      {
+        msgId: LogIds.launcherStarted,
+        hostId: this.hostId,
+        launcherId: this.launcherId,
+        grpcPort: this.grpcPort,
+        components: this.supervisor.names(),
+      },
+      `launcher ${this.launcherId} on host ${this.hostId} started`,
+    );
+  }
+
+  /** Stops serving, stops every child (reverse dependency order) and waits for the events to be stored. */
+  async shutdown(): Promise<void> {
+    const { logger } = this.options;
+    logger.info(
+      { msgId: LogIds.launcherStopping, launcherId: this.launcherId },
+      'launcher stopping',
+    );
+    this.served?.stop();
+    this.grpc.forceShutdown();
+    await this.supervisor.stopAll('launcher stopping');
+    this.registry?.stop();
+    this.unsubscribeGauge();
+    await this.recorder.flushed();
+    logger.info({ msgId: LogIds.launcherStopped, launcherId: this.launcherId }, 'launcher stopped');
+  }
+
+  display(): LauncherStatus {
+    return {
+      hostId: this.hostId,
+      launcherId: this.launcherId,
+      startedAtMs: this.startedAtMs,
+      processes: this.supervisor.status(),
+      components: this.supervisor.names(),
+      version: VERSION,
+    };
+  }
+
+  async start(request: ComponentRequest): Promise<CommandResult> {
+    return this.result(this.supervisor.start(request.component, request.instance));
+  }
+
+  async stop(request: ComponentRequest): Promise<CommandResult> {
+    return this.result(await this.supervisor.stop(request.component, request.instance));
+  }
+
+  async restart(request: ComponentRequest): Promise<CommandResult> {
+    return this.result(await this.supervisor.restart(request.component, request.instance));
+  }
+
+  /** Reloads the file; an invalid one is rejected with every problem and changes nothing. */
+  async refresh(): Promise<CommandResult> {
+    const { logger, configFile } = this.options;
+    let config: LauncherConfig;
+    try {
+      config = await loadLauncherConfig(configFile);
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      logger.warn({ msgId: LogIds.refreshRejected, problems: error.problems }, 'refresh rejected');
+      throw new ControlError('INVALID_ARGUMENT', error.message);
+    }
+    const configs = forHost(config, this.hostId);
+    const plan = this.supervisor.plan(configs);
+    await this.supervisor.apply(configs, plan);
+    this.config = config;
+    const detail = (['added', 'removed', 'scaled', 'changed', 'unchanged'] as const)
+      .map((k) => `${k}: ${plan[k].join(',') || '-'}`)
+      .join('; ');
+    logger.info({ msgId: LogIds.refreshApplied, ...plan }, `refresh applied (${detail})`);
+    return this.result(detail);
+  }
+
+  private result(detail: string): CommandResult {
+    return { accepted: true, detail, status: this.display() };
+  }
+
+  private isRegistered(serviceId: string, port: number): boolean {
+    for (const i of this.registry?.values() ?? []) {
+      if (
+        i.serviceId === serviceId &&
+        i.hostId === this.hostId &&
+        i.status === UP &&
+        i.address.endsWith(`:${port}`)
+      ) {
+        return true;
+      }
+    }
+    return false;
+  }
+}
