@@ -66,39 +66,57 @@ export const launcherConfig = z
     components: z.record(id, component).default({}),
   })
   .strict()
-  .superRefine((config, ctx) => {
-    for (const [name, c] of Object.entries(config.components)) {
-      c.dependsOn.forEach((dep, i) => {
-        if (!(dep in config.components)) {
-          ctx.addIssue({
-            code: 'custom',
-            path: ['components', name, 'dependsOn', i],
-            message: `no component "${dep}"`,
-          });
-        }
-      });
-    }
-    const cycle = findCycle(config.components);
-    if (cycle) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['components', cycle[0]!, 'dependsOn'],
-        message: `dependency cycle: ${cycle.join(' → ')}`,
-      });
-    }
-  });
+  // Runs even when fields are invalid, so that one pass reports every problem; the
+  // value may then be the raw input, hence the defensive reading.
+  .superRefine(
+    (config, ctx) => {
+      const components = dependencies(config);
+      for (const [name, deps] of Object.entries(components)) {
+        deps.forEach((dep, i) => {
+          if (!(dep in components)) {
+            ctx.addIssue({
+              code: 'custom',
+              path: ['components', name, 'dependsOn', i],
+              message: `no component "${dep}"`,
+            });
+          }
+        });
+      }
+      const cycle = findCycle(components);
+      if (cycle) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['components', cycle[0]!, 'dependsOn'],
+          message: `dependency cycle: ${cycle.join(' → ')}`,
+        });
+      }
+    },
+    { when: () => true },
+  );
+
+/** Each component's `dependsOn`, from a value that may not have passed validation. */
+function dependencies(config: unknown): Record<string, string[]> {
+  const components = (config as { components?: unknown } | null)?.components;
+  if (typeof components !== 'object' || components === null) return {};
+  return Object.fromEntries(
+    Object.entries(components).map(([name, c]) => {
+      const deps = (c as { dependsOn?: unknown } | null)?.dependsOn;
+      return [name, Array.isArray(deps) ? deps.filter((d) => typeof d === 'string') : []];
+    }),
+  );
+}
 
 export type LauncherConfig = z.infer<typeof launcherConfig>;
 export type ComponentConfig = z.infer<typeof component>;
 export type Readiness = z.infer<typeof readiness>;
 
-function findCycle(components: Record<string, { dependsOn: string[] }>): string[] | undefined {
+function findCycle(components: Record<string, string[]>): string[] | undefined {
   const state = new Map<string, 'visiting' | 'done'>();
   const visit = (name: string, path: string[]): string[] | undefined => {
     if (state.get(name) === 'visiting') return [...path.slice(path.indexOf(name)), name];
     if (state.get(name) === 'done' || !components[name]) return undefined;
     state.set(name, 'visiting');
-    for (const dep of components[name].dependsOn) {
+    for (const dep of components[name]) {
       const cycle = visit(dep, [...path, name]);
       if (cycle) return cycle;
     }
