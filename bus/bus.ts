@@ -124,7 +124,7 @@ export class Bus {
     subjects: readonly string[],
     codecs: ControlCodecs<Req, Res>,
     handler: ControlHandler<Req, Res>,
-  ): Served {
+  ): Promise<Served> {
     return serve(this.connection, subjects, codecs, handler, this.logger);
   }
 

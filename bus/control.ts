@@ -61,13 +61,14 @@ export interface Served {
   stop(): void;
 }
 
-export function serve<Req, Res>(
+/** Resolves once the server has the subscriptions (other nodes of a cluster learn of them shortly after). */
+export async function serve<Req, Res>(
   nc: NatsConnection,
   subjects: readonly string[],
   codecs: ControlCodecs<Req, Res>,
   handler: ControlHandler<Req, Res>,
   logger: Logger,
-): Served {
+): Promise<Served> {
   const answer = async (msg: Msg) => {
     let reply: Uint8Array | undefined;
     let failure: ControlError | undefined;
@@ -104,6 +105,7 @@ export function serve<Req, Res>(
       },
     }),
   );
+  await nc.flush();
   return {
     stop: () => {
       for (const s of subscriptions) s.unsubscribe();

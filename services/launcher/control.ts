@@ -49,12 +49,14 @@ function call(controls: Controls, verb: Verb, request: object): Promise<object> 
 }
 
 /** Serves every verb on the bus for this host and for the fan-out id. */
-export function serveOnBus(bus: Bus, hostId: string, controls: Controls): Served {
-  const served = VERBS.map((verb) =>
-    bus.serve(
-      [Subjects.control('launcher', hostId, verb), Subjects.control('launcher', '*', verb)],
-      ControlCodecsOf[verb] as ControlCodecs<object, object>,
-      (request) => call(controls, verb, request),
+export async function serveOnBus(bus: Bus, hostId: string, controls: Controls): Promise<Served> {
+  const served = await Promise.all(
+    VERBS.map((verb) =>
+      bus.serve(
+        [Subjects.control('launcher', hostId, verb), Subjects.control('launcher', '*', verb)],
+        ControlCodecsOf[verb] as ControlCodecs<object, object>,
+        (request) => call(controls, verb, request),
+      ),
     ),
   );
   return {

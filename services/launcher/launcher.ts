@@ -116,7 +116,7 @@ export class Launcher implements Controls {
     await this.supervisor.startAll(configs, adoptable);
     addGrpcService(this.grpc, this);
     this.grpcPort = await bindGrpc(this.grpc, this.options.grpcAddress ?? '127.0.0.1:0');
-    this.served = serveOnBus(bus, this.hostId, this);
+    this.served = await serveOnBus(bus, this.hostId, this);
     logger.info(
       {
         msgId: LogIds.launcherStarted,

@@ -40,26 +40,28 @@ describe('bus control request/reply', () => {
 
   test('one request to one responder; fan-out collects every responder; failures carry their code', async () => {
     const [asker, a, b] = buses as [Bus, Bus, Bus];
-    const served = [a, b].map((bus, i) => {
-      const host = `host-${i}`;
-      return [
-        bus.serve(
-          [
-            Subjects.control('launcher', host, 'display'),
-            Subjects.control('launcher', '*', 'display'),
-          ],
-          display,
-          async () => status(host),
-        ),
-        bus.serve([Subjects.control('launcher', host, 'stop')], stop, async (request) => {
-          if (request.component !== 'gateway') {
-            throw new ControlError('NOT_FOUND', `no component "${request.component}"`);
-          }
-          if (request.instance === 9) throw new Error('disk on fire');
-          return result(`stopped on ${host}`);
-        }),
-      ];
-    });
+    const served = await Promise.all(
+      [a, b].map((bus, i) => {
+        const host = `host-${i}`;
+        return Promise.all([
+          bus.serve(
+            [
+              Subjects.control('launcher', host, 'display'),
+              Subjects.control('launcher', '*', 'display'),
+            ],
+            display,
+            async () => status(host),
+          ),
+          bus.serve([Subjects.control('launcher', host, 'stop')], stop, async (request) => {
+            if (request.component !== 'gateway') {
+              throw new ControlError('NOT_FOUND', `no component "${request.component}"`);
+            }
+            if (request.instance === 9) throw new Error('disk on fire');
+            return result(`stopped on ${host}`);
+          }),
+        ]);
+      }),
+    );
     try {
       const one = await asker.request(
         Subjects.control('launcher', 'host-1', 'display'),

@@ -4,7 +4,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { Bus, type LifecycleEvent, Subjects } from '../../bus/index.js';
+import { Bus, ControlError, type LifecycleEvent, Subjects } from '../../bus/index.js';
 import { ControlCodecsOf } from '../../services/launcher/control.js';
 import { LogIds } from '../../services/launcher/log-ids.js';
 import { procStat } from '../../services/launcher/process.js';
@@ -121,8 +121,13 @@ describe('launcher process: bad config, kill -9 and recovery by replay', () => {
 
   const display = async (host: string) =>
     bus.request(Subjects.control('launcher', host, 'display'), {}, ControlCodecsOf.display);
+  /** The pids once every instance is READY; false until then (or while the launcher's interest reaches our node). */
   const readyPids = async (host: string) => {
-    const status = await display(host);
+    const status = await display(host).catch((e: unknown) => {
+      if (e instanceof ControlError && e.code === 'UNAVAILABLE') return undefined;
+      throw e;
+    });
+    if (!status) return false;
     return (
       status.processes.every((p) => p.state === State.READY) && status.processes.map((p) => p.pid)
     );
