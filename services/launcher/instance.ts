@@ -12,7 +12,7 @@ import type { LifecycleRecorder } from './lifecycle.js';
 import { LogIds } from './log-ids.js';
 import { launcherMetrics } from './metrics.js';
 import { type Child, type Exit, spawnChild } from './process.js';
-import { probeFor, type RegisteredCheck } from './readiness.js';
+import { probeFor, type Registry } from './readiness.js';
 import { afterExit } from './restart-policy.js';
 
 export const State = halyard.launcher.v1.ProcessStatus.State;
@@ -22,7 +22,7 @@ export interface InstanceContext {
   readonly hostId: string;
   readonly recorder: LifecycleRecorder;
   readonly logger: Logger;
-  readonly registered: RegisteredCheck;
+  readonly registry: Registry;
 }
 
 const PROBE_INTERVAL_MS = 100;
@@ -213,7 +213,7 @@ export class Instance {
       this.setState('READY');
     };
     if (!readiness) return ready();
-    const probe = probeFor(readiness, this.port, this.ctx.registered);
+    const probe = probeFor(readiness, this.port, this.ctx.registry);
     const deadline = Date.now() + readyTimeoutSeconds * 1000;
     while (this.generation === generation && this.state === 'RUNNING') {
       if (await probe()) {

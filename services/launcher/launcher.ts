@@ -11,6 +11,7 @@ import {
   type CommandResult,
   type ComponentRequest,
   ControlError,
+  type KvStore,
   type LauncherStatus,
   type LocalView,
   RegistryBucket,
@@ -19,11 +20,16 @@ import {
 } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { ConfigError } from '../common/config.js';
-import { forHost, type LauncherConfig, loadLauncherConfig } from './config.js';
+import {
+  type ComponentConfig,
+  forHost,
+  type LauncherConfig,
+  loadLauncherConfig,
+} from './config.js';
 import { addGrpcService, bindGrpc, type Controls, serveOnBus } from './control.js';
 import { LifecycleRecorder } from './lifecycle.js';
 import { LogIds } from './log-ids.js';
-import { launcherMetrics } from './metrics.js';
+import { trackChildren } from './metrics.js';
 import { findLeftovers, settleLeftovers } from './recovery.js';
 import { Supervisor } from './supervisor.js';
 
@@ -42,7 +48,8 @@ export interface LauncherOptions {
   readonly grpcAddress?: string;
 }
 
-const { UP } = halyard.discovery.v1.InstanceStatus;
+const { UP, DRAINING } = halyard.discovery.v1.InstanceStatus;
+const { State } = halyard.launcher.v1.ProcessStatus;
 
 export class Launcher implements Controls {
   readonly launcherId = `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
@@ -52,8 +59,10 @@ export class Launcher implements Controls {
   grpcPort = 0;
   private readonly grpc = new Server();
   private served: Served | undefined;
-  private registry: LocalView<ServiceInstance> | undefined;
-  private readonly unsubscribeGauge: () => void;
+  private registry:
+    | { store: KvStore<ServiceInstance>; view: LocalView<ServiceInstance> }
+    | undefined;
+  private readonly untrack: () => void;
 
   private constructor(
     private readonly options: LauncherOptions,
@@ -66,20 +75,14 @@ export class Launcher implements Controls {
       hostId,
       recorder: this.recorder,
       logger,
-      registered: (serviceId, port) => this.isRegistered(serviceId, port),
+      registry: {
+        isUp: (serviceId, port) => this.registered(serviceId, port)?.status === UP,
+        markDraining: (serviceId, port) => this.markDraining(serviceId, port),
+      },
     });
-    const gauge = launcherMetrics.children;
-    const collect = () => {
-      gauge.reset();
-      for (const p of this.supervisor.status()) {
-        gauge.inc({ state: halyard.launcher.v1.ProcessStatus.State[p.state]?.toLowerCase() });
-      }
-    };
-    // prom-client calls `collect` at scrape time; keep the gauge current without timers.
-    (gauge as unknown as { collect?: () => void }).collect = collect;
-    this.unsubscribeGauge = () => {
-      (gauge as unknown as { collect?: () => void }).collect = undefined;
-    };
+    this.untrack = trackChildren(() =>
+      this.supervisor.status().map((p) => (State[p.state] ?? 'unknown').toLowerCase()),
+    );
   }
 
   /** Loads the config (ConfigError lists every problem), recovers, starts, serves control. */
@@ -109,10 +112,7 @@ export class Launcher implements Controls {
       this.recorder,
       logger,
     );
-    if ([...configs.values()].some((c) => c.readiness && 'registered' in c.readiness)) {
-      this.registry = (await bus.store(RegistryBucket)).view();
-      await this.registry.ready;
-    }
+    await this.watchRegistryIfNeeded(configs);
     await this.supervisor.startAll(configs, adoptable);
     addGrpcService(this.grpc, this);
     this.grpcPort = await bindGrpc(this.grpc, this.options.grpcAddress ?? '127.0.0.1:0');
@@ -139,8 +139,8 @@ export class Launcher implements Controls {
     this.served?.stop();
     this.grpc.forceShutdown();
     await this.supervisor.stopAll('launcher stopping');
-    this.registry?.stop();
-    this.unsubscribeGauge();
+    this.registry?.view.stop();
+    this.untrack();
     await this.recorder.flushed();
     logger.info({ msgId: LogIds.launcherStopped, launcherId: this.launcherId }, 'launcher stopped');
   }
@@ -180,6 +180,7 @@ export class Launcher implements Controls {
       throw new ControlError('INVALID_ARGUMENT', error.message);
     }
     const configs = forHost(config, this.hostId);
+    await this.watchRegistryIfNeeded(configs);
     const plan = this.supervisor.plan(configs);
     await this.supervisor.apply(configs, plan);
     this.config = config;
@@ -194,17 +195,27 @@ export class Launcher implements Controls {
     return { accepted: true, detail, status: this.display() };
   }
 
-  private isRegistered(serviceId: string, port: number): boolean {
-    for (const i of this.registry?.values() ?? []) {
-      if (
-        i.serviceId === serviceId &&
-        i.hostId === this.hostId &&
-        i.status === UP &&
-        i.address.endsWith(`:${port}`)
-      ) {
-        return true;
+  /** Discovery's registry is read only by launchers that run a component probed through it. */
+  private async watchRegistryIfNeeded(configs: Map<string, ComponentConfig>): Promise<void> {
+    const needed = [...configs.values()].some((c) => c.readiness && 'registered' in c.readiness);
+    if (!needed || this.registry) return;
+    const store = await this.options.bus.store(RegistryBucket);
+    this.registry = { store, view: store.view() };
+    await this.registry.view.ready;
+  }
+
+  /** This host's registration of `serviceId` on `port`, from the registry view. */
+  private registered(serviceId: string, port: number): ServiceInstance | undefined {
+    for (const i of this.registry?.view.values() ?? []) {
+      if (i.serviceId === serviceId && i.hostId === this.hostId && i.address.endsWith(`:${port}`)) {
+        return i;
       }
     }
-    return false;
+    return undefined;
+  }
+
+  private async markDraining(serviceId: string, port: number): Promise<void> {
+    const entry = this.registered(serviceId, port);
+    if (entry && this.registry) await this.registry.store.put({ ...entry, status: DRAINING });
   }
 }

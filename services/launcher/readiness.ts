@@ -6,8 +6,13 @@ import { credentials, makeClientConstructor } from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import type { Readiness } from './config.js';
 
-/** Whether `serviceId` has an UP instance on this host and port (from the registry view). */
-export type RegisteredCheck = (serviceId: string, port: number) => boolean;
+/** Discovery's registry as the launcher sees it, for instances on this host. */
+export interface Registry {
+  /** Whether `serviceId` has an UP instance on this host and port (from the registry view). */
+  isUp(serviceId: string, port: number): boolean;
+  /** Marks the instance on this port DRAINING, so that gateways send it nothing new. */
+  markDraining(serviceId: string, port: number): Promise<void>;
+}
 
 export type Probe = () => Promise<boolean>;
 
@@ -26,7 +31,7 @@ interface HealthCheckClient {
 // biome-ignore lint/suspicious/noTemplateCurlyInString: ${PORT} is the config's placeholder, not a template
 const withPort = (text: string, port: number) => text.replaceAll('${PORT}', String(port));
 
-export function probeFor(readiness: Readiness, port: number, registered: RegisteredCheck): Probe {
+export function probeFor(readiness: Readiness, port: number, registry: Registry): Probe {
   if ('http' in readiness) {
     const url = withPort(readiness.http, port);
     return async () => {
@@ -57,5 +62,5 @@ export function probeFor(readiness: Readiness, port: number, registered: Registe
       });
   }
   const { serviceId } = readiness.registered;
-  return async () => registered(serviceId, port);
+  return async () => registry.isUp(serviceId, port);
 }

@@ -75,8 +75,9 @@ export class Supervisor {
   }
 
   /**
-   * Rolling restart: one instance at a time; the next only after the new process is
-   * ready. Aborts (and says so) when one does not become ready in its timeout.
+   * Rolling restart: one instance at a time — marked DRAINING in discovery (when it is
+   * registered there), given its drain time, stopped, started — the next only after the
+   * new process is ready. Aborts (and says so) when one does not become ready in time.
    */
   async restart(name: string, instance: number): Promise<string> {
     const targets = this.select(name, instance);
@@ -87,6 +88,10 @@ export class Supervisor {
         { msgId: LogIds.rollingRestart, component: name, instance: target.number },
         `rolling restart of ${name}#${target.number}`,
       );
+      const { readiness } = target.config;
+      if (readiness && 'registered' in readiness) {
+        await this.ctx.registry.markDraining(readiness.registered.serviceId, target.port);
+      }
       await target.stop('rolling restart', drainSeconds * 1000);
       target.start();
       if (!(await target.waitReady(readyTimeoutSeconds * 1000))) {
