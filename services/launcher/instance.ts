@@ -50,6 +50,7 @@ export class Instance {
   /** Bumped on every launch and stop: callbacks of an older generation are stale. */
   private generation = 0;
   private readonly listeners = new Set<() => void>();
+  private stopping: Promise<void> | undefined;
 
   constructor(
     readonly component: string,
@@ -83,7 +84,15 @@ export class Instance {
   }
 
   /** Stops it; `drainMs` is a pause in STOPPING before the signal, for clients to move away. */
-  async stop(reason = '', drainMs = 0): Promise<void> {
+  stop(reason = '', drainMs = 0): Promise<void> {
+    // A second stop while one is under way waits for that one.
+    this.stopping ??= this.stopNow(reason, drainMs).finally(() => {
+      this.stopping = undefined;
+    });
+    return this.stopping;
+  }
+
+  private async stopNow(reason: string, drainMs: number): Promise<void> {
     clearTimeout(this.backoff);
     const child = this.child;
     const wasRunning =

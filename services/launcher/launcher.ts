@@ -113,10 +113,16 @@ export class Launcher implements Controls {
       logger,
     );
     await this.watchRegistryIfNeeded(configs);
-    await this.supervisor.startAll(configs, adoptable);
+    // Bound before any child starts: a taken control port fails the start with nothing to clean up.
     addGrpcService(this.grpc, this);
     this.grpcPort = await bindGrpc(this.grpc, this.options.grpcAddress ?? '127.0.0.1:0');
-    this.served = await serveOnBus(bus, this.hostId, this);
+    try {
+      await this.supervisor.startAll(configs, adoptable);
+      this.served = await serveOnBus(bus, this.hostId, this);
+    } catch (error) {
+      await this.shutdown();
+      throw error;
+    }
     logger.info(
       {
         msgId: LogIds.launcherStarted,

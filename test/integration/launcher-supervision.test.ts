@@ -249,4 +249,35 @@ describe('launcher supervision', () => {
       await live.stop();
     }
   });
+
+  test('dependencies start first (ready before dependents start) and stop last', async () => {
+    const host = 'host-deps';
+    const live = await collectEvents(bus, host);
+    const { launcher } = await startLauncher(bus, host, {
+      components: {
+        app: { ...steady, dependsOn: ['cache'] },
+        cache: steady,
+      },
+    });
+    assert.deepEqual(launcher.supervisor.names(), ['cache', 'app']);
+    await until('app ready', () =>
+      live.events.some((e) => e.component === 'app' && e.kind === Kind.READY),
+    );
+    await launcher.shutdown();
+    await until('stopped', () => live.events.filter((e) => e.kind === Kind.STOPPED).length === 2);
+    const order = live.events
+      .filter((e) => [Kind.STARTING, Kind.READY, Kind.STOPPING, Kind.STOPPED].includes(e.kind))
+      .map((e) => `${e.component} ${kindName(e.kind)}`);
+    assert.deepEqual(order, [
+      'cache STARTING',
+      'cache READY',
+      'app STARTING',
+      'app READY',
+      'app STOPPING',
+      'app STOPPED',
+      'cache STOPPING',
+      'cache STOPPED',
+    ]);
+    await live.stop();
+  });
 });
