@@ -3,6 +3,7 @@ import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { Bus, type LifecycleEvent } from '../../bus/index.js';
 import { LogIds } from '../../services/launcher/log-ids.js';
+import { launcherMetrics } from '../../services/launcher/metrics.js';
 import {
   child,
   collectEvents,
@@ -14,6 +15,7 @@ import {
   startLauncher,
 } from '../support/launcher.js';
 import { captureLogs } from '../support/logs.js';
+import { counterValue } from '../support/metrics.js';
 import { NatsCluster } from '../support/nats-cluster.js';
 import { until } from '../support/wait.js';
 
@@ -119,6 +121,16 @@ describe('launcher supervision', () => {
         ids,
       );
       await later.stop();
+      assert.equal(await counterValue(launcherMetrics.restarts, { component: 'crash' }), 3);
+
+      // An operator's start forgets the failures: the policy begins again at attempt 1.
+      const before = live.events.length;
+      await launcher.start({ component: 'crash', instance: 0 });
+      const again = await until('restarting again', () =>
+        live.events.slice(before).find((e) => e.kind === Kind.RESTARTING),
+      );
+      assert.deepEqual([again.attempt, again.delayMs], [1, 200]);
+
       // The stderr of the child came through as tagged log lines.
       const stderr = logs.withId(LogIds.childStderr);
       assert.ok(
