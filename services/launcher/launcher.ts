@@ -63,6 +63,7 @@ export class Launcher implements Controls {
     | { store: KvStore<ServiceInstance>; view: LocalView<ServiceInstance> }
     | undefined;
   private readonly untrack: () => void;
+  private commands: Promise<unknown> = Promise.resolve();
 
   private constructor(
     private readonly options: LauncherOptions,
@@ -162,20 +163,40 @@ export class Launcher implements Controls {
     };
   }
 
-  async start(request: ComponentRequest): Promise<CommandResult> {
-    return this.result(this.supervisor.start(request.component, request.instance));
+  start(request: ComponentRequest): Promise<CommandResult> {
+    return this.exclusive(async () =>
+      this.result(this.supervisor.start(request.component, request.instance)),
+    );
   }
 
-  async stop(request: ComponentRequest): Promise<CommandResult> {
-    return this.result(await this.supervisor.stop(request.component, request.instance));
+  stop(request: ComponentRequest): Promise<CommandResult> {
+    return this.exclusive(async () =>
+      this.result(await this.supervisor.stop(request.component, request.instance)),
+    );
   }
 
-  async restart(request: ComponentRequest): Promise<CommandResult> {
-    return this.result(await this.supervisor.restart(request.component, request.instance));
+  restart(request: ComponentRequest): Promise<CommandResult> {
+    return this.exclusive(async () =>
+      this.result(await this.supervisor.restart(request.component, request.instance)),
+    );
   }
 
   /** Reloads the file; an invalid one is rejected with every problem and changes nothing. */
-  async refresh(): Promise<CommandResult> {
+  refresh(): Promise<CommandResult> {
+    return this.exclusive(() => this.applyFile());
+  }
+
+  /**
+   * Commands that change the running set run one after another (two rolling restarts
+   * of one component must not interleave); `display` never waits.
+   */
+  private exclusive<T>(command: () => Promise<T>): Promise<T> {
+    const run = this.commands.then(command);
+    this.commands = run.catch(() => undefined);
+    return run;
+  }
+
+  private async applyFile(): Promise<CommandResult> {
     const { logger, configFile } = this.options;
     let config: LauncherConfig;
     try {

@@ -48,6 +48,27 @@ try {
 }
 
 let launcher: Launcher | undefined;
+// Before any child can exist a signal simply ends the process; once children may be
+// starting it is acted on when the start is done, so that they are stopped too.
+let childrenMayRun = false;
+let signalled: string | undefined;
+let stopping = false;
+const stop = async () => {
+  if (stopping || !launcher) return;
+  stopping = true;
+  logger.info({ msgId: LogIds.launcherStopping, signal: signalled }, `received ${signalled}`);
+  await launcher.shutdown();
+  await Promise.all([bus.close(), admin.close()]);
+  process.exit(0);
+};
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.on(signal, () => {
+    if (!childrenMayRun) process.exit(128 + (signal === 'SIGTERM' ? 15 : 2));
+    signalled ??= signal;
+    void stop();
+  });
+}
+
 const admin = await startAdmin({
   port: Number(opts.adminPort),
   notReady: () => (launcher ? undefined : 'starting components'),
@@ -58,6 +79,7 @@ const bus = await Bus.connect({
   logger,
 });
 await bus.provision();
+childrenMayRun = true;
 launcher = await Launcher.start({
   configFile: opts.config,
   config,
@@ -75,15 +97,4 @@ logger.info(
   },
   'launcher control listening',
 );
-
-let stopping = false;
-const stop = async (signal: string) => {
-  if (stopping) return;
-  stopping = true;
-  logger.info({ msgId: LogIds.launcherStopping, signal }, `received ${signal}`);
-  await launcher?.shutdown();
-  await Promise.all([bus.close(), admin.close()]);
-  process.exit(0);
-};
-process.on('SIGTERM', () => void stop('SIGTERM'));
-process.on('SIGINT', () => void stop('SIGINT'));
+if (signalled) await stop();
