@@ -17,6 +17,15 @@ import {
   type NatsConnection,
 } from '@nats-io/transport-node';
 import { AffinityBucket, type BucketSpec, RegistryBucket } from './buckets.js';
+import {
+  type ControlCodecs,
+  type ControlHandler,
+  type ControlReply,
+  request,
+  requestMany,
+  type Served,
+  serve,
+} from './control.js';
 import { EventPublisher, type EventPublisherOptions } from './events.js';
 import { defaultLogger, type Logger, LogIds } from './log.js';
 import { busMetrics } from './metrics.js';
@@ -25,6 +34,8 @@ import type { AffinityPreference, ServiceInstance } from './schemas.js';
 import { KvStore } from './store.js';
 import {
   type Handler,
+  type ReplayOptions,
+  replay,
   type SubscribeOptions,
   type Subscription,
   type SubscriptionKind,
@@ -130,6 +141,43 @@ export class Bus {
     handler: Handler<K>,
   ): Promise<Subscription> {
     return subscribe(this.js, this.jsm, options, handler, this.logger, this.closing.signal);
+  }
+
+  /** Delivers every stored message of a kind and resolves, with their count, once caught up. */
+  replay<K extends SubscriptionKind>(
+    options: ReplayOptions<K>,
+    handler: Handler<K>,
+  ): Promise<number> {
+    return replay(this.js, this.jsm, options, handler, this.logger, this.closing.signal);
+  }
+
+  /** Answers control requests on `subjects` (see Subjects.control) until stopped. */
+  serve<Req, Res>(
+    subjects: readonly string[],
+    codecs: ControlCodecs<Req, Res>,
+    handler: ControlHandler<Req, Res>,
+  ): Promise<Served> {
+    return serve(this.connection, subjects, codecs, handler, this.logger);
+  }
+
+  /** One control request to one responder; a failed reply throws its ControlError. */
+  request<Req, Res>(
+    subject: string,
+    value: Req,
+    codecs: ControlCodecs<Req, Res>,
+    timeoutMs = 5000,
+  ): Promise<Res> {
+    return request(this.connection, subject, value, codecs, timeoutMs);
+  }
+
+  /** A control request fanned out to every responder; replies that arrive within `maxWaitMs`. */
+  requestMany<Req, Res>(
+    subject: string,
+    value: Req,
+    codecs: ControlCodecs<Req, Res>,
+    maxWaitMs = 1000,
+  ): Promise<Array<ControlReply<Res>>> {
+    return requestMany(this.connection, subject, value, codecs, maxWaitMs);
   }
 
   /** Stops retries, flushes what was sent and closes the connection. */

@@ -111,4 +111,29 @@ export const Codecs = {
     discovery.v1.DiscoveryEvent,
     schemas.discoveryEvent,
   ),
+  displayRequest: protoCodec(
+    'halyard.launcher.v1.DisplayRequest',
+    launcher.v1.DisplayRequest,
+    schemas.displayRequest,
+  ),
+  refreshRequest: protoCodec(
+    'halyard.launcher.v1.RefreshRequest',
+    launcher.v1.RefreshRequest,
+    schemas.refreshRequest,
+  ),
+  componentRequest: protoCodec(
+    'halyard.launcher.v1.ComponentRequest',
+    launcher.v1.ComponentRequest,
+    schemas.componentRequest,
+  ),
+  launcherStatus: protoCodec(
+    'halyard.launcher.v1.LauncherStatus',
+    launcher.v1.LauncherStatus,
+    schemas.launcherStatus,
+  ),
+  commandResult: protoCodec(
+    'halyard.launcher.v1.CommandResult',
+    launcher.v1.CommandResult,
+    schemas.commandResult,
+  ),
 } as const;

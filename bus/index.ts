@@ -9,11 +9,20 @@ export {
 } from './buckets.js';
 export { Bus, type BusAuth, type BusOptions, type BusTls, type Snapshot } from './bus.js';
 export { type Codec, Codecs, InvalidMessageError, type MessageOrigin } from './codec.js';
+export {
+  type ControlCode,
+  type ControlCodecs,
+  ControlError,
+  type ControlHandler,
+  type ControlReply,
+  type Served,
+} from './control.js';
 export { type BusEvent, EventPublisher, type PublishedEvent } from './events.js';
 export { LogIds } from './log.js';
 export { busMetrics } from './metrics.js';
 export {
   Buckets,
+  CONTROL_ALL,
   DEADLETTER_STREAM,
   DeadLetterHeaders,
   EVENTS_STREAM,
@@ -32,6 +41,7 @@ export type {
   DeliveryMeta,
   Handler,
   KvChange,
+  ReplayOptions,
   StartFrom,
   SubscribeOptions,
   Subscription,

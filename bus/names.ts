@@ -21,6 +21,9 @@ export const kvStream = (bucket: BucketName) => `KV_${bucket}`;
 export const EventSources = ['lifecycle', 'gateway', 'discovery'] as const;
 export type EventSource = (typeof EventSources)[number];
 
+/** The control id that addresses every instance of a component; no instance may be named so. */
+export const CONTROL_ALL = 'all';
+
 export const Headers = {
   /** Fully qualified protobuf type of the payload, e.g. `halyard.launcher.v1.LifecycleEvent`. */
   type: 'Halyard-Type',
@@ -28,6 +31,8 @@ export const Headers = {
   msgId: 'Nats-Msg-Id',
   /** Set by KV on deletes and purges (`DEL`, `PURGE`). */
   kvOperation: 'KV-Operation',
+  /** A failed control reply: `<gRPC status name>: <message>`, with no body. */
+  error: 'Halyard-Error',
 } as const;
 
 /** Added to a dead-lettered message, beside its original headers. */
@@ -65,9 +70,13 @@ export const Subjects = {
   kvPrefix: (bucket: BucketName) => `$KV.${bucket}`,
   allDeadLetters: 'halyard.deadletter.>',
   deadLetter: (consumer: string) => `halyard.deadletter.${assertToken('consumer', consumer)}`,
-  /** Request/reply control: `halyard.ctl.<component>.<id>.<verb>`; `*` as id fans out. */
+  /**
+   * Request/reply control: `halyard.ctl.<component>.<id>.<verb>`. `*` as id fans out: it
+   * becomes the token `all`, which every instance of the component also serves (a
+   * published subject cannot hold a wildcard).
+   */
   control: (component: string, id: string, verb: string) =>
-    `halyard.ctl.${assertToken('component', component)}.${id === '*' ? '*' : assertToken('id', id)}.${assertToken('verb', verb)}`,
+    `halyard.ctl.${assertToken('component', component)}.${id === '*' ? CONTROL_ALL : assertToken('id', id)}.${assertToken('verb', verb)}`,
 } as const;
 
 export const Keys = {

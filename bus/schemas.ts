@@ -90,6 +90,43 @@ export const lifecycleEvent = z.object({
   attempt: z.number().int().nonnegative(),
   delayMs: epochMs,
   reason: text(1024),
+  processStart: z.number().int().nonnegative(),
+});
+
+/** Control requests and replies of the launcher (`halyard.launcher.v1`). */
+export const displayRequest = z.object({});
+export const refreshRequest = z.object({});
+export const componentRequest = z.object({
+  component: id,
+  instance: z.number().int().nonnegative(),
+});
+
+const { State } = halyard.launcher.v1.ProcessStatus;
+
+export const processStatus = z.object({
+  component: id,
+  instance: z.number().int().min(1),
+  state: specified(State),
+  pid: z.number().int().nonnegative(),
+  port: z.number().int().min(0).max(65535),
+  startedAtMs: epochMs,
+  restarts: z.number().int().nonnegative(),
+  lastExit: text(256),
+});
+
+export const launcherStatus = z.object({
+  hostId: id,
+  launcherId: id,
+  startedAtMs: epochMs,
+  processes: z.array(processStatus),
+  components: z.array(id),
+  version: text(128),
+});
+
+export const commandResult = z.object({
+  accepted: z.boolean(),
+  detail: text(4096),
+  status: launcherStatus.nullable(),
 });
 
 export const gatewayEvent = z.object({
@@ -119,4 +156,8 @@ export type AffinityPreference = z.infer<typeof affinityPreference>;
 export type CacheEntry = z.infer<typeof cacheEntry>;
 export type LifecycleEvent = z.infer<typeof lifecycleEvent>;
 export type GatewayEvent = z.infer<typeof gatewayEvent>;
+export type ComponentRequest = z.infer<typeof componentRequest>;
+export type ProcessStatus = z.infer<typeof processStatus>;
+export type LauncherStatus = z.infer<typeof launcherStatus>;
+export type CommandResult = z.infer<typeof commandResult>;
 export type DiscoveryEvent = z.infer<typeof discoveryEvent>;

@@ -293,3 +293,55 @@ export async function subscribe<K extends SubscriptionKind>(
     },
   };
 }
+
+export interface ReplayOptions<K extends SubscriptionKind> {
+  readonly kind: K;
+  /** As in SubscribeOptions. */
+  readonly filter?: string;
+}
+
+/**
+ * Delivers every stored message of a kind under the filter, in order, and resolves
+ * with their count once it has caught up with what was stored when it started: how a
+ * component rebuilds its own past (a launcher finding the children it left behind).
+ */
+export async function replay<K extends SubscriptionKind>(
+  js: JetStreamClient,
+  jsm: JetStreamManager,
+  options: ReplayOptions<K>,
+  handler: Handler<K>,
+  logger: Logger,
+  signal: AbortSignal,
+): Promise<number> {
+  const feed = feedOf(options.kind);
+  const filter = `${feed.prefix}.${options.filter ?? '>'}`;
+  const info = await retryTransient(
+    () => jsm.streams.info(feed.stream, { subjects_filter: filter }),
+    {
+      signal,
+    },
+  );
+  const stored = Object.values(info.state.subjects ?? {}).reduce((sum, n) => sum + n, 0);
+  if (stored === 0) return 0;
+  const consumer = await retryTransient(
+    () =>
+      js.consumers.get(feed.stream, { filter_subjects: filter, deliver_policy: DeliverPolicy.All }),
+    { signal },
+  );
+  const messages = await consumer.consume({ max_messages: 256 });
+  let replayed = 0;
+  for await (const m of messages) {
+    try {
+      const delivery = feed.decode(m) as Delivery<K>;
+      await handler(delivery, { seq: m.seq, subject: m.subject, time: m.time, attempt: 1 });
+      replayed++;
+    } catch (error) {
+      if (!(error instanceof InvalidMessageError)) throw error;
+      reportInvalid(logger, feed.stream, error);
+    }
+    // Pending counts what matched the filter after this message when it was sent.
+    if (m.info.pending === 0) break;
+  }
+  messages.stop();
+  return replayed;
+}

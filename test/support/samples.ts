@@ -79,6 +79,7 @@ export function lifecycleEvent(overrides: Partial<LifecycleEvent> = {}): Lifecyc
     attempt: 2,
     delayMs: 1000,
     reason: 'killed',
+    processStart: 987_654,
     ...overrides,
   };
 }

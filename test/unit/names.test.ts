@@ -39,5 +39,5 @@ test('event subjects name source, origin and kind', () => {
     eventSubject({ source: 'discovery', event: samples.discoveryEvent() }),
     'halyard.events.discovery.disc-1.lease_expired',
   );
-  assert.equal(Subjects.control('launcher', '*', 'display'), 'halyard.ctl.launcher.*.display');
+  assert.equal(Subjects.control('launcher', '*', 'display'), 'halyard.ctl.launcher.all.display');
 });

@@ -1,0 +1,248 @@
+/**
+ * A host's launcher, put together: config, recovery by replay, supervision,
+ * lifecycle events, and control over gRPC and the bus.
+ */
+import { randomBytes } from 'node:crypto';
+import { Server } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import {
+  type Bus,
+  CONTROL_ALL,
+  type CommandResult,
+  type ComponentRequest,
+  ControlError,
+  type KvStore,
+  type LauncherStatus,
+  type LocalView,
+  RegistryBucket,
+  type Served,
+  type ServiceInstance,
+} from '../../bus/index.js';
+import { halyard } from '../../proto/gen/halyard.js';
+import { ConfigError } from '../common/config.js';
+import {
+  type ComponentConfig,
+  forHost,
+  type LauncherConfig,
+  loadLauncherConfig,
+} from './config.js';
+import { addGrpcService, bindGrpc, type Controls, serveOnBus } from './control.js';
+import { LifecycleRecorder } from './lifecycle.js';
+import { LogIds } from './log-ids.js';
+import { trackChildren } from './metrics.js';
+import { findLeftovers, settleLeftovers } from './recovery.js';
+import { Supervisor } from './supervisor.js';
+
+export const VERSION = '0.1.0';
+
+export interface LauncherOptions {
+  /** Re-read by `refresh`. */
+  readonly configFile: string;
+  /** Already loaded from `configFile`; loaded by `start` when absent. */
+  readonly config?: LauncherConfig;
+  /** Overrides the config's `hostId`. */
+  readonly hostId?: string;
+  readonly bus: Bus;
+  readonly logger: Logger;
+  /** gRPC control address; default 127.0.0.1:0 (a free port). */
+  readonly grpcAddress?: string;
+}
+
+const { UP, DRAINING } = halyard.discovery.v1.InstanceStatus;
+const { State } = halyard.launcher.v1.ProcessStatus;
+
+export class Launcher implements Controls {
+  readonly launcherId = `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
+  readonly startedAtMs = Date.now();
+  readonly recorder: LifecycleRecorder;
+  readonly supervisor: Supervisor;
+  grpcPort = 0;
+  private readonly grpc = new Server();
+  private served: Served | undefined;
+  private registry:
+    | { store: KvStore<ServiceInstance>; view: LocalView<ServiceInstance> }
+    | undefined;
+  private readonly untrack: () => void;
+  private commands: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    private readonly options: LauncherOptions,
+    readonly hostId: string,
+    private config: LauncherConfig,
+  ) {
+    const { bus, logger } = options;
+    this.recorder = new LifecycleRecorder(hostId, this.launcherId, bus.publisher(), logger);
+    this.supervisor = new Supervisor({
+      hostId,
+      recorder: this.recorder,
+      logger,
+      registry: {
+        isUp: (serviceId, port) => this.registered(serviceId, port)?.status === UP,
+        markDraining: (serviceId, port) => this.markDraining(serviceId, port),
+      },
+    });
+    this.untrack = trackChildren(() =>
+      this.supervisor.status().map((p) => (State[p.state] ?? 'unknown').toLowerCase()),
+    );
+  }
+
+  /** Loads the config (ConfigError lists every problem), recovers, starts, serves control. */
+  static async start(options: LauncherOptions): Promise<Launcher> {
+    const config = options.config ?? (await loadLauncherConfig(options.configFile));
+    const hostId = options.hostId ?? config.hostId;
+    if (!hostId || hostId === CONTROL_ALL) {
+      throw new ConfigError(options.configFile, [
+        hostId
+          ? 'hostId: "all" addresses every launcher; pick another'
+          : 'hostId: required (in the file or --host-id)',
+      ]);
+    }
+    const launcher = new Launcher(options, hostId, config);
+    await launcher.run();
+    return launcher;
+  }
+
+  private async run(): Promise<void> {
+    const { bus, logger } = this.options;
+    const configs = forHost(this.config, this.hostId);
+    const leftovers = await findLeftovers(bus, this.hostId, logger);
+    const adoptable = await settleLeftovers(
+      leftovers,
+      configs,
+      this.config.recovery,
+      this.recorder,
+      logger,
+    );
+    await this.watchRegistryIfNeeded(configs);
+    // Bound before any child starts: a taken control port fails the start with nothing to clean up.
+    addGrpcService(this.grpc, this);
+    this.grpcPort = await bindGrpc(this.grpc, this.options.grpcAddress ?? '127.0.0.1:0');
+    try {
+      await this.supervisor.startAll(configs, adoptable);
+      this.served = await serveOnBus(bus, this.hostId, this);
+    } catch (error) {
+      await this.shutdown();
+      throw error;
+    }
+    logger.info(
+      {
+        msgId: LogIds.launcherStarted,
+        hostId: this.hostId,
+        launcherId: this.launcherId,
+        grpcPort: this.grpcPort,
+        components: this.supervisor.names(),
+      },
+      `launcher ${this.launcherId} on host ${this.hostId} started`,
+    );
+  }
+
+  /** Stops serving, stops every child (reverse dependency order) and waits for the events to be stored. */
+  async shutdown(): Promise<void> {
+    const { logger } = this.options;
+    logger.info(
+      { msgId: LogIds.launcherStopping, launcherId: this.launcherId },
+      'launcher stopping',
+    );
+    this.served?.stop();
+    this.grpc.forceShutdown();
+    await this.supervisor.stopAll('launcher stopping');
+    this.registry?.view.stop();
+    this.untrack();
+    await this.recorder.flushed();
+    logger.info({ msgId: LogIds.launcherStopped, launcherId: this.launcherId }, 'launcher stopped');
+  }
+
+  display(): LauncherStatus {
+    return {
+      hostId: this.hostId,
+      launcherId: this.launcherId,
+      startedAtMs: this.startedAtMs,
+      processes: this.supervisor.status(),
+      components: this.supervisor.names(),
+      version: VERSION,
+    };
+  }
+
+  start(request: ComponentRequest): Promise<CommandResult> {
+    return this.exclusive(async () =>
+      this.result(this.supervisor.start(request.component, request.instance)),
+    );
+  }
+
+  stop(request: ComponentRequest): Promise<CommandResult> {
+    return this.exclusive(async () =>
+      this.result(await this.supervisor.stop(request.component, request.instance)),
+    );
+  }
+
+  restart(request: ComponentRequest): Promise<CommandResult> {
+    return this.exclusive(async () =>
+      this.result(await this.supervisor.restart(request.component, request.instance)),
+    );
+  }
+
+  /** Reloads the file; an invalid one is rejected with every problem and changes nothing. */
+  refresh(): Promise<CommandResult> {
+    return this.exclusive(() => this.applyFile());
+  }
+
+  /**
+   * Commands that change the running set run one after another (two rolling restarts
+   * of one component must not interleave); `display` never waits.
+   */
+  private exclusive<T>(command: () => Promise<T>): Promise<T> {
+    const run = this.commands.then(command);
+    this.commands = run.catch(() => undefined);
+    return run;
+  }
+
+  private async applyFile(): Promise<CommandResult> {
+    const { logger, configFile } = this.options;
+    let config: LauncherConfig;
+    try {
+      config = await loadLauncherConfig(configFile);
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      logger.warn({ msgId: LogIds.refreshRejected, problems: error.problems }, 'refresh rejected');
+      throw new ControlError('INVALID_ARGUMENT', error.message);
+    }
+    const configs = forHost(config, this.hostId);
+    await this.watchRegistryIfNeeded(configs);
+    const plan = this.supervisor.plan(configs);
+    await this.supervisor.apply(configs, plan);
+    this.config = config;
+    const detail = (['added', 'removed', 'scaled', 'changed', 'unchanged'] as const)
+      .map((k) => `${k}: ${plan[k].join(',') || '-'}`)
+      .join('; ');
+    logger.info({ msgId: LogIds.refreshApplied, ...plan }, `refresh applied (${detail})`);
+    return this.result(detail);
+  }
+
+  private result(detail: string): CommandResult {
+    return { accepted: true, detail, status: this.display() };
+  }
+
+  /** Discovery's registry is read only by launchers that run a component probed through it. */
+  private async watchRegistryIfNeeded(configs: Map<string, ComponentConfig>): Promise<void> {
+    const needed = [...configs.values()].some((c) => c.readiness && 'registered' in c.readiness);
+    if (!needed || this.registry) return;
+    const store = await this.options.bus.store(RegistryBucket);
+    this.registry = { store, view: store.view() };
+    await this.registry.view.ready;
+  }
+
+  /** This host's registration of `serviceId` on `port`, from the registry view. */
+  private registered(serviceId: string, port: number): ServiceInstance | undefined {
+    for (const i of this.registry?.view.values() ?? []) {
+      if (i.serviceId === serviceId && i.hostId === this.hostId && i.address.endsWith(`:${port}`)) {
+        return i;
+      }
+    }
+    return undefined;
+  }
+
+  private async markDraining(serviceId: string, port: number): Promise<void> {
+    const entry = this.registered(serviceId, port);
+    if (entry && this.registry) await this.registry.store.put({ ...entry, status: DRAINING });
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * Lifecycle transitions, told twice: as a LifecycleEvent on the bus and as a log line
+ * with a stable message id. Event ids are `<host>/<component>/<instance>/<run>/<seq>`:
+ * the launcher run id and a per-run sequence make every real transition distinct,
+ * and a republish of the same transition (a retry after a reconnect) carries the same
+ * id, so the stream drops it as a duplicate.
+ */
+
+import type { Logger } from 'pino';
+import type { EventPublisher, LifecycleEvent } from '../../bus/index.js';
+import { halyard } from '../../proto/gen/halyard.js';
+import { LogIds } from './log-ids.js';
+import { launcherMetrics } from './metrics.js';
+
+export const Kind = halyard.launcher.v1.LifecycleEvent.Kind;
+export type KindName = keyof typeof LogIdOfKind;
+
+const LogIdOfKind = {
+  STARTING: LogIds.starting,
+  STARTED: LogIds.started,
+  READY: LogIds.ready,
+  EXITED: LogIds.exited,
+  RESTARTING: LogIds.restarting,
+  GAVE_UP: LogIds.gaveUp,
+  STOPPING: LogIds.stopping,
+  STOPPED: LogIds.stopped,
+} as const;
+
+export type Transition = Partial<
+  Pick<
+    LifecycleEvent,
+    | 'pid'
+    | 'port'
+    | 'exitCode'
+    | 'signal'
+    | 'uptimeMs'
+    | 'attempt'
+    | 'delayMs'
+    | 'reason'
+    | 'processStart'
+  >
+>;
+
+export class LifecycleRecorder {
+  private seq = 0;
+  private last: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly hostId: string,
+    private readonly launcherId: string,
+    private readonly publisher: EventPublisher,
+    private readonly logger: Logger,
+  ) {}
+
+  record(kind: KindName, component: string, instance: number, details: Transition = {}): void {
+    const seq = ++this.seq;
+    const event: LifecycleEvent = {
+      eventId: `${this.hostId}/${component}/${instance}/${this.launcherId}/${seq}`,
+      kind: Kind[kind],
+      occurredAtMs: Date.now(),
+      hostId: this.hostId,
+      launcherId: this.launcherId,
+      component,
+      instance,
+      pid: 0,
+      port: 0,
+      exitCode: 0,
+      signal: '',
+      uptimeMs: 0,
+      attempt: 0,
+      delayMs: 0,
+      reason: '',
+      processStart: 0,
+      ...details,
+    };
+    launcherMetrics.transitions.inc({ component, kind: kind.toLowerCase() });
+    const level = kind === 'GAVE_UP' ? 'error' : kind === 'EXITED' ? 'warn' : 'info';
+    this.logger[level](
+      {
+        msgId: LogIdOfKind[kind],
+        event: kind.toLowerCase(),
+        component,
+        instance,
+        eventId: event.eventId,
+        ...details,
+      },
+      `${component}#${instance} ${kind.toLowerCase().replace('_', ' ')}`,
+    );
+    // The publisher keeps order and retries through elections; supervision never waits on it.
+    this.last = this.publisher.publish({ source: 'lifecycle', event }).catch((error) => {
+      this.logger.error(
+        { msgId: LogIds.eventNotPublished, eventId: event.eventId, err: (error as Error).message },
+        'lifecycle event not published',
+      );
+    });
+  }
+
+  /** Resolves once every event recorded so far was stored (or given up on). */
+  flushed(): Promise<unknown> {
+    return this.last;
+  }
+}

@@ -1,0 +1,207 @@
+/**
+ * The components of one host and their instances: start in dependency order, stop in
+ * reverse, rolling restart one instance at a time, and refresh by applying only the
+ * difference between the running set and a new config.
+ */
+import { ControlError } from '../../bus/index.js';
+import type { ComponentConfig } from './config.js';
+import { freePort, Instance, type InstanceContext } from './instance.js';
+import { LogIds } from './log-ids.js';
+import type { Child } from './process.js';
+
+interface Component {
+  config: ComponentConfig;
+  readonly instances: Instance[];
+}
+
+/** A process a previous launcher run left alive, to be adopted by its instance. */
+export interface Adoptable {
+  readonly component: string;
+  readonly instance: number;
+  readonly port: number;
+  readonly child: Child;
+}
+
+export interface RefreshPlan {
+  readonly added: string[];
+  readonly removed: string[];
+  readonly scaled: string[];
+  readonly changed: string[];
+  readonly unchanged: string[];
+}
+
+/** What makes two configs run different processes (counts, placement and order do not). */
+function processShape(config: ComponentConfig): string {
+  const { instances: _i, hosts: _h, dependsOn: _d, ...shape } = config;
+  return JSON.stringify(shape);
+}
+
+export class Supervisor {
+  /** In start order: dependencies first. */
+  private readonly components = new Map<string, Component>();
+
+  constructor(private readonly ctx: InstanceContext) {}
+
+  names(): string[] {
+    return [...this.components.keys()];
+  }
+
+  status() {
+    return [...this.components.values()].flatMap((c) => c.instances.map((i) => i.status()));
+  }
+
+  /** Starts every component in order, waiting for a component's dependencies to be ready. */
+  async startAll(
+    configs: Map<string, ComponentConfig>,
+    adoptable: Adoptable[] = [],
+  ): Promise<void> {
+    for (const [name, config] of configs) await this.add(name, config, adoptable);
+  }
+
+  async stopAll(reason: string): Promise<void> {
+    for (const name of [...this.components.keys()].reverse()) await this.remove(name, reason);
+  }
+
+  start(name: string, instance: number): string {
+    const targets = this.select(name, instance);
+    for (const i of targets) i.start();
+    return `started ${targets.length} instance(s) of ${name}`;
+  }
+
+  async stop(name: string, instance: number): Promise<string> {
+    const targets = this.select(name, instance);
+    await Promise.all(targets.map((i) => i.stop('requested')));
+    return `stopped ${targets.length} instance(s) of ${name}`;
+  }
+
+  /**
+   * Rolling restart: one instance at a time — marked DRAINING in discovery (when it is
+   * registered there), given its drain time, stopped, started — the next only after the
+   * new process is ready. Aborts (and says so) when one does not become ready in time.
+   */
+  async restart(name: string, instance: number): Promise<string> {
+    const targets = this.select(name, instance);
+    const { logger } = this.ctx;
+    for (const target of targets) {
+      const { drainSeconds, readyTimeoutSeconds } = target.config;
+      logger.info(
+        { msgId: LogIds.rollingRestart, component: name, instance: target.number },
+        `rolling restart of ${name}#${target.number}`,
+      );
+      const { readiness } = target.config;
+      if (readiness && 'registered' in readiness) {
+        await this.ctx.registry.markDraining(readiness.registered.serviceId, target.port);
+      }
+      await target.stop('rolling restart', drainSeconds * 1000);
+      target.start();
+      if (!(await target.waitReady(readyTimeoutSeconds * 1000))) {
+        const detail = `${name}#${target.number} did not become ready within ${readyTimeoutSeconds} s (state ${target.state}): rolling restart aborted`;
+        logger.error(
+          { msgId: LogIds.rollingAborted, component: name, instance: target.number },
+          detail,
+        );
+        throw new ControlError('ABORTED', detail);
+      }
+    }
+    return `restarted ${targets.length} instance(s) of ${name}`;
+  }
+
+  /** Compares the running set with `configs` (this host's components, in start order). */
+  plan(configs: Map<string, ComponentConfig>): RefreshPlan {
+    const plan: RefreshPlan = { added: [], removed: [], scaled: [], changed: [], unchanged: [] };
+    for (const name of this.components.keys()) if (!configs.has(name)) plan.removed.push(name);
+    for (const [name, config] of configs) {
+      const running = this.components.get(name);
+      if (!running) plan.added.push(name);
+      else if (processShape(running.config) !== processShape(config)) plan.changed.push(name);
+      else if (running.config.instances !== config.instances) plan.scaled.push(name);
+      else plan.unchanged.push(name);
+    }
+    return plan;
+  }
+
+  /** Applies a plan: removed ones stop, new ones start, counts scale, changed ones roll. */
+  async apply(configs: Map<string, ComponentConfig>, plan: RefreshPlan): Promise<void> {
+    for (const name of [...plan.removed].reverse()) await this.remove(name, 'removed from config');
+    for (const [name, config] of configs) {
+      const running = this.components.get(name);
+      if (plan.added.includes(name)) await this.add(name, config, []);
+      else if (running && (plan.scaled.includes(name) || plan.changed.includes(name))) {
+        const previous = running.config;
+        running.config = config;
+        await this.scale(name, running, config.instances);
+        if (plan.changed.includes(name)) {
+          for (const i of running.instances) i.config = config;
+          const kept = Math.min(previous.instances, config.instances);
+          if (kept > 0) {
+            for (let n = 1; n <= kept; n++) await this.restart(name, n);
+          }
+        }
+      }
+    }
+    // Keep the map in the new start order.
+    const order = [...configs.keys()].filter((n) => this.components.has(n));
+    const entries = order.map((n) => [n, this.components.get(n)!] as const);
+    this.components.clear();
+    for (const [n, c] of entries) this.components.set(n, c);
+  }
+
+  private select(name: string, instance: number): Instance[] {
+    const component = this.components.get(name);
+    if (!component) throw new ControlError('NOT_FOUND', `no component "${name}" on this host`);
+    if (instance === 0) return component.instances;
+    const one = component.instances[instance - 1];
+    if (!one) {
+      throw new ControlError(
+        'NOT_FOUND',
+        `${name} has ${component.instances.length} instance(s); no instance ${instance}`,
+      );
+    }
+    return [one];
+  }
+
+  private async add(name: string, config: ComponentConfig, adoptable: Adoptable[]): Promise<void> {
+    await this.waitForDependencies(config);
+    const component: Component = { config, instances: [] };
+    this.components.set(name, component);
+    await this.scale(name, component, config.instances, adoptable);
+  }
+
+  private async remove(name: string, reason: string): Promise<void> {
+    const component = this.components.get(name);
+    if (!component) return;
+    await Promise.all(component.instances.map((i) => i.stop(reason)));
+    this.components.delete(name);
+  }
+
+  private async scale(
+    name: string,
+    component: Component,
+    count: number,
+    adoptable: Adoptable[] = [],
+  ) {
+    const { config, instances } = component;
+    while (instances.length > count) await instances.pop()?.stop('scaled down');
+    while (instances.length < count) {
+      const number = instances.length + 1;
+      const adopted = adoptable.find((a) => a.component === name && a.instance === number);
+      const port =
+        adopted?.port ??
+        (config.port?.base ? config.port.base + number - 1 : config.port ? await freePort() : 0);
+      const instance = new Instance(name, number, config, port, this.ctx);
+      instances.push(instance);
+      if (adopted) instance.adopt(adopted.child);
+      else instance.start();
+    }
+  }
+
+  private async waitForDependencies(config: ComponentConfig): Promise<void> {
+    for (const dep of config.dependsOn) {
+      const running = this.components.get(dep);
+      if (!running) continue;
+      await Promise.all(
+        running.instances.map((i) => i.waitReady(running.config.readyTimeoutSeconds * 1000)),
+      );
+    }
+  }
+}

@@ -1,0 +1,236 @@
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { Bus, ControlError, type LifecycleEvent, Subjects } from '../../bus/index.js';
+import { ControlCodecsOf } from '../../services/launcher/control.js';
+import { LogIds } from '../../services/launcher/log-ids.js';
+import { procStat } from '../../services/launcher/process.js';
+import {
+  child,
+  collectEvents,
+  groupMembers,
+  Kind,
+  pidAlive,
+  State,
+  writeConfig,
+} from '../support/launcher.js';
+import { captureLogs } from '../support/logs.js';
+import { NatsCluster } from '../support/nats-cluster.js';
+import * as samples from '../support/samples.js';
+import { until } from '../support/wait.js';
+
+const main = fileURLToPath(new URL('../../services/launcher/main.ts', import.meta.url));
+
+interface Running {
+  readonly proc: ChildProcess;
+  readonly lines: Array<Record<string, unknown>>;
+  readonly stderr: string[];
+  readonly exited: Promise<number | null>;
+}
+
+/** The launcher as operators run it: its own process, `main.ts`. */
+function runLauncher(args: string[]): Running {
+  const proc = spawn(
+    process.execPath,
+    ['--import', 'tsx', main, '--grpc', '127.0.0.1:0', '--admin-port', '0', ...args],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  const lines: Array<Record<string, unknown>> = [];
+  const stderr: string[] = [];
+  createInterface({ input: proc.stdout! }).on('line', (line) => {
+    try {
+      lines.push(JSON.parse(line));
+    } catch {
+      // not a log line
+    }
+  });
+  createInterface({ input: proc.stderr! }).on('line', (line) => stderr.push(line));
+  const exited = new Promise<number | null>((resolve) =>
+    proc.once('exit', (code) => resolve(code)),
+  );
+  return { proc, lines, stderr, exited };
+}
+
+const listening = (r: Running) =>
+  until('launcher listening', () => r.lines.find((l) => l.msgId === LogIds.listening), 30_000);
+
+/** Processes on this machine that a launcher started for `host` (from their environment). */
+function childrenOfHost(host: string): number[] {
+  return readdirSync('/proc')
+    .filter((name) => /^\d+$/.test(name))
+    .map(Number)
+    .filter((pid) => {
+      try {
+        return (
+          procStat(pid) &&
+          readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`HALYARD_HOST=${host}`)
+        );
+      } catch {
+        return false;
+      }
+    });
+}
+
+describe('launcher process: bad config, kill -9 and recovery by replay', () => {
+  let cluster: NatsCluster;
+  let bus: Bus;
+  const busLogs = captureLogs('warn');
+  const started: Running[] = [];
+  const run = (args: string[]) => {
+    const r = runLauncher(args);
+    started.push(r);
+    return r;
+  };
+
+  before(async () => {
+    cluster = await NatsCluster.start();
+    bus = await Bus.connect({
+      servers: cluster.servers,
+      name: 'test-recovery',
+      logger: busLogs.logger,
+    });
+    await bus.provision();
+  });
+  after(async () => {
+    for (const r of started) if (r.proc.exitCode === null) r.proc.kill('SIGKILL');
+    await bus?.close();
+    await cluster?.close();
+  });
+
+  const config = (host: string, recovery: 'stop' | 'adopt') =>
+    writeConfig({
+      hostId: host,
+      recovery,
+      components: {
+        svc: {
+          command: process.execPath,
+          args: [child('service'), '--grandchild'],
+          instances: 2,
+          port: {},
+          // biome-ignore lint/suspicious/noTemplateCurlyInString: the launcher's port placeholder
+          readiness: { http: 'http://127.0.0.1:${PORT}/healthz' },
+          stop: { timeoutSeconds: 5 },
+        },
+      },
+    });
+
+  const display = async (host: string) =>
+    bus.request(Subjects.control('launcher', host, 'display'), {}, ControlCodecsOf.display);
+  /** The pids once every instance is READY; false until then (or while the launcher's interest reaches our node). */
+  const readyPids = async (host: string) => {
+    const status = await display(host).catch((e: unknown) => {
+      if (e instanceof ControlError && e.code === 'UNAVAILABLE') return undefined;
+      throw e;
+    });
+    if (!status) return false;
+    return (
+      status.processes.every((p) => p.state === State.READY) && status.processes.map((p) => p.pid)
+    );
+  };
+
+  test('an invalid config at start: exit non-zero with every error listed', async () => {
+    const file = await writeConfig({
+      hostId: 'host-x',
+      components: { a: { instances: 'two' }, b: { command: 'x', dependsOn: ['missing'] } },
+    });
+    const r = run(['--config', file, '--nats', cluster.servers.join(',')]);
+    assert.equal(await r.exited, 2);
+    const text = r.stderr.join('\n');
+    assert.match(text, /components\.a\.command/);
+    assert.match(text, /components\.a\.instances/);
+    assert.match(text, /components\.b\.dependsOn\.0: no component "missing"/);
+  });
+
+  test('kill -9 of the launcher, then restart: leftovers stopped, no orphan, no duplicate', async () => {
+    // Unique per run: process scans must never see another run's children.
+    const host = `host-kill-${process.pid}`;
+    const file = await config(host, 'stop');
+    const args = ['--config', file, '--nats', cluster.servers.join(',')];
+    const first = run(args);
+    await listening(first);
+    const oldPids = await until('ready', () => readyPids(host), 15_000);
+    const oldGroupMembers = oldPids.flatMap((pid) => groupMembers(pid));
+    assert.equal(oldGroupMembers.length, 4, 'two children, each with a grandchild');
+
+    first.proc.kill('SIGKILL');
+    await first.exited;
+    assert.ok(oldGroupMembers.every(pidAlive), 'the children outlive a killed launcher');
+
+    const live = await collectEvents(bus, host);
+    const second = run(args);
+    await listening(second);
+    const newPids = await until('ready again', () => readyPids(host), 15_000);
+    assert.ok(
+      oldGroupMembers.every((pid) => !pidAlive(pid)),
+      'leftovers and their groups stopped',
+    );
+    assert.ok(newPids.every((pid) => !oldPids.includes(pid)));
+    // No duplicate: exactly the new instances (and their grandchildren) run for this host.
+    assert.deepEqual(
+      childrenOfHost(host).sort(),
+      newPids.flatMap((pid) => groupMembers(pid)).sort(),
+    );
+    const stops = live.events.filter(
+      (e: LifecycleEvent) =>
+        e.kind === Kind.STOPPED && /left running by launcher run/.test(e.reason),
+    );
+    assert.deepEqual(stops.map((e) => e.pid).sort(), [...oldPids].sort());
+    assert.ok(second.lines.some((l) => l.msgId === LogIds.replayed && l.leftovers === 2));
+
+    second.proc.kill('SIGTERM');
+    assert.equal(await second.exited, 0);
+    assert.deepEqual(childrenOfHost(host), [], 'graceful stop leaves no process behind');
+    await live.stop();
+  });
+
+  test('adopt mode keeps the leftovers; a reused pid is never touched; admin endpoints', async () => {
+    const host = `host-adopt-${process.pid}`;
+    const file = await config(host, 'adopt');
+    const args = ['--config', file, '--nats', cluster.servers.join(',')];
+    const first = run(args);
+    await listening(first);
+    const oldPids = await until('ready', () => readyPids(host), 15_000);
+    first.proc.kill('SIGKILL');
+    await first.exited;
+
+    // A stale STARTED event naming a live process that is not a child of any launcher.
+    const stranger = spawn('sleep', ['30'], { stdio: 'ignore' });
+    await bus.publisher().publish({
+      source: 'lifecycle',
+      event: samples.lifecycleEvent({
+        eventId: `${host}/other/1/old-run/1`,
+        kind: Kind.STARTED,
+        hostId: host,
+        component: 'other',
+        instance: 1,
+        pid: stranger.pid!,
+        processStart: 1,
+      }),
+    });
+
+    const second = run(args);
+    const { adminPort } = (await listening(second)) as { adminPort: number };
+    const adopted = await until('ready again', () => readyPids(host), 15_000);
+    assert.deepEqual(adopted, oldPids, 'the same processes, adopted');
+    assert.deepEqual(childrenOfHost(host).length, 4, 'no second set started');
+    assert.ok(pidAlive(stranger.pid!), 'a pid that is another process is left alone');
+    assert.ok(second.lines.some((l) => l.msgId === LogIds.leftoverGone && l.pid === stranger.pid));
+    stranger.kill('SIGKILL');
+
+    const admin = `http://127.0.0.1:${adminPort}`;
+    assert.equal((await fetch(`${admin}/healthz`)).status, 200);
+    assert.equal((await fetch(`${admin}/readyz`)).status, 200);
+    const metrics = await (await fetch(`${admin}/metrics`)).text();
+    assert.match(metrics, /halyard_launcher_children\{state="ready"\} 2/);
+    assert.match(metrics, /halyard_launcher_leftovers_total\{action="adopted"\} 2/);
+
+    second.proc.kill('SIGTERM');
+    assert.equal(await second.exited, 0);
+    assert.deepEqual(childrenOfHost(host), [], 'adopted children are stopped with the launcher');
+  });
+});

@@ -1,0 +1,57 @@
+/** Launchers for tests: configs in temp files, test children, events read back from the bus. */
+import { readdirSync } from 'node:fs';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import type { Bus, LifecycleEvent } from '../../bus/index.js';
+import { halyard } from '../../proto/gen/halyard.js';
+import { Launcher } from '../../services/launcher/launcher.js';
+import { procStat } from '../../services/launcher/process.js';
+import { captureLogs } from './logs.js';
+
+export const Kind = halyard.launcher.v1.LifecycleEvent.Kind;
+export const State = halyard.launcher.v1.ProcessStatus.State;
+
+/** Path of a test child script in test/support/children. */
+export const child = (name: string) =>
+  fileURLToPath(new URL(`./children/${name}.mjs`, import.meta.url));
+
+export async function writeConfig(config: object, file?: string): Promise<string> {
+  const path = file ?? join(await mkdtemp(join(tmpdir(), 'halyard-launcher-')), 'launcher.yaml');
+  await writeFile(path, stringify(config));
+  return path;
+}
+
+export async function startLauncher(bus: Bus, hostId: string, config: object, file?: string) {
+  const logs = captureLogs('info');
+  const configFile = await writeConfig({ hostId, ...config }, file);
+  const launcher = await Launcher.start({ configFile, bus, logger: logs.logger });
+  return { launcher, logs, configFile };
+}
+
+/** Every lifecycle event of a host, as it arrives (a live subscription from the start of the stream). */
+export async function collectEvents(bus: Bus, hostId: string) {
+  const events: LifecycleEvent[] = [];
+  const sub = await bus.subscribe(
+    { kind: 'lifecycle', filter: `${hostId}.>`, from: 'all' },
+    ({ event }) => {
+      events.push(event);
+    },
+  );
+  return { events, stop: () => sub.stop() };
+}
+
+export const kindName = (kind: number) => Kind[kind] as string;
+
+/** Live (not zombie) processes of a process group, from /proc. */
+export function groupMembers(pgid: number): number[] {
+  return readdirSync('/proc')
+    .filter((name) => /^\d+$/.test(name))
+    .map(Number)
+    .filter((pid) => procStat(pid)?.pgrp === pgid);
+}
+
+/** Whether the pid is a live (not zombie) process. */
+export const pidAlive = (pid: number) => procStat(pid) !== undefined;

@@ -1,0 +1,75 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ConfigError, validateConfig } from '../../services/common/config.js';
+import { forHost, launcherConfig } from '../../services/launcher/config.js';
+
+const parse = (value: unknown) => validateConfig(launcherConfig, value, 'launcher.yaml');
+
+test('defaults: one instance, the standard intervals, 90 s min uptime, SIGTERM then 20 s', () => {
+  const config = parse({ hostId: 'h1', components: { gw: { command: 'gateway' } } });
+  const gw = config.components.gw!;
+  assert.equal(config.recovery, 'stop');
+  assert.equal(gw.instances, 1);
+  assert.deepEqual(gw.restart, {
+    intervals: [1, 1, 1, 5, 5, 10, 20, 60, 120, 240],
+    minUptimeSeconds: 90,
+  });
+  assert.deepEqual(gw.stop, { signal: 'SIGTERM', timeoutSeconds: 20 });
+  assert.deepEqual(gw.args, []);
+  assert.equal(gw.instanceEnv, 'HALYARD_INSTANCE');
+});
+
+test('every problem is listed with the file and the path of the field', () => {
+  assert.throws(
+    () =>
+      parse({
+        hostId: 'bad host',
+        components: {
+          a: { instances: -1, restart: { intervals: [] } },
+          b: { command: 'b', stop: { signal: 'SIGBOGUS' }, readiness: { tcp: 1 } },
+          c: { command: 'c', dependsOn: ['nowhere'] },
+        },
+      }),
+    (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(error.file, 'launcher.yaml');
+      const paths = error.problems.map((p) => p.split(':')[0]);
+      assert.deepEqual(paths.sort(), [
+        'components.a.command',
+        'components.a.instances',
+        'components.a.restart.intervals',
+        'components.b.readiness',
+        'components.b.stop.signal',
+        'components.c.dependsOn.0',
+        'hostId',
+      ]);
+      return true;
+    },
+  );
+});
+
+test('a dependency cycle is named', () => {
+  assert.throws(
+    () =>
+      parse({
+        components: {
+          a: { command: 'a', dependsOn: ['b'] },
+          b: { command: 'b', dependsOn: ['a'] },
+        },
+      }),
+    /dependency cycle: a → b → a/,
+  );
+});
+
+test("forHost keeps the host's components, dependencies first", () => {
+  const config = parse({
+    components: {
+      app: { command: 'app', dependsOn: ['cache', 'discovery'] },
+      discovery: { command: 'd' },
+      cache: { command: 'c', hosts: ['h1'] },
+      other: { command: 'o', hosts: ['h2'] },
+    },
+  });
+  assert.deepEqual([...forHost(config, 'h1').keys()], ['cache', 'discovery', 'app']);
+  assert.deepEqual([...forHost(config, 'h2').keys()], ['discovery', 'app', 'other']);
+});
