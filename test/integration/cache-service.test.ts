@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { get as httpGet } from 'node:http';
 import { after, before, describe, test } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
 import { jetstreamManager } from '@nats-io/jetstream';
+import { service as healthService } from 'grpc-health-check';
 import { CacheBucket, Keys, kvStream } from '../../bus/index.js';
 import {
   type CacheClient,
@@ -97,7 +100,20 @@ describe('cache service: two replicas on a 3-node cluster', () => {
     await cluster?.close();
   });
 
-  test('ready: /readyz answers 200 once the view is loaded', async () => {
+  test('ready: gRPC health SERVING and /readyz 200 once the view is loaded', async () => {
+    const Health = grpc.makeGenericClientConstructor(healthService, 'Health');
+    const health = new Health(
+      b.address,
+      grpc.credentials.createSsl(readFileSync(pki.caFile)),
+    ) as unknown as {
+      check(req: object, cb: (e: Error | null, r: { status: string | number }) => void): void;
+      close(): void;
+    };
+    const answer = await new Promise<{ status: string | number }>((resolve, reject) =>
+      health.check({ service: 'halyard.cache.v1.Cache' }, (e, r) => (e ? reject(e) : resolve(r))),
+    );
+    health.close();
+    assert.ok(answer.status === 'SERVING' || answer.status === 1, String(answer.status));
     const code = await new Promise<number | undefined>((resolve, reject) =>
       httpGet(`http://127.0.0.1:${a.server.adminPort}/readyz`, (res) => {
         res.resume();
