@@ -6,4 +6,9 @@ cd "$(dirname "$0")/.."
 bash proto/generate.sh
 NATS_SERVER_BIN="$(bash deploy/nats/ensure-nats-server.sh)"
 export NATS_SERVER_BIN
+# `bash bench/run.sh cache [--count N]` runs the cache service benchmark instead.
+if [[ "${1:-}" == cache ]]; then
+  shift
+  exec node --import tsx bench/cache.ts "$@"
+fi
 exec node --import tsx bench/kv.ts "$@"
