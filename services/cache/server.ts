@@ -23,6 +23,8 @@ export const CACHE_SERVICE = 'halyard.cache.v1.Cache';
 const ENTRY_OVERHEAD_BYTES = 256;
 
 const WATCH_KIND = { put: 1, deleted: 2 } as const;
+/** Changes a Watch stream may have queued for a caller that is not reading. */
+const MAX_WATCH_BACKLOG = 10_000;
 
 export interface CacheServerOptions {
   readonly config: CacheConfig;
@@ -245,11 +247,28 @@ function handlers(
     try {
       namespace = identities.namespaceOf(call);
     } catch (error) {
-      call.destroy(fail('Watch', error, logger) as Error);
+      call.emit('error', fail('Watch', error, logger));
       return;
     }
     cacheMetrics.requests.inc({ method: 'Watch', code: 'OK' });
     const stop = state.watch(namespace, (change: CacheChange) => {
+      if (call.writableLength >= MAX_WATCH_BACKLOG) {
+        // A watcher that does not read must not make the replica buffer without bound.
+        end();
+        call.emit(
+          'error',
+          fail(
+            'Watch',
+            new CacheError(
+              grpc.status.RESOURCE_EXHAUSTED,
+              `watcher fell ${MAX_WATCH_BACKLOG} changes behind; watch again and List to resynchronise`,
+              'slow_watcher',
+            ),
+            logger,
+          ),
+        );
+        return;
+      }
       call.write({ kind: WATCH_KIND[change.kind], entry: change.entry });
     });
     const end = () => {

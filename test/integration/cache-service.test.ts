@@ -287,6 +287,17 @@ describe('cache service: two replicas on a 3-node cluster', () => {
         'invalid_page_token',
       ],
     ];
+    cases.push([
+      'watch without identity',
+      () =>
+        new Promise((_, reject) => {
+          const stop = client(a).watch(() => {}, reject);
+          setTimeout(stop, 5000);
+        }),
+      'UNAUTHENTICATED',
+      /no identity/,
+      'unauthenticated',
+    ]);
     for (const [what, call, code, message, reason] of cases) {
       const counted = await counterValue(cacheMetrics.rejected, { reason });
       await refused(call(), code, message).catch((error: Error) => {
