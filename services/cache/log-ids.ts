@@ -9,6 +9,7 @@ export const CacheLogIds = {
   stopping: 'HALC0004I',
   stopped: 'HALC0005I',
   valueLimitLowered: 'HALC0010W',
+  plaintextTokens: 'HALC0011W',
   rejected: 'HALC0020I',
   evicted: 'HALC0030I',
   sweepFailed: 'HALC0040W',

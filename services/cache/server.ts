@@ -61,7 +61,14 @@ export class CacheServer {
     const openWatches = new Set<() => void>();
 
     const health = new HealthImplementation({ '': 'NOT_SERVING', [CACHE_SERVICE]: 'NOT_SERVING' });
-    const server = new grpc.Server();
+    const server = new grpc.Server({
+      // Room for the largest value allowed, so that an oversized one gets this service's
+      // INVALID_ARGUMENT naming the limit rather than the transport's refusal.
+      'grpc.max_receive_message_length': Math.max(
+        4 * 1024 * 1024,
+        2 * (limits.maxValueBytes + limits.maxKeyBytes),
+      ),
+    });
     health.addToServer(server);
     server.addService(
       serviceDefinition(CACHE_SERVICE),
@@ -79,6 +86,12 @@ export class CacheServer {
         (error, port) => (error ? reject(error) : resolve(port)),
       ),
     );
+    if (!config.tls && config.tokens.length > 0) {
+      logger.warn(
+        { msgId: CacheLogIds.plaintextTokens, grpcPort },
+        'service tokens are accepted without TLS: use this only on loopback or a trusted network',
+      );
+    }
     let isReady = false;
     const admin: AdminServer = await startAdmin({
       host: config.admin.host,

@@ -50,6 +50,8 @@ interface NamespaceIndex {
 
 /** How long a write waits for this replica's view to show it (read-your-writes). */
 const APPLY_WAIT_MS = 2000;
+/** Deletes DeleteAll keeps in flight at once. */
+const DELETE_BATCH = 64;
 
 export interface CacheStateOptions {
   readonly limits: Limits;
@@ -148,7 +150,9 @@ export class CacheState {
     const index = this.namespaces.get(namespace);
     if (!index) return 0;
     const keys = [...index.byWrite.values()];
-    for (const bucketKey of keys) await this.store.remove(bucketKey);
+    for (let i = 0; i < keys.length; i += DELETE_BATCH) {
+      await Promise.all(keys.slice(i, i + DELETE_BATCH).map((key) => this.store.remove(key)));
+    }
     const gone = new Set(keys);
     await this.until(() => {
       const now = this.namespaces.get(namespace);

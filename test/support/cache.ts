@@ -41,7 +41,13 @@ export async function startReplica(
     id,
   );
   const server = await CacheServer.start({ config: parsed, bus, logger });
-  await server.ready;
+  // A replica that never loads its view is a failure to report, not a hang.
+  await Promise.race([
+    server.ready,
+    new Promise((_, reject) =>
+      setTimeout(() => reject(new Error(`${id}: view not loaded after 30 s`)), 30_000).unref(),
+    ),
+  ]);
   return {
     bus,
     server,
