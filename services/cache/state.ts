@@ -49,7 +49,7 @@ interface NamespaceIndex {
 }
 
 /** How long a write waits for this replica's view to show it (read-your-writes). */
-const APPLY_WAIT_MS = 2000;
+const APPLY_WAIT_MS = 1000;
 /** Deletes DeleteAll keeps in flight at once. */
 const DELETE_BATCH = 64;
 
@@ -66,6 +66,8 @@ export class CacheState {
   private readonly waiters = new Set<{ done: () => boolean; resolve: () => void }>();
   private waitPoll: NodeJS.Timeout | undefined;
   private sweeping = false;
+  /** Set when a wait for the view timed out: the view revision that ends the lag. */
+  private laggingUntil = 0;
 
   constructor(
     private readonly view: LocalView<CacheEntry>,
@@ -264,9 +266,16 @@ export class CacheState {
     return this.until(() => this.view.lastRevision >= revision);
   }
 
-  /** Resolves once `done()` holds for this replica's view (or after APPLY_WAIT_MS). */
+  /**
+   * Resolves once `done()` holds for this replica's view, or after APPLY_WAIT_MS. While
+   * the view lags (a wait timed out and the view has not caught up with that point
+   * since, e.g. its watch is recovering after a bus node died), writes do not wait:
+   * they are acknowledged by the bus, and waiting would only slow every caller down.
+   */
   private until(done: () => boolean): Promise<void> {
     if (done()) return Promise.resolve();
+    if (this.laggingUntil > this.view.lastRevision) return Promise.resolve();
+    this.laggingUntil = 0;
     return new Promise((resolve) => {
       const waiter = {
         done,
@@ -276,7 +285,18 @@ export class CacheState {
           resolve();
         },
       };
-      const timer = setTimeout(waiter.resolve, APPLY_WAIT_MS);
+      const timer = setTimeout(() => {
+        this.laggingUntil = Math.max(this.laggingUntil, this.view.lastRevision + 1);
+        this.options.logger.warn(
+          {
+            msgId: CacheLogIds.viewLagging,
+            applied: this.view.lastRevision,
+            waitMs: APPLY_WAIT_MS,
+          },
+          'local view has not shown a write acknowledged by the bus; answering without waiting until it catches up',
+        );
+        waiter.resolve();
+      }, APPLY_WAIT_MS);
       this.waiters.add(waiter);
       // Some writes change nothing the view reports (a delete marker of an absent key).
       this.waitPoll ??= setInterval(() => this.release(), 5);

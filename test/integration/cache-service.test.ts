@@ -86,10 +86,8 @@ describe('cache service: two replicas on a 3-node cluster', () => {
       },
       sweep: { intervalMs: 200, graceMs: 0 },
     };
-    [a, b] = await Promise.all([
-      startReplica(cluster.servers, 'cache-a', config, logs.logger),
-      startReplica(cluster.servers, 'cache-b', config, logs.logger),
-    ]);
+    a = await startReplica(cluster.servers, 'cache-a', config, logs.logger);
+    b = await startReplica(cluster.servers, 'cache-b', config, logs.logger);
     const jsm = await jetstreamManager(a.bus.connection);
     lastSeq = async () => (await jsm.streams.info(kvStream(CacheBucket.name))).state.last_seq;
   });
