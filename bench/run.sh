@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Runs the benchmarks against real local nats-server processes.
-# `bench/run.sh [--count N]`: bus KV; `bench/run.sh launcher [--crashes N]`: the launcher.
+# Runs a benchmark against real local nats-server processes:
+#   bash bench/run.sh [kv|launcher|cache|…] [its options]   (default: kv)
+# Each bench/<name>.ts prints its own table; figures go into bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -d node_modules ]] || npm ci --no-audit --no-fund
 bash proto/generate.sh
 NATS_SERVER_BIN="$(bash deploy/nats/ensure-nats-server.sh)"
 export NATS_SERVER_BIN
-if [[ "${1:-}" == launcher ]]; then
+name=kv
+if [[ $# -gt 0 && "$1" != -* ]]; then
+  name="$1"
   shift
-  exec node --import tsx bench/launcher.ts "$@"
 fi
-exec node --import tsx bench/kv.ts "$@"
+if [[ ! -f "bench/$name.ts" ]]; then
+  echo "no benchmark bench/$name.ts; there are: $(cd bench && ls ./*.ts | sed 's#./##; s#\.ts##' | tr '\n' ' ')" >&2
+  exit 2
+fi
+exec node --import tsx "bench/$name.ts" "$@"

@@ -42,6 +42,8 @@ interface Held<T> {
 /** Scans for lapsed values no more often than this, whatever the values say. */
 const MIN_EXPIRY_CHECK_MS = 100;
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** How often a view checks that its watch keeps up with the stream. */
+const WATCHDOG_INTERVAL_MS = 2000;
 
 export class LocalView<T> {
   /** Resolves once every value that existed when the view started is loaded. */
@@ -141,21 +143,40 @@ export class LocalView<T> {
       markReady = resolve;
     });
     if (loadedAt === 0) markReady();
-    void (async () => {
-      try {
-        for await (const entry of watch) {
-          this.apply(entry);
-          if (entry.revision >= loadedAt) markReady();
+    const follow = (current: typeof watch) =>
+      (async () => {
+        try {
+          for await (const entry of current) {
+            // A resumed watch may overlap what the one it replaced delivered.
+            if (entry.revision <= this.applied) continue;
+            this.apply(entry);
+            if (entry.revision >= loadedAt) markReady();
+          }
+        } catch (error) {
+          if (!signal.aborted && this.watch === current) {
+            this.logger.error(
+              { msgId: LogIds.viewFailed, bucket, err: (error as Error).message },
+              'bucket watch ended',
+            );
+          }
         }
-      } catch (error) {
-        if (!signal.aborted) {
-          this.logger.error(
-            { msgId: LogIds.viewFailed, bucket, err: (error as Error).message },
-            'bucket watch ended',
-          );
-        }
+      })();
+    void follow(watch);
+    this.watchdog(signal, async () => {
+      const from = this.applied + 1;
+      this.logger.warn(
+        { msgId: LogIds.viewResumed, bucket, fromRevision: from },
+        'bucket watch stalled behind the stream; resuming it',
+      );
+      this.watch?.stop();
+      const resumed = await this.kv.watch({ resumeFromRevision: from });
+      if (signal.aborted) {
+        resumed.stop();
+        return;
       }
-    })();
+      this.watch = resumed;
+      void follow(resumed);
+    });
     await Promise.race([
       loaded,
       new Promise<never>((_, reject) =>
@@ -166,6 +187,38 @@ export class LocalView<T> {
       { msgId: LogIds.viewReady, bucket, entries: this.held.size },
       'local view loaded',
     );
+  }
+
+  /**
+   * After a bus node dies, a watch can stop delivering for a minute or more while its
+   * consumer is re-created (its heartbeat checks slow down after a reset). A view
+   * must not serve stale values that long: when the stream holds messages the view
+   * has not applied and nothing arrived for two checks in a row, the watch is
+   * replaced by one resuming after the last applied revision.
+   */
+  private watchdog(signal: AbortSignal, resume: () => Promise<void>): void {
+    let seen = this.applied;
+    let stalled = 0;
+    let busy = false;
+    const timer = setInterval(async () => {
+      if (busy || signal.aborted) return;
+      busy = true;
+      try {
+        const last = (await this.kv.status()).streamInfo.state.last_seq;
+        stalled = last > this.applied && this.applied === seen ? stalled + 1 : 0;
+        seen = this.applied;
+        if (stalled >= 2) {
+          stalled = 0;
+          await resume();
+        }
+      } catch {
+        // The bus is away or has no leader: the next round asks again.
+      } finally {
+        busy = false;
+      }
+    }, WATCHDOG_INTERVAL_MS);
+    timer.unref();
+    signal.addEventListener('abort', () => clearInterval(timer), { once: true });
   }
 
   private apply(entry: KvWatchEntry): void {

@@ -1,0 +1,116 @@
+/**
+ * The cache service's configuration (YAML, validated here). Service tokens are stored
+ * only as SHA-256 digests (hex) with the namespace they stand for: the config file
+ * never holds a token.
+ *
+ * ```yaml
+ * id: cache-1
+ * bus: { servers: [nats://10.0.0.1:4222, nats://10.0.0.2:4222] }
+ * grpc: { host: 0.0.0.0, port: 7470 }
+ * admin: { host: 0.0.0.0, port: 7471 }
+ * tls:                       # optional; without it the port is plaintext (tokens only)
+ *   certFile: /etc/halyard/cache.crt
+ *   keyFile: /etc/halyard/cache.key
+ *   clientCaFile: /etc/halyard/clients-ca.crt   # verified client certificates: namespace = subject CN
+ *   requireClientCert: false                     # true: every caller needs a certificate
+ * tokens:
+ *   - { sha256: 9f86d08…, namespace: billing }
+ * limits: { maxKeyBytes: 1024, maxValueBytes: 1048576 }
+ * defaults: { maxRecords: 100000, eviction: reject, ttlSeconds: 0 }
+ * namespaces:
+ *   sessions: { maxRecords: 50000, eviction: remove-oldest, ttlSeconds: 28800 }
+ * sweep: { intervalMs: 1000, graceMs: 2000 }
+ * ```
+ */
+import { z } from 'zod';
+import { id as namespaceName } from '../../bus/index.js';
+import { loadYamlConfig } from '../common/config.js';
+import { DEFAULT_LIMITS, DEFAULT_POLICY } from './rules.js';
+
+const port = z.number().int().min(0).max(65535);
+const endpoint = (defaultPort: number) =>
+  z
+    .object({ host: z.string().min(1).default('127.0.0.1'), port: port.default(defaultPort) })
+    .strict();
+
+const policy = z
+  .object({
+    maxRecords: z.number().int().positive().default(DEFAULT_POLICY.maxRecords),
+    eviction: z.enum(['reject', 'remove-oldest']).default(DEFAULT_POLICY.eviction),
+    ttlSeconds: z.number().int().nonnegative().default(DEFAULT_POLICY.ttlSeconds),
+  })
+  .strict();
+
+export const cacheConfig = z
+  .object({
+    id: namespaceName.default('cache-1'),
+    bus: z
+      .object({
+        servers: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+        replicas: z.number().int().min(1).max(5).optional(),
+      })
+      .strict()
+      .default({ servers: 'nats://127.0.0.1:4222' }),
+    grpc: endpoint(7470).default({ host: '127.0.0.1', port: 7470 }),
+    admin: endpoint(7471).default({ host: '127.0.0.1', port: 7471 }),
+    tls: z
+      .object({
+        certFile: z.string().min(1),
+        keyFile: z.string().min(1),
+        clientCaFile: z.string().min(1).optional(),
+        requireClientCert: z.boolean().default(false),
+      })
+      .strict()
+      .refine((tls) => !tls.requireClientCert || tls.clientCaFile, {
+        message: 'requireClientCert needs clientCaFile',
+      })
+      .optional(),
+    tokens: z
+      .array(
+        z
+          .object({
+            sha256: z
+              .string()
+              .regex(
+                /^[0-9a-f]{64}$/,
+                'must be the SHA-256 of the token, 64 lower-case hex digits',
+              ),
+            namespace: namespaceName,
+          })
+          .strict(),
+      )
+      .default([])
+      .refine((tokens) => new Set(tokens.map((t) => t.sha256)).size === tokens.length, {
+        message: 'the same token digest is listed twice',
+      }),
+    limits: z
+      .object({
+        maxKeyBytes: z.number().int().min(1).max(1024).default(DEFAULT_LIMITS.maxKeyBytes),
+        maxValueBytes: z
+          .number()
+          .int()
+          .min(1)
+          .max(64 * 1024 * 1024)
+          .default(DEFAULT_LIMITS.maxValueBytes),
+      })
+      .strict()
+      .default(DEFAULT_LIMITS),
+    defaults: policy.default(DEFAULT_POLICY),
+    namespaces: z.record(namespaceName, policy).default({}),
+    sweep: z
+      .object({
+        intervalMs: z.number().int().min(50).default(1000),
+        graceMs: z.number().int().nonnegative().default(2000),
+      })
+      .strict()
+      .default({ intervalMs: 1000, graceMs: 2000 }),
+  })
+  .strict();
+
+export type CacheConfig = z.infer<typeof cacheConfig>;
+/** What a test or an embedding program writes: every field has a default but the bus. */
+export type CacheConfigInput = z.input<typeof cacheConfig>;
+
+export function loadCacheConfig(file: string): Promise<CacheConfig> {
+  return loadYamlConfig(cacheConfig, file);
+}
