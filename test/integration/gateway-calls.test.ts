@@ -42,7 +42,7 @@ function run(
     const outcome: Outcome = { messages: [], headers: {}, trailers: {}, code: -1, details: '' };
     const collect = (call: grpc.ClientUnaryCall | grpc.ClientReadableStream<EchoResponse>) => {
       // Failures are read from the status; a stream's 'error' repeats it.
-      call.on('error', () => {});
+      (call as NodeJS.EventEmitter).on('error', () => {});
       call.on('metadata', (m: grpc.Metadata) => {
         outcome.headers = m.getMap();
       });
