@@ -304,7 +304,7 @@ class Call {
       upstream = endpoint.upstream.request(this.headers);
     } catch (error) {
       if (!(error instanceof UpstreamUnavailable)) throw error;
-      this.attemptFailed(endpoint, error.message, true);
+      this.attemptFailed(endpoint, error.message, true, true);
       return;
     }
     this.upstream = upstream;
@@ -370,14 +370,11 @@ class Call {
   }
 
   responseEnd(): void {
+    // A reset also ends the readable side: only trailers make it a real end ('close'
+    // decides otherwise).
+    if (this.trailers === undefined) return;
     this.upstreamEnded = true;
-    if (this.status !== undefined || !this.responded) return;
-    this.finishWith(
-      this.trailers ?? {
-        'grpc-status': String(Status.INTERNAL),
-        'grpc-message': `instance ${this.endpoint?.id} ended its response without a gRPC status`,
-      },
-    );
+    if (this.status === undefined && this.responded) this.finishWith(this.trailers);
   }
 
   /** Ends a started response with these trailers (sent on `wantTrailers`). */
@@ -396,38 +393,61 @@ class Call {
     this.upstream = undefined;
     if (this.status !== undefined) return;
     const endpoint = this.endpoint!;
+    const service = this.route.serviceId;
     const rstCode = upstream.rstCode ?? 0;
-    const connectionLost = this.session === undefined || this.session.destroyed;
-    if (this.responded && connectionLost) {
-      this.finishWith({
-        'grpc-status': String(Status.UNAVAILABLE),
-        'grpc-message': encodeMessage(
-          `connection to instance ${endpoint.id} of ${this.route.serviceId} lost mid-call`,
-        ),
-      });
-      return;
-    }
+    const session = this.session!;
+    const connectionLost = session.destroyed;
     if (this.responded) {
       // After response headers the call is the instance's: never retried.
-      this.finishWith({
-        'grpc-status': String(statusOfReset(rstCode)),
-        'grpc-message': encodeMessage(
-          `instance ${endpoint.id} of ${this.route.serviceId} reset the call (${resetName(rstCode)})`,
-        ),
-      });
+      let code: number = Status.UNAVAILABLE;
+      let message = `connection to instance ${endpoint.id} of ${service} lost mid-call`;
+      if (!connectionLost) {
+        code = rstCode === constants.NGHTTP2_NO_ERROR ? Status.INTERNAL : statusOfReset(rstCode);
+        message =
+          rstCode === constants.NGHTTP2_NO_ERROR
+            ? `instance ${endpoint.id} of ${service} ended its response without a gRPC status`
+            : `instance ${endpoint.id} of ${service} reset the call (${resetName(rstCode)})`;
+      }
+      this.finishWith({ 'grpc-status': String(code), 'grpc-message': encodeMessage(message) });
       return;
     }
-    const reason = connectionLost
-      ? `connection to ${endpoint.id} failed`
-      : `${endpoint.id} reset the stream before answering (${resetName(rstCode)})`;
-    this.attemptFailed(
-      endpoint,
-      reason,
-      connectionLost || rstCode === constants.NGHTTP2_REFUSED_STREAM,
-    );
+    // The session never came up, or the instance refused the stream: the request was
+    // never processed, so a retry adds no load anywhere (gRPC's transparent retry).
+    const neverReached = session.connecting || rstCode === constants.NGHTTP2_REFUSED_STREAM;
+    if (neverReached) {
+      this.attemptFailed(
+        endpoint,
+        `${endpoint.id} did not take the call (${connectionLost ? 'cannot connect' : resetName(rstCode)})`,
+        true,
+        true,
+      );
+    } else if (connectionLost) {
+      this.attemptFailed(
+        endpoint,
+        `connection to ${endpoint.id} lost before it answered`,
+        true,
+        false,
+      );
+    } else {
+      this.attemptFailed(
+        endpoint,
+        `${endpoint.id} reset the call before answering (${resetName(rstCode)})`,
+        false,
+        false,
+      );
+    }
   }
 
-  private attemptFailed(endpoint: Endpoint, reason: string, connectionLevel: boolean): void {
+  /**
+   * Retries on another instance if the request can be replayed, attempts and deadline
+   * remain, and (unless it never reached the instance) the retry budget allows.
+   */
+  private attemptFailed(
+    endpoint: Endpoint,
+    reason: string,
+    connectionLevel: boolean,
+    neverReached: boolean,
+  ): void {
     this.releaseRetryToken();
     if (connectionLevel) this.proxy.ejector.failure(endpoint, reason);
     this.lastFailure = reason;
@@ -436,20 +456,18 @@ class Call {
     if (this.replay === undefined) denied = 'request too large to replay';
     else if (this.attempts >= this.proxy.options.maxAttempts) denied = 'attempts exhausted';
     else if (this.deadline > 0 && this.deadline <= Date.now()) denied = 'deadline';
-    else if (!this.proxy.budget.tryAcquire()) denied = 'retry budget spent';
+    else if (!neverReached && !this.proxy.budget.tryAcquire()) denied = 'retry budget spent';
     if (denied !== undefined) {
       gatewayMetrics.retriesDenied.inc({ service, reason: denied });
-      if (denied === 'retry budget spent') {
-        this.proxy.logger.warn(
-          { msgId: GatewayLogIds.retryBudgetExhausted, serviceId: service, reason },
-          'retry budget spent: failing the call instead of retrying',
-        );
-      }
+      if (denied === 'retry budget spent') logBudgetSpent(this.proxy.logger, service, reason);
       this.answer(Status.UNAVAILABLE, `${reason}; not retried: ${denied}`);
       return;
     }
-    this.holdsRetryToken = true;
-    gatewayMetrics.retries.inc({ service, reason: connectionLevel ? 'connection' : 'reset' });
+    this.holdsRetryToken = !neverReached;
+    gatewayMetrics.retries.inc({
+      service,
+      reason: neverReached ? 'not-reached' : connectionLevel ? 'connection-lost' : 'reset',
+    });
     if (this.tried === undefined) this.tried = [endpoint];
     else this.tried.push(endpoint);
     this.attempt();
@@ -505,6 +523,18 @@ class Call {
 }
 
 function ignore(): void {}
+
+let budgetLoggedAt = 0;
+/** Once a second at most: a spent budget means many calls fail at once. */
+function logBudgetSpent(logger: Logger, serviceId: string, reason: string): void {
+  const now = Date.now();
+  if (now - budgetLoggedAt < 1000) return;
+  budgetLoggedAt = now;
+  logger.warn(
+    { msgId: GatewayLogIds.retryBudgetExhausted, serviceId, reason },
+    'retry budget spent: failing calls instead of retrying',
+  );
+}
 
 function onRequestData(this: Tagged<ServerHttp2Stream>, chunk: Buffer): void {
   this[kCall]!.requestData(chunk);
