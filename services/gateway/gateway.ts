@@ -116,6 +116,7 @@ export class Gateway {
         maxAttempts: config.retry.maxAttempts,
         maxConcurrentCalls: config.limits.maxConcurrentCalls,
         maxTimeoutMs: config.limits.maxTimeoutMs,
+        maxHeaderListBytes: config.limits.maxHeaderListBytes,
       },
       logger,
       notReady,

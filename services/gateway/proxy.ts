@@ -53,6 +53,8 @@ export interface ProxyOptions {
   readonly maxConcurrentCalls: number;
   /** Upper bound on any call's deadline, also applied to calls without one; 0: none. */
   readonly maxTimeoutMs: number;
+  /** Request header list size (HPACK accounting) beyond which a call is refused. */
+  readonly maxHeaderListBytes: number;
 }
 
 /** Prepared metric children of one method, so a call does no label hashing. */
@@ -122,6 +124,18 @@ export class GatewayProxy {
         stream,
         Status.UNIMPLEMENTED,
         `malformed path ${JSON.stringify(path)}: expected /package.Service/Method`,
+        this.options.gatewayId,
+      );
+      return;
+    }
+    // SETTINGS_MAX_HEADER_LIST_SIZE is advisory and not enforced by node:http2: check it.
+    const headerBytes = headerListSize(headers);
+    if (headerBytes > this.options.maxHeaderListBytes) {
+      gatewayMetrics.rejected.inc({ reason: 'header-size' });
+      respondStatus(
+        stream,
+        Status.RESOURCE_EXHAUSTED,
+        `request headers are ${headerBytes} bytes, over this gateway's limit of ${this.options.maxHeaderListBytes}: send less metadata`,
         this.options.gatewayId,
       );
       return;
@@ -205,6 +219,18 @@ export class GatewayProxy {
     this.methodsPerService.set(service, count + 1);
     return stats;
   }
+}
+
+/** RFC 9113 §6.5.2: name and value octets plus 32 per field. */
+function headerListSize(headers: IncomingHttpHeaders): number {
+  let size = 0;
+  for (const name in headers) {
+    const value = headers[name];
+    size += name.length + 32;
+    if (typeof value === 'string') size += value.length;
+    else if (value !== undefined) for (const v of value) size += v.length + 32;
+  }
+  return size;
 }
 
 function statsFor(service: string, method: string): MethodStats {
