@@ -41,7 +41,9 @@ export async function spawnEcho(args: {
   exited.then(() => children.delete(child));
   const line = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout! }).once('line', resolve);
-    child.once('exit', (code) => reject(new Error(`echo-server exited with ${code} before serving`)));
+    child.once('exit', (code) =>
+      reject(new Error(`echo-server exited with ${code} before serving`)),
+    );
   });
   const { port } = JSON.parse(line) as { port: number };
   return {
