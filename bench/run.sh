@@ -6,4 +6,7 @@ cd "$(dirname "$0")/.."
 bash proto/generate.sh
 NATS_SERVER_BIN="$(bash deploy/nats/ensure-nats-server.sh)"
 export NATS_SERVER_BIN
-exec node --import tsx bench/kv.ts "$@"
+node --import tsx bench/kv.ts "$@"
+# The gateway against direct calls, nginx grpc_pass and HAProxy, driven by h2load.
+bash bench/ensure-load-tools.sh
+exec node --import tsx bench/gateway.ts

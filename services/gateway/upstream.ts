@@ -11,7 +11,8 @@ import {
   connect,
   type OutgoingHttpHeaders,
 } from 'node:http2';
-import type { SecureContextOptions } from 'node:tls';
+import { connect as netConnect } from 'node:net';
+import { type SecureContextOptions, connect as tlsConnect } from 'node:tls';
 import type { Logger } from 'pino';
 import { GatewayLogIds } from './log-ids.js';
 import { gatewayMetrics } from './metrics.js';
@@ -78,10 +79,19 @@ export class Upstream {
 
   private connect(): ClientHttp2Session {
     clearTimeout(this.reconnectTimer);
-    const authority = this.options.tls ? `https://${this.address}` : `http://${this.address}`;
-    const session = connect(authority, {
-      ...this.options.tls,
+    const tls = this.options.tls;
+    const session = connect(tls ? `https://${this.address}` : `http://${this.address}`, {
+      ...tls,
       settings: { initialWindowSize: this.options.windowBytes, enablePush: false },
+      createConnection: (url) => {
+        const target = { host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port) };
+        const socket = tls
+          ? tlsConnect({ ...tls, ...target, ALPNProtocols: ['h2'], servername: target.host })
+          : netConnect(target);
+        // Frames of many calls share the socket: Nagle would hold small ones back.
+        socket.setNoDelay(true);
+        return socket;
+      },
     });
     this.session = session;
     let up = false;

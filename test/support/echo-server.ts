@@ -34,8 +34,10 @@ if (values.nats) {
   const bus = await Bus.connect({
     servers: values.nats.split(','),
     name: `echo-${values.instance}`,
-    logger: pino({ level: 'warn' }),
+    // stdout carries the one line the parent reads.
+    logger: pino({ level: 'warn' }, pino.destination(2)),
   });
+  await bus.provision();
   const store = await bus.store(RegistryBucket);
   const leaseSeconds = Number(values.lease);
   const registeredAtMs = Date.now();
