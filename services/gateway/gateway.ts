@@ -245,8 +245,10 @@ export class Gateway {
       if (this.stopping) session.close();
     });
     this.h2.on('sessionError', () => {});
-    // TLS clients that did not negotiate h2 are HTTP/1.x clients: say what this is.
+    // TLS clients that offered no ALPN at all are HTTP/1.x clients: say what this is.
+    // (Those offering only other protocols get TLS's no_application_protocol alert.)
     this.h2.on('unknownProtocol', (socket: Socket) => refuseHttp1(socket));
+    this.h2.on('tlsClientError', () => gatewayMetrics.rejected.inc({ reason: 'tls' }));
   }
 
   private publish(
