@@ -49,6 +49,8 @@ export class Gateway {
   private stopping = false;
   private loaded = false;
   private readonly clientSessions = new Set<Http2Session>();
+  /** Every client connection, HTTP/2 or not (refused HTTP/1.x, failed TLS handshakes). */
+  private readonly sockets = new Set<Socket>();
   private readonly publisher: EventPublisher;
   private eventSeq = 0;
 
@@ -215,6 +217,8 @@ export class Gateway {
       );
       for (const session of this.clientSessions) session.destroy();
     }
+    // What is left carries no call: connections that never became HTTP/2 sessions.
+    for (const socket of this.sockets) socket.destroy();
     await listenerClosed;
     this.table.close();
     this.view.stop();
@@ -228,6 +232,10 @@ export class Gateway {
   }
 
   private wire(): void {
+    this.listener.on('connection', (socket: Socket) => {
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+    });
     this.h2.on('stream', (stream: ServerHttp2Stream, headers) => {
       this.proxy.handle(stream, headers);
     });
