@@ -2,7 +2,7 @@
  * Gateway throughput and latency against comparators, all in front of the same echo
  * backend (grpc-js, its own process) on loopback, driven by h2load:
  *   direct to the backend · the Halyard gateway · nginx grpc_pass (1 worker) ·
- *   HAProxy (1 thread);
+ *   HAProxy (1 thread) · a bare node:http2 pipe proxy (the floor of node:http2);
  * for unary calls of 100 B and 16 KiB and a server-streaming call. Each case runs for
  * a bounded time (GATEWAY_BENCH_SECONDS, default 5, after a 1 s warm-up). Then the
  * gateway runs the first case once more under `node --cpu-prof` and the top frames of
@@ -208,6 +208,16 @@ backend be
   return port;
 }
 
+async function startPipeProxy(backendPort: number): Promise<number> {
+  const port = await freePort();
+  start(
+    process.execPath,
+    ['--import', 'tsx', 'bench/h2-pipe-proxy.ts', String(port), String(backendPort)],
+    'node:http2 pipe',
+  );
+  return port;
+}
+
 /** One real gRPC call through a target: the comparison is only fair if all of them work. */
 function sanity(port: number): Promise<void> {
   const client = echoClient(`127.0.0.1:${port}`);
@@ -301,6 +311,7 @@ async function main(): Promise<void> {
       ['gateway', gateway.port],
       ['nginx', await startNginx(backend.port)],
       ['haproxy', await startHaproxy(backend.port)],
+      ['node:http2 pipe', await startPipeProxy(backend.port)],
     ];
     for (const [name, port] of targets) {
       await until(
@@ -335,10 +346,13 @@ async function main(): Promise<void> {
         const o = results.get(other)!;
         return `throughput ${fmt(g.rps / o.rps)}×, p99 ${fmt(g.p99 / o.p99)}×`;
       };
-      ratios.push(`| ${c.name} | ${ratio('direct')} | ${ratio('nginx')} | ${ratio('haproxy')} |`);
+      const versus = ['direct', 'nginx', 'haproxy', 'node:http2 pipe'].map(ratio);
+      ratios.push(`| ${c.name} | ${versus.join(' | ')} |`);
     }
-    console.log('\n| case | gateway/direct | gateway/nginx | gateway/haproxy |');
-    console.log('|---|---|---|---|');
+    console.log(
+      '\n| case | gateway/direct | gateway/nginx | gateway/haproxy | gateway/node:http2 pipe |',
+    );
+    console.log('|---|---|---|---|---|');
     for (const line of ratios) console.log(line);
 
     // Where the gateway's time goes: the first case again, under the CPU profiler.
