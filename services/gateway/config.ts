@@ -55,6 +55,14 @@ export const gatewayConfigSchema = z.object({
     .object({
       backoffBaseMs: z.number().int().positive().default(100),
       backoffMaxMs: z.number().int().positive().default(10_000),
+      /** Internal TLS towards instances (h2 by ALPN); h2c when absent. Cert and key: mTLS. */
+      tls: z
+        .object({
+          caFile: z.string().min(1),
+          certFile: z.string().min(1).optional(),
+          keyFile: z.string().min(1).optional(),
+        })
+        .optional(),
     })
     .prefault({}),
   /** On SIGTERM, calls in flight get this long to finish after GOAWAY. */

@@ -88,10 +88,20 @@ export class Gateway {
       publishEjection,
       logger,
     );
+    const internalTls = config.upstream.tls;
     const upstreamOptions = {
       windowBytes: config.limits.windowBytes,
       backoffBaseMs: config.upstream.backoffBaseMs,
       backoffMaxMs: config.upstream.backoffMaxMs,
+      ...(internalTls
+        ? {
+            tls: {
+              ca: await readFile(internalTls.caFile),
+              ...(internalTls.certFile ? { cert: await readFile(internalTls.certFile) } : {}),
+              ...(internalTls.keyFile ? { key: await readFile(internalTls.keyFile) } : {}),
+            },
+          }
+        : {}),
     };
     const table = new RoutingTable(
       view,

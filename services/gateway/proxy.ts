@@ -299,8 +299,6 @@ class Call {
     downstream.on('error', ignore);
     this.deadline = timeoutMs > 0 ? Date.now() + timeoutMs : 0;
     if (timeoutMs > 0) this.timer = setTimeout(onDeadline, timeoutMs, this);
-    // The upstream request reuses the client's headers: no copy per call.
-    headers[':scheme'] = 'http';
   }
 
   attempt(): void {

@@ -11,7 +11,7 @@ import {
   connect,
   type OutgoingHttpHeaders,
 } from 'node:http2';
-import { connect as netConnect } from 'node:net';
+import { isIP, connect as netConnect } from 'node:net';
 import { type SecureContextOptions, connect as tlsConnect } from 'node:tls';
 import type { Logger } from 'pino';
 import { GatewayLogIds } from './log-ids.js';
@@ -23,7 +23,7 @@ export interface UpstreamOptions {
   readonly backoffBaseMs: number;
   readonly backoffMaxMs: number;
   /** Internal TLS towards instances; h2c when absent. */
-  readonly tls?: SecureContextOptions & { readonly rejectUnauthorized?: boolean };
+  readonly tls?: SecureContextOptions;
 }
 
 /** Why a session could not carry a call, in words for logs and error messages. */
@@ -52,6 +52,8 @@ export class Upstream {
    * be reached right now; the caller retries elsewhere.
    */
   request(headers: OutgoingHttpHeaders): ClientHttp2Stream {
+    // The client's header object is reused for the upstream request: no copy per call.
+    headers[':scheme'] = this.options.tls ? 'https' : 'http';
     return this.current().request(headers, { endStream: false });
   }
 
@@ -86,7 +88,13 @@ export class Upstream {
       createConnection: (url) => {
         const target = { host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port) };
         const socket = tls
-          ? tlsConnect({ ...tls, ...target, ALPNProtocols: ['h2'], servername: target.host })
+          ? tlsConnect({
+              ...tls,
+              ...target,
+              ALPNProtocols: ['h2'],
+              // SNI carries host names only.
+              ...(isIP(target.host) ? {} : { servername: target.host }),
+            })
           : netConnect(target);
         // Frames of many calls share the socket: Nagle would hold small ones back.
         socket.setNoDelay(true);

@@ -58,9 +58,20 @@ describe('client-facing TLS with ALPN h2', () => {
     cluster = await NatsCluster.start();
     bus = await Bus.connect({ servers: cluster.servers, name: 'tls-test', logger: logs.logger });
     await bus.provision();
-    echo = await startEchoServer({ instanceId: 'echo-1' });
+    // The instance speaks TLS too: the gateway's internal TLS, with a client certificate.
+    echo = await startEchoServer({
+      instanceId: 'echo-1',
+      credentials: grpc.ServerCredentials.createSsl(
+        readFileSync(certFile),
+        [{ cert_chain: readFileSync(certFile), private_key: readFileSync(keyFile) }],
+        true,
+      ),
+    });
     await register(bus, { instanceId: 'echo-1', address: echo.address });
-    gateway = await startGateway(bus, cluster.servers, logs.logger, { tls: { certFile, keyFile } });
+    gateway = await startGateway(bus, cluster.servers, logs.logger, {
+      tls: { certFile, keyFile },
+      upstream: { tls: { caFile: certFile, certFile, keyFile } },
+    });
     await routed(gateway, ECHO_SERVICE, 'echo-1');
   });
   after(async () => {
@@ -71,7 +82,7 @@ describe('client-facing TLS with ALPN h2', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  test('a gRPC client over TLS reaches the instance', async () => {
+  test('a gRPC client over TLS reaches an instance over mutual TLS', async () => {
     const Client = grpc.makeGenericClientConstructor(echoDefinition, 'Echo');
     const client = new Client(
       `127.0.0.1:${gateway.port}`,

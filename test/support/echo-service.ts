@@ -51,7 +51,13 @@ type AnyCall = grpc.ServerUnaryCall<EchoRequest, EchoResponse> &
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 export async function startEchoServer(
-  options: { port?: number; instanceId?: string; recordCalls?: boolean } = {},
+  options: {
+    port?: number;
+    instanceId?: string;
+    recordCalls?: boolean;
+    /** TLS instead of h2c. */
+    credentials?: grpc.ServerCredentials;
+  } = {},
 ): Promise<EchoServer> {
   const instanceId = options.instanceId ?? 'echo-1';
   const calls: SeenCall[] = [];
@@ -185,7 +191,7 @@ export async function startEchoServer(
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(
       `127.0.0.1:${options.port ?? 0}`,
-      grpc.ServerCredentials.createInsecure(),
+      options.credentials ?? grpc.ServerCredentials.createInsecure(),
       (error, bound) => (error ? reject(error) : resolve(bound)),
     ),
   );
