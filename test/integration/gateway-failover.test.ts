@@ -6,6 +6,7 @@ import * as grpc from '@grpc/grpc-js';
 import { Bus, type GatewayEvent } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import type { Gateway } from '../../services/gateway/gateway.js';
+import { GatewayLogIds } from '../../services/gateway/log-ids.js';
 import { gatewayMetrics } from '../../services/gateway/metrics.js';
 import { ECHO_SERVICE, echoClient, startEchoServer } from '../support/echo-service.js';
 import { register, routed, startGateway } from '../support/gateway.js';
@@ -167,6 +168,48 @@ describe('failover, retries and ejection', () => {
       .route(ECHO_SERVICE)!
       .endpoints.find((e) => e.id === victim.instanceId)!;
     assert.equal(endpoint.ejected, true);
+  });
+
+  test('an instance stopping gracefully (GOAWAY) under load: no call fails', async () => {
+    const client = echoClient(`127.0.0.1:${gateway.port}`);
+    const leaving = echoes[2]!;
+    const failures: string[] = [];
+    const servedBy = new Map<string, number>();
+    const TOTAL = 1500;
+    let issued = 0;
+    const worker = async () => {
+      while (issued < TOTAL) {
+        issued++;
+        await new Promise<void>((resolve) => {
+          client.unary(
+            { payload: Buffer.from('load'), delayMs: 2 },
+            new grpc.Metadata(),
+            { deadline: Date.now() + 5000 },
+            (error, reply) => {
+              if (error) failures.push(`${error.code} ${error.details}`);
+              else servedBy.set(reply.instanceId, (servedBy.get(reply.instanceId) ?? 0) + 1);
+              resolve();
+            },
+          );
+        });
+      }
+    };
+    const load = Promise.all(Array.from({ length: 8 }, worker));
+    await until(
+      'load on the leaving instance',
+      () => (servedBy.get(leaving.instanceId) ?? 0) >= 50,
+    );
+    // SIGTERM: the echo process shuts its gRPC server down, GOAWAY first.
+    await leaving.kill('SIGTERM');
+    await load;
+    client.close();
+    assert.deepEqual(failures, [], 'no call failed');
+    assert.ok(
+      logs
+        .withId(GatewayLogIds.upstreamGoaway)
+        .some((line) => line.address === `127.0.0.1:${leaving.port}`),
+      'the instance said GOAWAY',
+    );
   });
 
   test('a stream refused before any response header is retried on another instance', async () => {
