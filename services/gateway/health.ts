@@ -6,7 +6,7 @@
  */
 import type { ServerHttp2Stream } from 'node:http2';
 import { grpc } from '../../proto/gen/halyard.js';
-import { respondStatus, Status } from './grpc-status.js';
+import { respondStatus, Status, StatusNames } from './grpc-status.js';
 import { gatewayMetrics } from './metrics.js';
 import type { LocalHandler } from './proxy.js';
 import type { RoutingTable } from './routing-table.js';
@@ -50,7 +50,7 @@ export class Health implements LocalHandler {
       gatewayMetrics.requests.inc({
         service: 'grpc.health.v1.Health',
         method,
-        code: code === Status.OK ? 'OK' : String(code),
+        code: StatusNames[code] ?? String(code),
       });
       if (code !== Status.OK) {
         respondStatus(stream, code, message, this.gatewayId);
