@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { get } from 'node:http';
 import { constants, createServer, type Http2Server } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -279,7 +280,7 @@ describe('failover, retries and ejection', () => {
     resetting.server.close();
   });
 
-  test('graceful stop: GOAWAY, calls in flight finish, GATEWAY_STOPPING is published', async () => {
+  test('graceful stop: out of rotation at once, GOAWAY, calls in flight finish, GATEWAY_STOPPING is published', async () => {
     const second = await startGateway(bus, cluster.servers, logs.logger, { id: 'gw-stopping' });
     const client = echoClient(`127.0.0.1:${second.port}`);
     const slow = new Promise<grpc.ServiceError | null>((resolve) =>
@@ -287,6 +288,16 @@ describe('failover, retries and ejection', () => {
     );
     await until('call in flight', () => second.proxy.active === 1);
     const stopped = second.stop();
+    const readyz = await new Promise<{ status?: number; body: string }>((resolve) =>
+      get({ host: '127.0.0.1', port: second.adminPort, path: '/readyz' }, (res) => {
+        let body = '';
+        res.on('data', (c) => {
+          body += c;
+        });
+        res.on('end', () => resolve({ status: res.statusCode, body }));
+      }),
+    );
+    assert.deepEqual(readyz, { status: 503, body: 'not ready: is stopping\n' }, 'out of rotation');
     assert.equal(await slow, null, 'the call in flight finished OK');
     await stopped;
     await until('GATEWAY_STOPPING published', () =>
