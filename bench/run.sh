@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs a benchmark against real local nats-server processes:
-#   bash bench/run.sh [kv|launcher|cache|…] [its options]   (default: kv)
+#   bash bench/run.sh [kv|gateway|launcher|cache|…] [its options]   (default: kv)
 # Each bench/<name>.ts prints its own table; figures go into bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,4 +17,6 @@ if [[ ! -f "bench/$name.ts" ]]; then
   echo "no benchmark bench/$name.ts; there are: $(cd bench && ls ./*.ts | sed 's#./##; s#\.ts##' | tr '\n' ' ')" >&2
   exit 2
 fi
+# The gateway is compared with nginx grpc_pass and HAProxy under h2load.
+[[ "$name" == gateway ]] && bash bench/ensure-load-tools.sh
 exec node --import tsx "bench/$name.ts" "$@"

@@ -1,0 +1,104 @@
+/**
+ * Passive ejection (Envoy's consecutive gateway failures): an instance whose connection
+ * failed several times in a row gets no calls for a while, twice as long each time it
+ * is ejected again before serving a call, up to a cap. Ejections and returns are
+ * published as gateway events so that other replicas and operators see them.
+ */
+import type { Logger } from 'pino';
+import { halyard } from '../../proto/gen/halyard.js';
+import type { Endpoint } from './endpoint.js';
+import { GatewayLogIds } from './log-ids.js';
+import { gatewayMetrics } from './metrics.js';
+
+const { Kind } = halyard.gateway.v1.GatewayEvent;
+
+export interface EjectionOptions {
+  readonly consecutiveFailures: number;
+  readonly baseMs: number;
+  readonly maxMs: number;
+}
+
+export type EjectionEvent = (
+  kind: typeof Kind.INSTANCE_EJECTED | typeof Kind.INSTANCE_RETURNED,
+  endpoint: Endpoint,
+  ejectionSeconds: number,
+  reason: string,
+) => void;
+
+export class Ejector {
+  private ejectedCount = 0;
+
+  constructor(
+    private readonly options: EjectionOptions,
+    private readonly publish: EjectionEvent,
+    private readonly logger: Logger,
+  ) {}
+
+  get ejected(): number {
+    return this.ejectedCount;
+  }
+
+  /** The instance answered: its failure streak and ejection history are over. */
+  success(endpoint: Endpoint): void {
+    endpoint.consecutiveFailures = 0;
+    endpoint.ejectionLevel = 0;
+  }
+
+  /** A connection-level failure (could not connect, session lost, refused before processing). */
+  failure(endpoint: Endpoint, reason: string): void {
+    if (endpoint.ejected) return;
+    if (++endpoint.consecutiveFailures < this.options.consecutiveFailures) return;
+    const ms = Math.min(this.options.baseMs * 2 ** endpoint.ejectionLevel, this.options.maxMs);
+    endpoint.ejectionLevel++;
+    endpoint.ejected = true;
+    endpoint.refresh();
+    this.ejectedCount++;
+    endpoint.ejectionTimer = setTimeout(() => this.return(endpoint), ms);
+    endpoint.ejectionTimer.unref();
+    gatewayMetrics.ejections.inc({ service: endpoint.serviceId });
+    const failures = endpoint.consecutiveFailures;
+    this.logger.warn(
+      {
+        msgId: GatewayLogIds.instanceEjected,
+        serviceId: endpoint.serviceId,
+        instanceId: endpoint.id,
+        ejectionMs: ms,
+        failures,
+        reason,
+      },
+      'instance ejected after consecutive connection failures',
+    );
+    this.publish(
+      Kind.INSTANCE_EJECTED,
+      endpoint,
+      Math.ceil(ms / 1000),
+      `${failures} consecutive connection failures, last: ${reason}`,
+    );
+  }
+
+  /** The instance left the registry: its ejection ends with it. */
+  forget(endpoint: Endpoint): void {
+    if (!endpoint.ejected) return;
+    clearTimeout(endpoint.ejectionTimer);
+    endpoint.ejected = false;
+    this.ejectedCount--;
+  }
+
+  private return(endpoint: Endpoint): void {
+    if (!endpoint.ejected) return;
+    endpoint.ejected = false;
+    endpoint.consecutiveFailures = 0;
+    endpoint.refresh();
+    this.ejectedCount--;
+    gatewayMetrics.returns.inc({ service: endpoint.serviceId });
+    this.logger.info(
+      {
+        msgId: GatewayLogIds.instanceReturned,
+        serviceId: endpoint.serviceId,
+        instanceId: endpoint.id,
+      },
+      'ejected instance gets calls again',
+    );
+    this.publish(Kind.INSTANCE_RETURNED, endpoint, 0, 'ejection period over');
+  }
+}

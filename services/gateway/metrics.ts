@@ -1,0 +1,85 @@
+/**
+ * The gateway's Prometheus metrics, on prom-client's default registry (the admin
+ * endpoint's /metrics). Per-call label look-ups are cached by the proxy (see
+ * `MethodStats`), so the hot path touches prepared children only.
+ */
+import { Counter, Gauge, Histogram } from 'prom-client';
+
+export const gatewayMetrics = {
+  requests: new Counter({
+    name: 'halyard_gateway_requests_total',
+    help: 'Calls proxied or answered by the gateway, by gRPC service, method and final status',
+    labelNames: ['service', 'method', 'code'],
+  }),
+  duration: new Histogram({
+    name: 'halyard_gateway_request_duration_seconds',
+    help: 'Time from a call arriving to its last frame, by gRPC service and method',
+    labelNames: ['service', 'method'],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+  }),
+  retries: new Counter({
+    name: 'halyard_gateway_retries_total',
+    help: 'Attempts retried on another instance because the previous one failed before answering',
+    labelNames: ['service', 'reason'],
+  }),
+  retriesDenied: new Counter({
+    name: 'halyard_gateway_retries_denied_total',
+    help: 'Retries not made, by why: the retry budget was spent, or no other instance or time was left',
+    labelNames: ['service', 'reason'],
+  }),
+  ejections: new Counter({
+    name: 'halyard_gateway_ejections_total',
+    help: 'Instances ejected after consecutive connection-level failures',
+    labelNames: ['service'],
+  }),
+  returns: new Counter({
+    name: 'halyard_gateway_ejection_returns_total',
+    help: 'Ejected instances given calls again after their ejection period',
+    labelNames: ['service'],
+  }),
+  upstreamConnects: new Counter({
+    name: 'halyard_gateway_upstream_connects_total',
+    help: 'HTTP/2 connections to instances, by result (connected, failed)',
+    labelNames: ['result'],
+  }),
+  rejected: new Counter({
+    name: 'halyard_gateway_rejected_requests_total',
+    help: 'Requests refused before routing (not gRPC, malformed, over a limit), by reason',
+    labelNames: ['reason'],
+  }),
+} as const;
+
+/** Gauges read from live state when scraped, so the hot path never updates them. */
+export function registerGauges(read: {
+  activeCalls: () => number;
+  upstreamSessions: () => number;
+  ejectedInstances: () => number;
+}): void {
+  const gauges: Array<[string, string, () => number]> = [
+    ['halyard_gateway_active_calls', 'Calls in flight through the gateway', read.activeCalls],
+    [
+      'halyard_gateway_upstream_sessions',
+      'Connected HTTP/2 sessions to instances',
+      read.upstreamSessions,
+    ],
+    ['halyard_gateway_ejected_instances', 'Instances currently ejected', read.ejectedInstances],
+  ];
+  for (const [name, help, value] of gauges) {
+    // One gateway per process in production; tests start several, the latest one reports.
+    const existing = registerGaugesState.get(name);
+    if (existing) {
+      existing.read = value;
+      continue;
+    }
+    const state = { read: value };
+    registerGaugesState.set(name, state);
+    new Gauge({
+      name,
+      help,
+      collect() {
+        this.set(state.read());
+      },
+    });
+  }
+}
+const registerGaugesState = new Map<string, { read: () => number }>();

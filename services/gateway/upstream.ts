@@ -1,0 +1,177 @@
+/**
+ * One HTTP/2 client session per instance, shared by every call to it. The session is
+ * kept up: lost sessions are re-established with backoff, and while a connect is
+ * failing, calls fail fast (the proxy retries them elsewhere) instead of queueing.
+ * A GOAWAY from the instance retires the session for new calls; calls already on it
+ * finish there.
+ */
+import {
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  connect,
+  type OutgoingHttpHeaders,
+} from 'node:http2';
+import { isIP, connect as netConnect } from 'node:net';
+import { type SecureContextOptions, connect as tlsConnect } from 'node:tls';
+import type { Logger } from 'pino';
+import { GatewayLogIds } from './log-ids.js';
+import { gatewayMetrics } from './metrics.js';
+
+export interface UpstreamOptions {
+  /** Per-stream and per-session receive windows: large, so one call is not throttled by RTTs. */
+  readonly windowBytes: number;
+  readonly backoffBaseMs: number;
+  readonly backoffMaxMs: number;
+  /** Internal TLS towards instances; h2c when absent. */
+  readonly tls?: SecureContextOptions;
+}
+
+/** Why a session could not carry a call, in words for logs and error messages. */
+export class UpstreamUnavailable extends Error {}
+
+/** Connected sessions across all upstreams, for the sessions gauge. */
+export const upstreamStats = { sessions: 0 };
+
+export class Upstream {
+  private session: ClientHttp2Session | undefined;
+  private failures = 0;
+  /** Until then, the last connect failed: calls fail fast. */
+  private retryAt = 0;
+  private lastError = 'connection failed';
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(
+    readonly address: string,
+    private readonly options: UpstreamOptions,
+    private readonly logger: Logger,
+  ) {}
+
+  /**
+   * Opens a stream for one attempt. Throws UpstreamUnavailable when the instance cannot
+   * be reached right now; the caller retries elsewhere.
+   */
+  request(headers: OutgoingHttpHeaders): ClientHttp2Stream {
+    // The client's header object is reused for the upstream request: no copy per call.
+    headers[':scheme'] = this.options.tls ? 'https' : 'http';
+    return this.current().request(headers, { endStream: false });
+  }
+
+  /** Connects ahead of the first call, so that it does not pay for the handshake. */
+  warm(): void {
+    if (!this.closed && this.session === undefined && Date.now() >= this.retryAt) this.connect();
+  }
+
+  /** Stops reconnecting and closes the session once its calls have finished. */
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.reconnectTimer);
+    this.session?.close();
+    this.session = undefined;
+  }
+
+  private current(): ClientHttp2Session {
+    const session = this.session;
+    if (session !== undefined && !session.closed && !session.destroyed) return session;
+    if (Date.now() < this.retryAt || this.closed) {
+      throw new UpstreamUnavailable(`cannot connect to ${this.address}: ${this.lastError}`);
+    }
+    return this.connect();
+  }
+
+  private connect(): ClientHttp2Session {
+    clearTimeout(this.reconnectTimer);
+    const tls = this.options.tls;
+    const session = connect(tls ? `https://${this.address}` : `http://${this.address}`, {
+      ...tls,
+      settings: { initialWindowSize: this.options.windowBytes, enablePush: false },
+      createConnection: (url) => {
+        const target = { host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port) };
+        const socket = tls
+          ? tlsConnect({
+              ...tls,
+              ...target,
+              ALPNProtocols: ['h2'],
+              // SNI carries host names only.
+              ...(isIP(target.host) ? {} : { servername: target.host }),
+            })
+          : netConnect(target);
+        // Frames of many calls share the socket: Nagle would hold small ones back.
+        socket.setNoDelay(true);
+        return socket;
+      },
+    });
+    this.session = session;
+    let up = false;
+    session.once('connect', () => {
+      up = true;
+      this.failures = 0;
+      this.retryAt = 0;
+      upstreamStats.sessions++;
+      session.setLocalWindowSize(this.options.windowBytes);
+      gatewayMetrics.upstreamConnects.inc({ result: 'connected' });
+      this.logger.info(
+        { msgId: GatewayLogIds.upstreamConnected, address: this.address },
+        'connected to instance',
+      );
+    });
+    session.on('error', (error: Error) => {
+      this.lastError = error.message;
+    });
+    session.once('goaway', (code: number) => {
+      this.logger.info(
+        { msgId: GatewayLogIds.upstreamGoaway, address: this.address, code },
+        'instance sent GOAWAY: new calls go to a new session',
+      );
+      if (this.session === session) this.session = undefined;
+    });
+    session.once('close', () => {
+      if (up) upstreamStats.sessions--;
+      this.lost(session, up);
+    });
+    // The gateway's listeners keep the process alive, not its upstream sessions.
+    session.unref();
+    return session;
+  }
+
+  private lost(session: ClientHttp2Session, wasUp: boolean): void {
+    if (this.session === session) this.session = undefined;
+    if (this.closed) return;
+    if (wasUp) {
+      this.logger.warn(
+        { msgId: GatewayLogIds.upstreamLost, address: this.address, err: this.lastError },
+        'session to instance lost, reconnecting',
+      );
+      this.scheduleReconnect(this.options.backoffBaseMs);
+      return;
+    }
+    this.failures++;
+    const delay = Math.min(
+      this.options.backoffBaseMs * 2 ** (this.failures - 1),
+      this.options.backoffMaxMs,
+    );
+    this.retryAt = Date.now() + delay;
+    gatewayMetrics.upstreamConnects.inc({ result: 'failed' });
+    if (this.failures === 1 || this.failures % 10 === 0) {
+      this.logger.warn(
+        {
+          msgId: GatewayLogIds.upstreamConnectFailed,
+          address: this.address,
+          attempt: this.failures,
+          retryInMs: delay,
+          err: this.lastError,
+        },
+        'cannot connect to instance',
+      );
+    }
+    this.scheduleReconnect(delay);
+  }
+
+  private scheduleReconnect(delay: number): void {
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = setTimeout(() => {
+      if (!this.closed && this.session === undefined) this.connect();
+    }, delay);
+    this.reconnectTimer.unref();
+  }
+}
