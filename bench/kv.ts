@@ -7,8 +7,8 @@
  * Loops are bounded in count and time. Usage: npm run bench [-- --count N]
  */
 import { parseArgs } from 'node:util';
-import { Bus, RegistryBucket } from '../bus/index.js';
 import { pino } from 'pino';
+import { Bus, RegistryBucket } from '../bus/index.js';
 import { NatsCluster } from '../test/support/nats-cluster.js';
 import * as samples from '../test/support/samples.js';
 
@@ -147,7 +147,9 @@ async function main(): Promise<void> {
     await solo.provision();
     // Writes go through the stream leader: whether A sits on it changes the hop count.
     const leader = await three.streamLeader(`KV_${RegistryBucket.name}`);
-    console.log(`nats-server ${a.connection.info?.version}; KV_halyard-registry leader n${leader}; A on n0, B on n2`);
+    console.log(
+      `nats-server ${a.connection.info?.version}; KV_halyard-registry leader n${leader}; A on n0, B on n2`,
+    );
 
     print('KV put (sequential, acknowledged)', [
       await kvPut(a, 'KV put, R3, 3-node cluster'),
