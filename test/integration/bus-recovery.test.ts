@@ -17,7 +17,11 @@ describe('all three nodes killed and restarted', () => {
 
   before(async () => {
     cluster = await NatsCluster.start();
-    bus = await Bus.connect({ servers: cluster.servers, name: 'test-recovery', logger: logs.logger });
+    bus = await Bus.connect({
+      servers: cluster.servers,
+      name: 'test-recovery',
+      logger: logs.logger,
+    });
     await bus.provision();
   });
   after(async () => {
@@ -47,7 +51,11 @@ describe('all three nodes killed and restarted', () => {
     await cluster.startAll();
     t.diagnostic(`cluster ready again ${Date.now() - restartedAt} ms after restart`);
 
-    fresh = await Bus.connect({ servers: cluster.servers, name: 'test-recovered', logger: logs.logger });
+    fresh = await Bus.connect({
+      servers: cluster.servers,
+      name: 'test-recovered',
+      logger: logs.logger,
+    });
     const view = (await fresh.store(RegistryBucket)).view();
     await view.ready;
     for (const value of written) assert.deepEqual(view.get(RegistryBucket.key(value)), value);

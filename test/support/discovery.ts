@@ -1,0 +1,129 @@
+/** Discovery replicas, Registry clients and health-checked backends for tests. */
+import * as grpc from '@grpc/grpc-js';
+import { service as healthService } from 'grpc-health-check';
+import type { Logger } from 'pino';
+import { pino } from 'pino';
+import { DiscoveryReplica, type ReplicaOptions } from '../../services/discovery/replica.js';
+import { registryDefinition } from '../../services/discovery/service.js';
+import type { NatsCluster } from './nats-cluster.js';
+
+/** Short leases and fast loops, so that lapses and probes happen within a test's time. */
+export const FAST = {
+  leases: { defaultSeconds: 15, minSeconds: 1, maxSeconds: 300 },
+  replicaLeaseSeconds: 2,
+  sweepIntervalMs: 300,
+  sweepGraceMs: 200,
+  health: { intervalMs: 400, timeoutMs: 300, failureThreshold: 2 },
+} satisfies Partial<ReplicaOptions>;
+
+export async function startReplica(
+  cluster: NatsCluster,
+  replicaId: string,
+  overrides: Partial<ReplicaOptions> = {},
+  logger: Logger = pino({ level: 'warn' }),
+): Promise<DiscoveryReplica> {
+  const replica = await DiscoveryReplica.start({
+    replicaId,
+    natsServers: cluster.servers,
+    grpcListen: '127.0.0.1:0',
+    adminPort: 0,
+    logger,
+    ...FAST,
+    ...overrides,
+  });
+  await replica.loaded;
+  return replica;
+}
+
+type Obj = Record<string, unknown>;
+const RegistryClient = grpc.makeGenericClientConstructor(registryDefinition, 'Registry');
+
+/** A promisified Registry client; failures reject with the grpc ServiceError. */
+export class TestRegistryClient {
+  readonly stub: grpc.Client & Record<string, (...args: unknown[]) => unknown>;
+
+  constructor(address: string) {
+    this.stub = new RegistryClient(address, grpc.credentials.createInsecure()) as never;
+  }
+
+  private unary(method: string, request: object, timeoutMs = 30_000): Promise<Obj> {
+    return new Promise((resolve, reject) =>
+      this.stub[method]!(
+        request,
+        { deadline: Date.now() + timeoutMs },
+        (e: Error | null, r: Obj) => (e ? reject(e) : resolve(r)),
+      ),
+    );
+  }
+
+  register(instance: object, timeoutMs?: number) {
+    return this.unary('register', { instance }, timeoutMs);
+  }
+  renew(serviceId: string, instanceId: string) {
+    return this.unary('renew', { instance: { serviceId, instanceId } });
+  }
+  deregister(serviceId: string, instanceId: string) {
+    return this.unary('deregister', { instance: { serviceId, instanceId } });
+  }
+  setStatus(serviceId: string, instanceId: string, status: number) {
+    return this.unary('setStatus', { instance: { serviceId, instanceId }, status });
+  }
+  async list(serviceId = ''): Promise<Obj[]> {
+    return ((await this.unary('list', { serviceId })).instances ?? []) as Obj[];
+  }
+  watch(serviceId = ''): grpc.ClientReadableStream<Obj> {
+    return this.stub.watch!({ serviceId }) as grpc.ClientReadableStream<Obj>;
+  }
+  close(): void {
+    this.stub.close();
+  }
+}
+
+/** Rejection of a call: its gRPC status code and message. */
+export async function rejection(
+  call: Promise<unknown>,
+): Promise<{ code: number; details: string }> {
+  try {
+    await call;
+  } catch (error) {
+    const e = error as grpc.ServiceError;
+    return { code: e.code, details: e.details };
+  }
+  throw new Error('the call succeeded; a rejection was expected');
+}
+
+/**
+ * A real gRPC server implementing grpc.health.v1 whose status the test sets, and
+ * which records the user agent of every probe (discovery names its replica there).
+ */
+export class HealthBackend {
+  status: 'SERVING' | 'NOT_SERVING' = 'SERVING';
+  readonly probers: string[] = [];
+  private constructor(
+    private readonly server: grpc.Server,
+    readonly address: string,
+  ) {}
+
+  static async start(): Promise<HealthBackend> {
+    const server = new grpc.Server();
+    let backend: HealthBackend | undefined;
+    server.addService(healthService as unknown as grpc.ServiceDefinition, {
+      check: (call: grpc.ServerUnaryCall<Obj, Obj>, callback: grpc.sendUnaryData<Obj>) => {
+        const agent = String(call.metadata.get('user-agent')[0] ?? '');
+        backend?.probers.push(/halyard-discovery\/(\S+)/.exec(agent)?.[1] ?? agent);
+        callback(null, { status: backend?.status ?? 'UNKNOWN' });
+      },
+    });
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
+        e ? reject(e) : resolve(p),
+      ),
+    );
+    backend = new HealthBackend(server, `127.0.0.1:${port}`);
+    return backend;
+  }
+
+  close(): void {
+    this.server.forceShutdown();
+  }
+}
