@@ -35,7 +35,7 @@ export const discoveryConfigSchema = z.strictObject({
     .partial()
     .default({}),
   selfPreservation: z
-    .strictObject({ threshold: z.number().gt(0).lt(1), minLapsed: positive })
+    .strictObject({ threshold: z.number().gt(0).lt(1), minLapsed: positive, windowMs: positive })
     .partial()
     .default({}),
   health: z

@@ -21,9 +21,10 @@ export class DiscoveryEvents {
   ) {}
 
   /**
-   * Queues the event; the publisher retries it through bus outages, so callers never
-   * wait for it. `discriminator` makes the id deterministic (a retried decision is
-   * stored once): e.g. the registry revision the decision was about.
+   * Queues the event; the publisher retries it through bus outages, so callers need
+   * not wait for it. The id is deterministic: an event about an instance is named by
+   * the instance and `discriminator` (e.g. the revision decided on), so replicas that
+   * take the same decision store it once; an event about a replica is named by it.
    */
   emit(
     kind: DiscoveryEventKind,
@@ -32,8 +33,8 @@ export class DiscoveryEvents {
     discriminator: string,
   ): Promise<void> {
     const name = Kind[kind]?.toLowerCase() ?? String(kind);
-    const target = about.serviceId ? `${about.serviceId}.${about.instanceId}` : 'replica';
-    const eventId = `${this.replicaId}/${name}/${target}/${discriminator}`.slice(0, 256);
+    const target = about.serviceId ? `${about.serviceId}.${about.instanceId}` : this.replicaId;
+    const eventId = `${name}/${target}/${discriminator}`.slice(0, 256);
     return this.publisher
       .publish({
         source: 'discovery',

@@ -9,7 +9,7 @@ import { sweep } from '../../bus/index.js';
 import { DiscoveryEventKind, type DiscoveryEvents } from './events.js';
 import { LogIds } from './log-ids.js';
 import { discoveryMetrics } from './metrics.js';
-import { type SelfPreservationPolicy, shouldHold } from './self-preservation.js';
+import { SelfPreservation, type SelfPreservationPolicy } from './self-preservation.js';
 
 export interface LeaseSweeperOptions {
   readonly replicaId: string;
@@ -23,6 +23,7 @@ export class LeaseSweeper {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private held = false;
+  private readonly preservation: SelfPreservation;
 
   constructor(
     private readonly view: LocalView<ServiceInstance>,
@@ -30,7 +31,9 @@ export class LeaseSweeper {
     private readonly events: DiscoveryEvents,
     private readonly options: LeaseSweeperOptions,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.preservation = new SelfPreservation(options.selfPreservation);
+  }
 
   /** Whether lapsed entries are currently held back from eviction. */
   get holding(): boolean {
@@ -64,16 +67,20 @@ export class LeaseSweeper {
           allow: (candidates, live) => {
             for (const c of candidates) lapsed.set(c.key, c.value);
             liveCount = live;
-            return !shouldHold(candidates.length, live, this.options.selfPreservation);
+            // Lapsed within the grace period too: they lapsed in this window as well.
+            return !this.preservation.decide(this.view.lapsedFor(0).length, live);
           },
         },
         this.logger,
       );
       if (result.held) {
-        this.enter(lapsed.size, liveCount);
+        this.enter(this.view.lapsedFor(0).length, liveCount);
         return;
       }
-      this.exit();
+      // No candidates at all: nothing lapsed any more, renewals are back.
+      if (lapsed.size === 0) this.preservation.decide(0, this.view.size);
+      if (!this.preservation.holding) this.exit();
+      this.preservation.recordPurged(result.purged.length);
       if (result.purged.length === 0) return;
       discoveryMetrics.expired.inc({ replica: replicaId }, result.purged.length);
       for (const key of result.purged) {

@@ -112,7 +112,11 @@ export class DiscoveryReplica {
           replicaId,
           intervalMs: options.sweepIntervalMs ?? 1000,
           graceMs: options.sweepGraceMs ?? 1000,
-          selfPreservation: { ...DEFAULT_SELF_PRESERVATION, ...options.selfPreservation },
+          selfPreservation: {
+            ...DEFAULT_SELF_PRESERVATION,
+            windowMs: leases.defaultSeconds * 1000,
+            ...options.selfPreservation,
+          },
         },
         logger,
       );

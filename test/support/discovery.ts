@@ -13,6 +13,7 @@ export const FAST = {
   replicaLeaseSeconds: 2,
   sweepIntervalMs: 300,
   sweepGraceMs: 200,
+  selfPreservation: { windowMs: 2000 },
   health: { intervalMs: 400, timeoutMs: 300, failureThreshold: 2 },
 } satisfies Partial<ReplicaOptions>;
 
