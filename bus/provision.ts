@@ -18,6 +18,7 @@ import { AllBuckets } from './buckets.js';
 import type { Logger } from './log.js';
 import { LogIds } from './log.js';
 import { EVENTS_STREAM, Subjects } from './names.js';
+import { retryTransient } from './retry.js';
 
 export interface ProvisionOptions {
   /** 3 on a cluster, 1 on a single server. */
@@ -127,8 +128,13 @@ export async function provision(
   options: ProvisionOptions,
   logger: Logger,
 ): Promise<void> {
-  await ensureEventsStream(jsm, options);
-  for (const spec of AllBuckets) await ensureBucket(jsm, kvm, spec, options.replicas);
+  // Components starting together on a fresh cluster race to create the same R3
+  // streams; the losers' requests can time out while placement settles. Creating an
+  // identical stream is a no-op, so retrying is safe.
+  await retryTransient(() => ensureEventsStream(jsm, options));
+  for (const spec of AllBuckets) {
+    await retryTransient(() => ensureBucket(jsm, kvm, spec, options.replicas));
+  }
   logger.info(
     {
       msgId: LogIds.provisioned,

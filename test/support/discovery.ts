@@ -1,11 +1,14 @@
 /** Discovery replicas, Registry clients and health-checked backends for tests. */
+import { type ChildProcess, spawn } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import type { Logger } from 'pino';
 import { pino } from 'pino';
+import { LogIds } from '../../services/discovery/log-ids.js';
 import { DiscoveryReplica, type ReplicaOptions } from '../../services/discovery/replica.js';
 import { registryDefinition } from '../../services/discovery/service.js';
 import type { NatsCluster } from './nats-cluster.js';
+import { until } from './wait.js';
 
 /** Short leases and fast loops, so that lapses and probes happen within a test's time. */
 export const FAST = {
@@ -127,4 +130,79 @@ export class HealthBackend {
   close(): void {
     this.server.forceShutdown();
   }
+}
+
+export interface ChildProcessHandle {
+  readonly child: ChildProcess;
+  readonly lines: Array<Record<string, unknown>>;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Lines carrying this stable message id. */
+  withId(msgId: string): Array<Record<string, unknown>>;
+}
+
+/** Runs a TypeScript entry point under tsx, collecting its JSON log lines. */
+export function spawnTs(
+  entry: string,
+  args: string[],
+  env: Record<string, string> = {},
+): ChildProcessHandle {
+  const child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: Array<Record<string, unknown>> = [];
+  let buffered = '';
+  child.stdout?.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString();
+    const parts = buffered.split('\n');
+    buffered = parts.pop() ?? '';
+    for (const part of parts) {
+      try {
+        lines.push(JSON.parse(part));
+      } catch {
+        lines.push({ text: part });
+      }
+    }
+  });
+  child.stderr?.on('data', (chunk: Buffer) => lines.push({ stderr: chunk.toString() }));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  return { child, lines, exited, withId: (msgId) => lines.filter((l) => l.msgId === msgId) };
+}
+
+export interface ReplicaProcess extends ChildProcessHandle {
+  readonly grpcAddress: string;
+  readonly adminPort: number;
+}
+
+/** A discovery replica as a real process (`services/discovery/main.ts`), once it is ready. */
+export async function spawnReplica(
+  cluster: NatsCluster,
+  replicaId: string,
+  configFile: string,
+): Promise<ReplicaProcess> {
+  const handle = spawnTs('services/discovery/main.ts', [
+    '--config',
+    configFile,
+    '--nats',
+    cluster.servers.join(','),
+    '--replica-id',
+    replicaId,
+    '--grpc-listen',
+    '127.0.0.1:0',
+    '--admin-port',
+    '0',
+  ]);
+  const ready = await until(
+    `replica ${replicaId} ready`,
+    () => {
+      if (handle.child.exitCode !== null) {
+        throw new Error(`replica ${replicaId} exited: ${JSON.stringify(handle.lines.slice(-5))}`);
+      }
+      return handle.withId(LogIds.ready)[0];
+    },
+    30_000,
+  );
+  return { ...handle, grpcAddress: String(ready.grpcAddress), adminPort: Number(ready.adminPort) };
 }
