@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 bash proto/generate.sh
 NATS_SERVER_BIN="$(bash deploy/nats/ensure-nats-server.sh)"
 export NATS_SERVER_BIN
+node --import tsx bench/discovery.ts
 exec node --import tsx bench/kv.ts "$@"

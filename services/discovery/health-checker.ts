@@ -59,6 +59,21 @@ export function liveReplicas(view: LocalView<ServiceInstance>): string[] {
   return ids.sort();
 }
 
+/**
+ * The `health.grpc` setting of an instance value; memoised per value object, since the
+ * view hands out the same object until the entry changes and ticks walk the whole view.
+ */
+const healthServices = new WeakMap<ServiceInstance, string | null>();
+function healthServiceOf(instance: ServiceInstance): string | undefined {
+  let service = healthServices.get(instance);
+  if (service === undefined) {
+    const parsed = parseInstanceMetadata(instance.metadata);
+    service = (parsed.ok ? parsed.settings.health.grpcService : undefined) ?? null;
+    healthServices.set(instance, service);
+  }
+  return service ?? undefined;
+}
+
 export class HealthChecker {
   private timer: NodeJS.Timeout | undefined;
   private readonly clients = new Map<string, { address: string; client: HealthClient }>();
@@ -96,8 +111,7 @@ export class HealthChecker {
     discoveryMetrics.liveReplicas.set({ replica: replicaId }, replicas.length);
     const owned = new Map<string, { instance: ServiceInstance; service: string }>();
     for (const [key, instance] of view.entries()) {
-      const parsed = parseInstanceMetadata(instance.metadata);
-      const service = parsed.ok ? parsed.settings.health.grpcService : undefined;
+      const service = healthServiceOf(instance);
       if (service === undefined) continue;
       if (ownerOf(key, replicas) === replicaId) owned.set(key, { instance, service });
     }
