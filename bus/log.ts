@@ -23,6 +23,7 @@ export const LogIds = {
   viewReady: 'HALB0040I',
   viewFailed: 'HALB0041E',
   listenerFailed: 'HALB0042E',
+  viewResumed: 'HALB0043W',
   swept: 'HALB0050I',
   sweepHeld: 'HALB0051W',
   handlerFailed: 'HALB0060W',

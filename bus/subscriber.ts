@@ -19,6 +19,7 @@ import { type BusEvent, decodeEvent } from './events.js';
 import { reportInvalid } from './invalid.js';
 import { type Logger, LogIds } from './log.js';
 import { EVENTS_STREAM, type EventSource, Headers, Subjects } from './names.js';
+import { retryTransient } from './retry.js';
 
 export type StartFrom = 'new' | 'all' | { readonly seq: number } | { readonly time: Date };
 
@@ -87,7 +88,10 @@ export async function subscribeEvents(
     const consumer = await js.consumers.get(EVENTS_STREAM, options.durable);
     messages = await consumer.consume({ max_messages });
   } else {
-    const consumer = await js.consumers.get(EVENTS_STREAM, { filter_subjects: filter, ...start });
+    // Creating the consumer fails while the stream elects a leader; it goes through after.
+    const consumer = await retryTransient(() =>
+      js.consumers.get(EVENTS_STREAM, { filter_subjects: filter, ...start }),
+    );
     messages = await consumer.consume({ max_messages });
   }
 

@@ -7,6 +7,7 @@
  * value is invisible to `get`/`values` at once, and listeners hear of it when the
  * expiry timer passes it.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { KV, KvWatchEntry } from '@nats-io/kv';
 import type { BucketSpec } from './buckets.js';
 import { InvalidMessageError, reportInvalid } from './invalid.js';
@@ -42,6 +43,8 @@ interface Held<T> {
 /** Scans for lapsed values no more often than this, whatever the values say. */
 const MIN_EXPIRY_CHECK_MS = 100;
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** How often a view checks that its watch still follows the stream. */
+const WATCH_CHECK_MS = 2000;
 
 export class LocalView<T> {
   /** Resolves once every value that existed when the view started is loaded. */
@@ -52,6 +55,9 @@ export class LocalView<T> {
   private expiryTimer: NodeJS.Timeout | undefined;
   private nextExpiryCheck = Number.POSITIVE_INFINITY;
   private watch: Awaited<ReturnType<KV['watch']>> | undefined;
+  /** Highest stream sequence applied: where a resumed watch starts. */
+  private lastRevision = 0;
+  private onRevision: (revision: number) => void = () => {};
 
   constructor(
     private readonly kv: KV,
@@ -127,29 +133,16 @@ export class LocalView<T> {
       signal,
     });
     const loadedAt = state.messages === 0 ? 0 : state.last_seq;
-    const watch = await retryTransient(() => this.kv.watch(), { signal });
-    this.watch = watch;
-    if (signal.aborted) watch.stop();
     let markReady: () => void = () => {};
     const loaded = new Promise<void>((resolve) => {
       markReady = resolve;
     });
     if (loadedAt === 0) markReady();
-    void (async () => {
-      try {
-        for await (const entry of watch) {
-          this.apply(entry);
-          if (entry.revision >= loadedAt) markReady();
-        }
-      } catch (error) {
-        if (!signal.aborted) {
-          this.logger.error(
-            { msgId: LogIds.viewFailed, bucket, err: (error as Error).message },
-            'bucket watch ended',
-          );
-        }
-      }
-    })();
+    this.onRevision = (revision) => {
+      if (revision >= loadedAt) markReady();
+    };
+    await this.follow(0, signal);
+    void this.guard(signal);
     await Promise.race([
       loaded,
       new Promise<never>((_, reject) =>
@@ -160,6 +153,76 @@ export class LocalView<T> {
       { msgId: LogIds.viewReady, bucket, entries: this.held.size },
       'local view loaded',
     );
+  }
+
+  /** Starts a watch (from the beginning, or after `revision`) and applies what it delivers. */
+  private async follow(revision: number, signal: AbortSignal): Promise<void> {
+    const bucket = this.spec.name;
+    const watch = await retryTransient(
+      () => this.kv.watch(revision > 0 ? { resumeFromRevision: revision + 1 } : {}),
+      { signal },
+    );
+    this.watch?.stop();
+    this.watch = watch;
+    if (signal.aborted) watch.stop();
+    void (async () => {
+      try {
+        for await (const entry of watch) {
+          this.apply(entry);
+          this.lastRevision = Math.max(this.lastRevision, entry.revision);
+          this.onRevision(entry.revision);
+        }
+      } catch (error) {
+        if (!signal.aborted && this.watch === watch) {
+          this.logger.error(
+            { msgId: LogIds.viewFailed, bucket, err: (error as Error).message },
+            'bucket watch ended',
+          );
+        }
+      }
+    })();
+  }
+
+  /**
+   * The watch's consumer lives on one server (R1, as ordered consumers are). If that
+   * server dies, the client notices only after missing two 30 s heartbeats, and the
+   * view would be stale that long. So: when the stream has moved past what the view
+   * has seen, and the view made no progress since the previous check, resume the
+   * watch after the last revision applied.
+   */
+  private async guard(signal: AbortSignal): Promise<void> {
+    let behindAt: number | undefined;
+    while (!signal.aborted) {
+      await sleep(WATCH_CHECK_MS, undefined, { signal }).catch(() => {});
+      if (signal.aborted) return;
+      let lastSeq: number;
+      try {
+        lastSeq = (await this.kv.status()).streamInfo.state.last_seq;
+      } catch {
+        continue; // the bus is away: the next check tries again
+      }
+      if (lastSeq <= this.lastRevision) {
+        behindAt = undefined;
+      } else if (behindAt !== this.lastRevision) {
+        behindAt = this.lastRevision;
+      } else {
+        this.logger.warn(
+          {
+            msgId: LogIds.viewResumed,
+            bucket: this.spec.name,
+            revision: this.lastRevision,
+            streamSeq: lastSeq,
+          },
+          'bucket watch stalled; resuming it after the last revision seen',
+        );
+        try {
+          await this.follow(this.lastRevision, signal);
+        } catch {
+          // aborted while resuming: stop() follows
+        }
+        behindAt = undefined;
+      }
+    }
   }
 
   private apply(entry: KvWatchEntry): void {

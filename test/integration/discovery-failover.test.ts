@@ -77,15 +77,22 @@ describe('kill -9 of the registry stream leader during registrations', () => {
     assert.deepEqual(failures, [], 'every registration was acknowledged');
     assert.equal(latencies.length, TOTAL);
     const expected = Array.from({ length: TOTAL }, (_, i) => `o-${i}`).sort();
-    for (const client of [c1, c2]) {
+    for (const [name, client] of [
+      ['r1', c1],
+      ['r2', c2],
+    ] as const) {
+      let ids: string[] = [];
       const listed = await until(
-        'every registration listed',
+        `every registration listed on ${name}`,
         async () => {
-          const ids = (await client.list('orders')).map((i) => String(i.instanceId)).sort();
+          ids = (await client.list('orders')).map((i) => String(i.instanceId)).sort();
           return ids.length === TOTAL ? ids : undefined;
         },
         15_000,
-      );
+      ).catch((error: Error) => {
+        const missing = expected.filter((id) => !ids.includes(id));
+        throw new Error(`${error.message}; missing ${missing.join(', ')}`);
+      });
       assert.deepEqual(listed, expected);
     }
     await until(
