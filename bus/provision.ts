@@ -18,6 +18,7 @@ import { AllBuckets } from './buckets.js';
 import type { Logger } from './log.js';
 import { LogIds } from './log.js';
 import { DEADLETTER_STREAM, EVENTS_STREAM, kvStream, Subjects } from './names.js';
+import { retryTransient } from './retry.js';
 
 export interface ProvisionOptions {
   /** 3 on a cluster, 1 on a single server. */
@@ -144,9 +145,14 @@ export async function provision(
   options: ProvisionOptions,
   logger: Logger,
 ): Promise<void> {
-  await ensureStream(jsm, eventsStreamConfig(options));
-  await ensureStream(jsm, deadLetterStreamConfig(options));
-  for (const spec of AllBuckets) await ensureBucket(jsm, kvm, spec, options.replicas);
+  // Components starting together on a fresh cluster race to create the same R3
+  // streams; the losers' requests can time out while placement settles. Creating an
+  // identical stream is a no-op, so retrying is safe.
+  await retryTransient(() => ensureStream(jsm, eventsStreamConfig(options)));
+  await retryTransient(() => ensureStream(jsm, deadLetterStreamConfig(options)));
+  for (const spec of AllBuckets) {
+    await retryTransient(() => ensureBucket(jsm, kvm, spec, options.replicas));
+  }
   logger.info(
     {
       msgId: LogIds.provisioned,

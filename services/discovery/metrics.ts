@@ -1,0 +1,40 @@
+/** Discovery's Prometheus metrics, on prom-client's default registry (served at /metrics). */
+import { Counter, Gauge } from 'prom-client';
+
+export const discoveryMetrics = {
+  requests: new Counter({
+    name: 'halyard_discovery_requests_total',
+    help: 'Registry calls by method and resulting gRPC status code name',
+    labelNames: ['replica', 'method', 'code'],
+  }),
+  rejected: new Counter({
+    name: 'halyard_discovery_rejected_total',
+    help: 'Registry calls rejected for bad input, by method and offending field',
+    labelNames: ['replica', 'method', 'field'],
+  }),
+  expired: new Counter({
+    name: 'halyard_discovery_leases_expired_total',
+    help: 'Registry entries removed by this replica because their lease lapsed',
+    labelNames: ['replica'],
+  }),
+  selfPreservation: new Gauge({
+    name: 'halyard_discovery_self_preservation',
+    help: '1 while this replica holds lapsed leases back from eviction',
+    labelNames: ['replica'],
+  }),
+  probes: new Counter({
+    name: 'halyard_discovery_health_probes_total',
+    help: 'grpc.health.v1 probes sent by this replica, by result',
+    labelNames: ['replica', 'result'],
+  }),
+  probed: new Gauge({
+    name: 'halyard_discovery_health_owned_instances',
+    help: 'Health-checked instances this replica is responsible for probing',
+    labelNames: ['replica'],
+  }),
+  liveReplicas: new Gauge({
+    name: 'halyard_discovery_live_replicas',
+    help: 'Discovery replicas this replica sees as live',
+    labelNames: ['replica'],
+  }),
+} as const;

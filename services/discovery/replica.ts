@@ -1,0 +1,253 @@
+/**
+ * One discovery replica: the Registry gRPC service, its lease sweeper, health checker,
+ * static definitions and self-announcement, on a bus connection. Replicas hold no
+ * state another needs; any number run side by side.
+ */
+
+import * as grpc from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
+import type { Logger } from 'pino';
+import { Bus, RegistryBucket } from '../../bus/index.js';
+import { type AdminServer, startAdmin } from '../common/admin.js';
+import { Announcer } from './announcer.js';
+import { DiscoveryEventKind, DiscoveryEvents } from './events.js';
+import { HealthChecker, type HealthCheckOptions } from './health-checker.js';
+import { LeaseSweeper } from './lease-sweeper.js';
+import { LogIds } from './log-ids.js';
+import { Registry } from './registry.js';
+import { DEFAULT_SELF_PRESERVATION, type SelfPreservationPolicy } from './self-preservation.js';
+import { registryDefinition, registryHandlers } from './service.js';
+import { loadStaticDefinitions, StaticPublisher } from './static-definitions.js';
+import { DEFAULT_LEASES, type LeaseBounds } from './validation.js';
+
+export interface ReplicaOptions {
+  readonly replicaId: string;
+  readonly natsServers: readonly string[];
+  /** host:port to listen on for gRPC; port 0 picks a free one. */
+  readonly grpcListen: string;
+  /** Address other replicas and clients reach this one at; default: the bound address. */
+  readonly advertiseAddress?: string;
+  readonly adminHost?: string;
+  readonly adminPort: number;
+  readonly staticFile?: string;
+  readonly leases?: Partial<LeaseBounds>;
+  /** This replica's own lease in the registry (default: the default lease). */
+  readonly replicaLeaseSeconds?: number;
+  readonly sweepIntervalMs?: number;
+  readonly sweepGraceMs?: number;
+  readonly selfPreservation?: Partial<SelfPreservationPolicy>;
+  readonly health?: Partial<Omit<HealthCheckOptions, 'replicaId'>>;
+  readonly logger: Logger;
+}
+
+const SERVICE_NAME = 'halyard.discovery.v1.Registry';
+
+export class DiscoveryReplica {
+  private ready = false;
+  private stopping = false;
+  /** Settles once the registry view is loaded and the replica serves (health SERVING). */
+  loaded: Promise<void> = Promise.resolve();
+
+  private constructor(
+    readonly replicaId: string,
+    readonly grpcAddress: string,
+    private readonly admin: AdminServer,
+    private readonly bus: Bus,
+    private readonly server: grpc.Server,
+    private readonly health: HealthImplementation,
+    private readonly parts: {
+      readonly registry: Registry;
+      readonly sweeper: LeaseSweeper;
+      readonly checker: HealthChecker;
+      readonly announcer: Announcer;
+      readonly statics: StaticPublisher;
+      readonly events: DiscoveryEvents;
+      readonly endWatches: () => void;
+    },
+    private readonly logger: Logger,
+  ) {}
+
+  get adminPort(): number {
+    return this.admin.port;
+  }
+
+  get registry(): Registry {
+    return this.parts.registry;
+  }
+
+  get healthChecker(): HealthChecker {
+    return this.parts.checker;
+  }
+
+  get selfPreserving(): boolean {
+    return this.parts.sweeper.holding;
+  }
+
+  /**
+   * Connects, provisions and binds the servers (health NOT_SERVING, `/readyz` 503);
+   * `loaded` settles when the view is loaded and the replica is SERVING.
+   */
+  static async start(options: ReplicaOptions): Promise<DiscoveryReplica> {
+    const { replicaId, logger } = options;
+    logger.info({ msgId: LogIds.starting, replicaId }, 'discovery replica starting');
+    const leases = { ...DEFAULT_LEASES, ...options.leases };
+    const statics = options.staticFile
+      ? await loadStaticDefinitions(options.staticFile, leases.defaultSeconds)
+      : [];
+    const bus = await Bus.connect({
+      servers: options.natsServers,
+      name: `discovery-${replicaId}`,
+      logger,
+    });
+    try {
+      await bus.provision();
+      const store = await bus.store(RegistryBucket);
+      const view = store.view();
+      const events = new DiscoveryEvents(replicaId, bus.publisher(), logger);
+      const sweeper = new LeaseSweeper(
+        view,
+        store,
+        events,
+        {
+          replicaId,
+          intervalMs: options.sweepIntervalMs ?? 1000,
+          graceMs: options.sweepGraceMs ?? 1000,
+          selfPreservation: {
+            ...DEFAULT_SELF_PRESERVATION,
+            windowMs: leases.defaultSeconds * 1000,
+            ...options.selfPreservation,
+          },
+        },
+        logger,
+      );
+      const registry = new Registry({
+        store,
+        view,
+        events,
+        leases,
+        logger,
+        holdingLapsed: () => sweeper.holding,
+      });
+
+      let replica: DiscoveryReplica | undefined;
+      const health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
+      const server = new grpc.Server();
+      const service = registryHandlers(registry, replicaId, () => replica?.ready ?? false, logger);
+      server.addService(registryDefinition, service.handlers);
+      health.addToServer(server);
+      const port = await new Promise<number>((resolve, reject) =>
+        server.bindAsync(options.grpcListen, grpc.ServerCredentials.createInsecure(), (e, p) =>
+          e ? reject(e) : resolve(p),
+        ),
+      );
+      const host = options.grpcListen.slice(0, options.grpcListen.lastIndexOf(':'));
+      const grpcAddress = options.advertiseAddress ?? `${host}:${port}`;
+      const admin = await startAdmin({
+        host: options.adminHost,
+        port: options.adminPort,
+        notReady: () => (replica?.ready ? undefined : 'registry view not loaded'),
+      });
+      const announcer = new Announcer(
+        registry,
+        replicaId,
+        grpcAddress,
+        options.replicaLeaseSeconds ?? leases.defaultSeconds,
+        logger,
+      );
+      const checker = new HealthChecker(
+        registry,
+        { replicaId, intervalMs: 2000, timeoutMs: 1000, failureThreshold: 3, ...options.health },
+        logger,
+      );
+      replica = new DiscoveryReplica(
+        replicaId,
+        grpcAddress,
+        admin,
+        bus,
+        server,
+        health,
+        {
+          registry,
+          sweeper,
+          checker,
+          announcer,
+          statics: new StaticPublisher(registry, statics, logger),
+          events,
+          endWatches: service.endWatches,
+        },
+        logger,
+      );
+      replica.loaded = replica.load(view.ready);
+      return replica;
+    } catch (error) {
+      logger.error(
+        { msgId: LogIds.startFailed, replicaId, err: (error as Error).message },
+        'discovery replica failed to start',
+      );
+      await bus.close();
+      throw error;
+    }
+  }
+
+  private async load(viewReady: Promise<void>): Promise<void> {
+    await viewReady;
+    if (this.stopping) return;
+    const { sweeper, announcer, statics, checker, events } = this.parts;
+    sweeper.start();
+    await announcer.start();
+    await statics.start();
+    checker.start();
+    this.ready = true;
+    this.health.setStatus('', 'SERVING');
+    this.health.setStatus(SERVICE_NAME, 'SERVING');
+    this.logger.info(
+      {
+        msgId: LogIds.ready,
+        replicaId: this.replicaId,
+        grpcAddress: this.grpcAddress,
+        adminPort: this.admin.port,
+        instances: this.registry.view.size,
+      },
+      'discovery replica ready',
+    );
+    void events.emit(
+      DiscoveryEventKind.REPLICA_STARTED,
+      {},
+      `serving at ${this.grpcAddress}`,
+      String(Date.now()),
+    );
+  }
+
+  /** Leaves the replica set, ends watches, closes servers and the bus. */
+  async stop(): Promise<void> {
+    this.logger.info(
+      { msgId: LogIds.stopping, replicaId: this.replicaId },
+      'discovery replica stopping',
+    );
+    this.ready = false;
+    this.stopping = true;
+    this.health.setStatus('', 'NOT_SERVING');
+    this.health.setStatus(SERVICE_NAME, 'NOT_SERVING');
+    const { checker, statics, sweeper, announcer, events, endWatches } = this.parts;
+    checker.stop();
+    await statics.stop();
+    await sweeper.stop();
+    await announcer.stop();
+    await events.emit(DiscoveryEventKind.REPLICA_STOPPED, {}, '', String(Date.now()));
+    endWatches();
+    await new Promise<void>((resolve) => {
+      const force = setTimeout(() => this.server.forceShutdown(), 2000);
+      this.server.tryShutdown(() => {
+        clearTimeout(force);
+        resolve();
+      });
+    });
+    await this.admin.close();
+    this.registry.view.stop();
+    await this.bus.close();
+    this.logger.info(
+      { msgId: LogIds.stopped, replicaId: this.replicaId },
+      'discovery replica stopped',
+    );
+  }
+}

@@ -1,0 +1,50 @@
+/**
+ * When many leases lapse within one window, the bus or the network is the likelier
+ * culprit than the instances: hold them back from eviction instead of emptying the
+ * registry, and resume sweeping once renewals come back.
+ *
+ * The window must span a whole lease: a healthy fleet's renewals are spread over the
+ * renewal interval, so a broken bus makes leases lapse over that spread, not in one
+ * sweep. Entries removed earlier in the window therefore count as lapsed too.
+ */
+export interface SelfPreservationPolicy {
+  /** Share of entries lapsing within one window above which eviction is held (default 0.15). */
+  readonly threshold: number;
+  /**
+   * Fewer lapsed entries than this are always evicted: in a small fleet one dead
+   * instance is a large share, and it is far likelier dead than the bus is broken.
+   */
+  readonly minLapsed: number;
+  /** The window; default one default lease. */
+  readonly windowMs: number;
+}
+
+export const DEFAULT_SELF_PRESERVATION: SelfPreservationPolicy = {
+  threshold: 0.15,
+  minLapsed: 3,
+  windowMs: 15_000,
+};
+
+export class SelfPreservation {
+  private removals: Array<{ at: number; count: number }> = [];
+  private held = false;
+
+  constructor(private readonly policy: SelfPreservationPolicy) {}
+
+  get holding(): boolean {
+    return this.held;
+  }
+
+  /** Whether to hold this sweep back, given entries lapsed now and entries live now. */
+  decide(lapsed: number, live: number, now = Date.now()): boolean {
+    this.removals = this.removals.filter((p) => p.at > now - this.policy.windowMs);
+    const removed = this.removals.reduce((sum, p) => sum + p.count, 0);
+    const gone = lapsed + removed;
+    this.held = gone >= this.policy.minLapsed && gone / (gone + live) > this.policy.threshold;
+    return this.held;
+  }
+
+  recordRemoved(count: number, now = Date.now()): void {
+    if (count > 0) this.removals.push({ at: now, count });
+  }
+}

@@ -1,0 +1,185 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { status as grpcStatus } from '@grpc/grpc-js';
+import {
+  Bus,
+  LogIds as BusLogIds,
+  type DiscoveryEvent,
+  Keys,
+  RegistryBucket,
+} from '../../bus/index.js';
+import { halyard } from '../../proto/gen/halyard.js';
+import { RegistrationClient } from '../../services/discovery/client.js';
+import { LogIds } from '../../services/discovery/log-ids.js';
+import type { DiscoveryReplica } from '../../services/discovery/replica.js';
+import { FAST, rejection, startReplica, TestRegistryClient } from '../support/discovery.js';
+import { captureLogs } from '../support/logs.js';
+import { NatsCluster } from '../support/nats-cluster.js';
+import { until } from '../support/wait.js';
+
+const { InstanceStatus } = halyard.discovery.v1;
+const { Kind } = halyard.discovery.v1.DiscoveryEvent;
+const LEASE_S = 2;
+
+const instance = (serviceId: string, instanceId: string, port = 7100) => ({
+  serviceId,
+  instanceId,
+  address: `127.0.0.1:${port}`,
+  status: InstanceStatus.UP,
+  leaseSeconds: LEASE_S,
+});
+
+describe('leases, sweeping and self-preservation with two replicas', () => {
+  let cluster: NatsCluster;
+  let bus: Bus;
+  let r1: DiscoveryReplica;
+  let r2: DiscoveryReplica;
+  let c1: TestRegistryClient;
+  let c2: TestRegistryClient;
+  const events: DiscoveryEvent[] = [];
+  const logs = captureLogs('info');
+
+  before(async () => {
+    cluster = await NatsCluster.start();
+    bus = await Bus.connect({ servers: cluster.servers, name: 'test-leases' });
+    await bus.provision();
+    await bus.subscribe({ kind: 'discovery', from: 'all' }, ({ event }) => {
+      events.push(event);
+    });
+    [r1, r2] = await Promise.all([
+      startReplica(cluster, 'r1', {}, logs.logger),
+      startReplica(cluster, 'r2', {}, logs.logger),
+    ]);
+    c1 = new TestRegistryClient(r1.grpcAddress);
+    c2 = new TestRegistryClient(r2.grpcAddress);
+  });
+  after(async () => {
+    c1?.close();
+    c2?.close();
+    await r1?.stop();
+    await r2?.stop();
+    await bus?.close();
+    await cluster?.close();
+  });
+
+  test('an instance that stops renewing disappears from every view within lease + one sweep interval', async (t) => {
+    const store = await bus.store(RegistryBucket);
+    const registered = await c1.register(instance('quiet', 'q-1'));
+    const renewedAt = Number((registered.instance as { renewedAtMs: number }).renewedAtMs);
+    await until('listed on both replicas', async () => (await c2.list('quiet')).length === 1);
+    const bound = LEASE_S * 1000 + FAST.sweepIntervalMs;
+    await until(
+      'gone from both replicas’ lists',
+      async () => (await c1.list('quiet')).length === 0 && (await c2.list('quiet')).length === 0,
+      bound + 2000,
+      10,
+    );
+    const hiddenAfter = Date.now() - renewedAt;
+    await until(
+      'removed from the bucket',
+      async () => (await store.get(Keys.registry('quiet', 'q-1'))) === undefined,
+      5000,
+    );
+    const removedAfter = Date.now() - renewedAt;
+    t.diagnostic(`hidden ${hiddenAfter} ms, removed ${removedAfter} ms after the last renewal`);
+    assert.ok(hiddenAfter <= bound, `hidden after ${hiddenAfter} ms, bound ${bound} ms`);
+    assert.ok(
+      removedAfter <= bound + FAST.sweepGraceMs + FAST.sweepIntervalMs,
+      `removed after ${removedAfter} ms (grace ${FAST.sweepGraceMs} ms)`,
+    );
+    const renewal = await rejection(c2.renew('quiet', 'q-1'));
+    assert.equal(renewal.code, grpcStatus.NOT_FOUND, 'renewing a swept entry says NOT_FOUND');
+    await until('one LEASE_EXPIRED event, however many replicas swept', () =>
+      events.some((e) => e.kind === Kind.LEASE_EXPIRED && e.instanceId === 'q-1'),
+    );
+    assert.equal(
+      events.filter((e) => e.kind === Kind.LEASE_EXPIRED && e.instanceId === 'q-1').length,
+      1,
+    );
+  });
+
+  test('the registration client registers again when its renewal is told NOT_FOUND', async () => {
+    const client = new RegistrationClient({
+      discovery: [r1.grpcAddress, r2.grpcAddress],
+      instance: { ...instance('resilient', 'res-1'), leaseSeconds: 3 },
+      logger: logs.logger,
+    });
+    await client.start();
+    try {
+      await until('listed', async () => (await c2.list('resilient')).length === 1);
+      const before = logs.withId(LogIds.clientReregistering).length;
+      // As if a sweep had removed it by mistake.
+      await c2.deregister('resilient', 'res-1');
+      await until(
+        'client re-registered after NOT_FOUND',
+        () => logs.withId(LogIds.clientReregistering).length > before,
+        5000,
+      );
+      await until('listed again', async () => (await c2.list('resilient')).length === 1);
+    } finally {
+      await client.stop(0);
+    }
+    assert.deepEqual(await c1.list('resilient'), [], 'stop deregistered it');
+  });
+
+  test('self-preservation: most leases lapsing at once are held, then renewals resume', async () => {
+    const COUNT = 10;
+    const PAUSED = 8;
+    const store = await bus.store(RegistryBucket);
+    for (let i = 0; i < COUNT; i++) await c1.register(instance('fleet', `f-${i}`, 7200 + i));
+    let paused = false;
+    let renewing = true;
+    const failures: string[] = [];
+    const renewer = (async () => {
+      const deadline = Date.now() + 40_000;
+      while (renewing && Date.now() < deadline) {
+        for (let i = 0; i < COUNT; i++) {
+          if (paused && i < PAUSED) continue;
+          await c2
+            .renew('fleet', `f-${i}`)
+            .catch((e: Error) => failures.push(`f-${i}: ${e.message}`));
+        }
+        await new Promise((r) => setTimeout(r, 300));
+      }
+    })();
+    try {
+      await until('all listed', async () => (await c2.list('fleet')).length === COUNT);
+      const heldBefore = logs.withId(BusLogIds.sweepHeld).length;
+      paused = true;
+      await until(
+        'SELF_PRESERVATION_ENTERED published',
+        () => events.some((e) => e.kind === Kind.SELF_PRESERVATION_ENTERED),
+        10_000,
+      );
+      await until('both replicas hold', () => r1.selfPreserving && r2.selfPreserving, 5000);
+      // Several sweep rounds held back on each replica: evidence, not a sleep.
+      await until(
+        'six sweeps held',
+        () => logs.withId(BusLogIds.sweepHeld).length >= heldBefore + 6,
+        10_000,
+      );
+      for (let i = 0; i < PAUSED; i++) {
+        assert.ok(await store.get(Keys.registry('fleet', `f-${i}`)), `f-${i} kept in the bucket`);
+      }
+      paused = false;
+      await until(
+        'renewals bring every instance back',
+        async () => (await c1.list('fleet')).length === COUNT,
+        10_000,
+      );
+      await until('SELF_PRESERVATION_EXITED published', () =>
+        events.some((e) => e.kind === Kind.SELF_PRESERVATION_EXITED),
+      );
+      await until(
+        'both replicas sweep normally again',
+        () => !r1.selfPreserving && !r2.selfPreserving,
+      );
+      assert.deepEqual(failures, [], 'no renewal was told NOT_FOUND: nothing had to re-register');
+      assert.ok(logs.withId(LogIds.selfPreservationEntered).length >= 1);
+      assert.ok(logs.withId(LogIds.selfPreservationExited).length >= 1);
+    } finally {
+      renewing = false;
+      await renewer;
+    }
+  });
+});
