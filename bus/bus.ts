@@ -30,6 +30,7 @@ import { EventPublisher, type EventPublisherOptions } from './events.js';
 import { defaultLogger, type Logger, LogIds } from './log.js';
 import { busMetrics } from './metrics.js';
 import { type ProvisionOptions, provision } from './provision.js';
+import { retryTransient } from './retry.js';
 import type { AffinityPreference, ServiceInstance } from './schemas.js';
 import { KvStore } from './store.js';
 import {
@@ -97,7 +98,8 @@ export class Bus {
       },
       'connected to the bus',
     );
-    const jsm = await jetstreamManager(nc);
+    // Checks the JetStream API, which has no leader for a moment after a node dies.
+    const jsm = await retryTransient(() => jetstreamManager(nc));
     const js = jetstream(nc);
     const bus = new Bus(nc, js, jsm, new Kvm(js), replicas, logger);
     void bus.logStatus();
