@@ -73,6 +73,7 @@ export class Mesh {
   private readonly expected: Map<string, number>;
   private readonly total: number;
   private readyWaiter: (() => void) | undefined;
+  private stopping = false;
   private exited: Promise<number | null> = Promise.resolve(null);
   private exitListener: ((code: number | null, signal: NodeJS.Signals | null) => void) | undefined;
 
@@ -188,6 +189,7 @@ export class Mesh {
         break;
       case Kind.STOPPED:
         this.pids.delete(key);
+        if (this.stopping) out.write(`  ■ ${name.padEnd(12)} stopped\n`);
         break;
     }
   }
@@ -231,7 +233,9 @@ export class Mesh {
   async stop(timeoutMs: number): Promise<void> {
     const { log } = this.options;
     this.exitListener = undefined;
+    this.stopping = true;
     const child = this.child;
+    if (child) this.options.out.write('Stopping the mesh:\n');
     if (child?.pid !== undefined) {
       log.info(
         { msgId: Ids.meshStopping, launcherPid: child.pid },
