@@ -58,7 +58,10 @@ const address = `127.0.0.1:${port}`;
 let instanceId = `greeter-${instanceNumber}`;
 
 const server = new grpc.Server();
-new HealthImplementation({ '': 'SERVING', [GREETER_SERVICE]: 'SERVING' }).addToServer(server);
+// NOT_SERVING until registered: a launcher's gRPC readiness probe then means "listening
+// and in the registry" (an entry left by a killed predecessor on the same port does not count).
+const health = new HealthImplementation({ '': 'NOT_SERVING', [GREETER_SERVICE]: 'NOT_SERVING' });
+health.addToServer(server);
 server.addService(serviceDefinition(GREETER_SERVICE), {
   sayHello(
     call: grpc.ServerUnaryCall<HelloRequest, HelloReply>,
@@ -135,12 +138,16 @@ for (let attempt = 1; ; attempt++) {
   }
 }
 logger.info({ instanceId, discovery }, `registered as ${GREETER_SERVICE_ID}/${instanceId}`);
+health.setStatus('', 'SERVING');
+health.setStatus(GREETER_SERVICE, 'SERVING');
 
 let stopping = false;
 const stop = async (signal: string) => {
   if (stopping) return;
   stopping = true;
   logger.info({ signal }, 'draining');
+  health.setStatus('', 'NOT_SERVING');
+  health.setStatus(GREETER_SERVICE, 'NOT_SERVING');
   await registration?.stop().catch(() => {});
   await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
   await bus.close();

@@ -222,6 +222,7 @@ test('halyard up: a mesh that answers through both gateways, fails over, restart
     );
   }
 
+  t.diagnostic(`calls through both gateways done at ${Date.now() - t0} ms`);
   // kill -9 of a greeter: the launcher restarts it, the calls keep working meanwhile.
   const seen: LifecycleEvent[] = [];
   const since = new Date();
@@ -255,7 +256,9 @@ test('halyard up: a mesh that answers through both gateways, fails over, restart
       seen.slice(exited).some((e) => e.instance === 2 && e.kind === Kind.READY)
     );
   };
+  t.diagnostic(`calls after kill -9 done at ${Date.now() - t0} ms`);
   while (!restarted() && Date.now() < deadline) await sleep(200);
+  t.diagnostic(`restart seen at ${Date.now() - t0} ms`);
   assert.ok(restarted(), `no EXITED → RESTARTING → READY for greeter#2: ${JSON.stringify(seen)}`);
   await events.stop();
   for (const pid of descendants(upPid)) seenPids.add(pid);
@@ -263,11 +266,19 @@ test('halyard up: a mesh that answers through both gateways, fails over, restart
   assert.match(again.message, /after restart/);
   await bus.close();
   bus = undefined;
+  for (const c of clients.splice(0)) c.close();
 
   // Ctrl-C: everything stops, in order, and nothing is left behind.
   const stopping = Date.now();
   process.kill(upPid, 'SIGINT');
-  const code = await Promise.race([exit, sleep(EXIT_TIMEOUT_MS).then(() => 'timeout' as const)]);
+  let timer: NodeJS.Timeout | undefined;
+  const code = await Promise.race([
+    exit,
+    new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), EXIT_TIMEOUT_MS);
+    }),
+  ]);
+  clearTimeout(timer);
   assert.equal(code, 0, `halyard up did not exit cleanly (${code})\n${stderr.slice(-3000)}`);
   t.diagnostic(`stopped ${Date.now() - stopping} ms after SIGINT`);
   const left = [...seenPids].filter(alive);
@@ -276,4 +287,6 @@ test('halyard up: a mesh that answers through both gateways, fails over, restart
   // The lifecycle events of the stop, as up shows them.
   const stopped = stdout.filter((l) => /^\s+■ \S+\s+stopped$/.test(l));
   assert.equal(stopped.length, 8, stdout.join('\n'));
+  up.stdout?.destroy();
+  up.stderr?.destroy();
 });
