@@ -345,18 +345,22 @@ async function launcherCommand(
     else process.stdout.write(`${launcherTable(list, Date.now())}\n`);
     return list.length === 0 ? ExitCodes.failed : ExitCodes.ok;
   }
-  const subject = Subjects.control('launcher', flags.host ?? '*', verb);
   const request = verb === 'refresh' ? {} : { component: component ?? '', instance: instance ?? 0 };
   const codecs = ControlCodecsOf[verb] as typeof ControlCodecsOf.start;
-  const replies = flags.host
-    ? await bus
-        .request(subject, request as never, codecs, 120_000)
-        .then((value) => [{ ok: true as const, value }])
+  // A fan-out cannot know how many launchers will answer, and a rolling restart takes a
+  // while: find the hosts first (display), then ask each one and wait for its answer.
+  const hosts = flags.host ? [flags.host] : (await launchers(bus, undefined)).map((l) => l.hostId);
+  const replies = await Promise.all(
+    hosts.map((host) =>
+      bus
+        .request(Subjects.control('launcher', host, verb), request as never, codecs, 300_000)
+        .then((value) => ({ ok: true as const, value }))
         .catch((error: unknown) => {
-          if (error instanceof ControlError) return [{ ok: false as const, error }];
-          throw new CliError(`launcher ${flags.host}: ${(error as Error).message}`);
-        })
-    : await bus.requestMany(subject, request as never, codecs, 120_000);
+          if (error instanceof ControlError) return { ok: false as const, error };
+          throw new CliError(`launcher ${host}: ${(error as Error).message}`);
+        }),
+    ),
+  );
   if (flags.json) {
     process.stdout.write(
       json(replies.map((r) => (r.ok ? r.value : { error: `${r.error.code}: ${r.error.message}` }))),
@@ -364,12 +368,12 @@ async function launcherCommand(
   } else if (replies.length === 0) {
     process.stdout.write('no launcher answered\n');
   } else {
-    for (const r of replies) {
+    for (const [i, r] of replies.entries()) {
+      const host = hosts[i] ?? '?';
       if (r.ok) {
-        const host = r.value.status?.hostId ?? '?';
         process.stdout.write(`${host}: ${r.value.accepted ? 'ok' : 'refused'} ${r.value.detail}\n`);
       } else {
-        process.stdout.write(`error: ${r.error.code}: ${r.error.message}\n`);
+        process.stdout.write(`${host}: error ${r.error.code}: ${r.error.message}\n`);
       }
     }
   }

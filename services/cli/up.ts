@@ -176,7 +176,10 @@ export async function up(options: UpOptions, log: Logger): Promise<number> {
     }
     checkLayout(dataDir, size);
     await stopLeftovers(local.nodes, log);
-    await checkPorts(specs);
+    await checkPorts(
+      specs,
+      options.busOnly ? [] : meshAdminPorts(options.basePort + ADMIN_BASE_OFFSET),
+    );
 
     log.info(
       {
@@ -498,8 +501,23 @@ function checkPortRange(basePort: number, size: number): void {
   }
 }
 
-async function checkPorts(specs: readonly NatsNodeSpec[]): Promise<void> {
-  const ports = portsOf(specs);
+/** The fixed ports of deploy/local/mesh.yaml (its gRPC ports are picked free by the launcher). */
+function meshAdminPorts(adminBase: number): { port: number; what: string }[] {
+  const o = MeshAdminOffsets;
+  return [
+    { port: adminBase + o.launcherGrpc, what: 'launcher control' },
+    { port: adminBase + o.launcherAdmin, what: 'launcher admin' },
+    ...[1, 2].map((i) => ({ port: adminBase + o.discovery + i, what: `discovery-${i} admin` })),
+    ...[1, 2].map((i) => ({ port: adminBase + o.gateway + i, what: `gateway-${i} admin` })),
+    { port: adminBase + o.cache + 1, what: 'cache-1 admin' },
+  ];
+}
+
+async function checkPorts(
+  specs: readonly NatsNodeSpec[],
+  extra: readonly { port: number; what: string }[],
+): Promise<void> {
+  const ports = [...portsOf(specs), ...extra];
   const free = await Promise.all(ports.map((p) => isPortFree(p.port)));
   const taken = ports.filter((_, i) => !free[i]);
   if (taken.length === 0) return;
