@@ -485,6 +485,26 @@ async function call(gateway: string, target: string, flags: CallFlags): Promise<
   }
   const requestType = method.resolvedRequestType as protobuf.Type;
   const responseType = method.resolvedResponseType as protobuf.Type;
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+    throw new CliError('--data must be a JSON object', ExitCodes.usage);
+  }
+  // The .proto's snake_case names are accepted as well as the JSON camelCase ones.
+  data = Object.fromEntries(
+    Object.entries(data).map(([k, v]) => [
+      k.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase()),
+      v,
+    ]),
+  );
+  const known = new Set(
+    requestType.fieldsArray.flatMap((f) => [f.name, f.options?.json_name ?? f.name]),
+  );
+  const unknown = Object.keys(data as object).filter((k) => !known.has(k));
+  if (unknown.length > 0) {
+    throw new CliError(
+      `--data: ${requestType.fullName.slice(1)} has no field ${unknown.join(', ')} (fields: ${requestType.fieldsArray.map((f) => f.name).join(', ')})`,
+      ExitCodes.usage,
+    );
+  }
   const problem = requestType.verify(data as Record<string, unknown>);
   if (problem) throw new CliError(`--data: ${problem}`, ExitCodes.usage);
   const serialize = (value: object) =>
@@ -563,7 +583,7 @@ async function call(gateway: string, target: string, flags: CallFlags): Promise<
     const e = error as grpc.ServiceError;
     const code = grpc.status[e.code] ?? String(e.code);
     throw new CliError(
-      `${target} via ${gateway} failed: ${code}: ${e.details || e.message}`,
+      `${target} via ${gateway} failed: ${code}: ${(e.details || e.message).replace(/\s*Resolution note:\s*$/, '')}`,
       e.code === grpc.status.UNAVAILABLE ? ExitCodes.unreachable : ExitCodes.failed,
     );
   } finally {
