@@ -11,6 +11,7 @@ import type { Bus, LauncherStatus, LifecycleEvent, Subscription } from '../../bu
 import { Subjects } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { ControlCodecsOf } from '../launcher/control.js';
+import { commandLineOf, isAlive } from './local-nats.js';
 import { CliLogIds as Ids, type Logger } from './log.js';
 
 const Kind = halyard.launcher.v1.LifecycleEvent.Kind;
@@ -131,6 +132,8 @@ export class Mesh {
     });
     fs.closeSync(logFd);
     this.child = child;
+    if (child.pid !== undefined)
+      fs.writeFileSync(launcherPidFile(this.options.logFile), `${child.pid}\n`);
     this.exited = new Promise((resolve) => {
       child.once('exit', (code, signal) => {
         this.child = undefined;
@@ -266,6 +269,7 @@ export class Mesh {
     }
     await sleep(200);
     await this.events?.stop().catch(() => {});
+    fs.rmSync(launcherPidFile(this.options.logFile), { force: true });
   }
 
   /** Synchronous last resort (second Ctrl-C, process exit). */
@@ -273,6 +277,43 @@ export class Mesh {
     if (this.child?.pid !== undefined) killGroup(this.child.pid);
     for (const pid of this.pids.values()) killGroup(pid);
   }
+}
+
+/** Where the launcher's pid is kept (next to its log), so that a later `up` finds a leftover. */
+function launcherPidFile(logFile: string): string {
+  return path.join(path.dirname(logFile), 'launcher.pid');
+}
+
+/**
+ * A launcher left running by an `up` that was killed (kill -9): stopped with SIGTERM (it
+ * stops its children) while the bus may still be up, then killed with its group. Only a
+ * process that still runs this launcher with this config is touched (pids get reused).
+ */
+export async function stopLeftoverLauncher(
+  logFile: string,
+  configFile: string,
+  log: Logger,
+  timeoutMs: number,
+): Promise<void> {
+  const file = launcherPidFile(logFile);
+  let pid: number;
+  try {
+    pid = Number.parseInt(fs.readFileSync(file, 'utf8'), 10);
+  } catch {
+    return;
+  }
+  const cmd = pid > 0 && isAlive(pid) ? commandLineOf(pid) : undefined;
+  if (cmd?.includes('services/launcher/main.ts') && cmd.includes(configFile)) {
+    log.warn(
+      { msgId: Ids.leftoverServer, launcherPid: pid },
+      `stopping the launcher (pid ${pid}) left running by an earlier halyard up`,
+    );
+    process.kill(pid, 'SIGTERM');
+    const deadline = Date.now() + timeoutMs;
+    while (isAlive(pid) && Date.now() < deadline) await sleep(100);
+    if (isAlive(pid)) killGroup(pid);
+  }
+  fs.rmSync(file, { force: true });
 }
 
 /** SIGKILL to the process group led by `pid` (the launcher's children lead their own). */

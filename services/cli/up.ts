@@ -26,7 +26,13 @@ import {
   type NatsNodeSpec,
 } from './local-nats.js';
 import { CliLogIds as Ids, type Logger } from './log.js';
-import { ADMIN_BASE_OFFSET, type Endpoint, Mesh, MeshAdminOffsets } from './mesh.js';
+import {
+  ADMIN_BASE_OFFSET,
+  type Endpoint,
+  Mesh,
+  MeshAdminOffsets,
+  stopLeftoverLauncher,
+} from './mesh.js';
 
 export interface UpOptions {
   /** Where node data, configs, logs and the lock live; resolved against the working dir. */
@@ -175,6 +181,13 @@ export async function up(options: UpOptions, log: Logger): Promise<number> {
       );
     }
     checkLayout(dataDir, size);
+    // First the launcher (it stops its children and records that on the bus), then NATS.
+    await stopLeftoverLauncher(
+      path.join(dataDir, 'logs', 'launcher.log'),
+      meshConfigFile(options),
+      log,
+      MESH_STOP_TIMEOUT_MS,
+    );
     await stopLeftovers(local.nodes, log);
     await checkPorts(
       specs,
@@ -236,9 +249,7 @@ export async function up(options: UpOptions, log: Logger): Promise<number> {
       mesh = new Mesh(
         {
           repoRoot: REPO_ROOT,
-          configFile: path.resolve(
-            options.meshConfig ?? path.join(REPO_ROOT, 'deploy/local/mesh.yaml'),
-          ),
+          configFile: meshConfigFile(options),
           servers: local.servers,
           adminBase,
           logFile: path.join(dataDir, 'logs', 'launcher.log'),
@@ -361,6 +372,10 @@ function summary(
     ...rows.map(([k, v]) => `  ${k.padEnd(11)} ${v}`),
   ];
   return `${lines.join('\n')}\n`;
+}
+
+function meshConfigFile(options: UpOptions): string {
+  return path.resolve(options.meshConfig ?? path.join(REPO_ROOT, 'deploy/local/mesh.yaml'));
 }
 
 /** Where the mesh listens and how to try it. */
