@@ -69,6 +69,24 @@ export interface BusOptions {
   /** Stream and bucket replicas; default 3 when the server is in a cluster, else 1. */
   readonly replicas?: number;
   readonly logger?: Logger;
+  /**
+   * For short-lived tools (the CLI): try each server once and fail instead of waiting
+   * for the bus to come up; no reconnection afterwards.
+   */
+  readonly failFast?: boolean;
+}
+
+/** What one stream (or bucket) looks like from JetStream: read-only, for health displays. */
+export interface StreamHealth {
+  readonly name: string;
+  readonly replicas: number;
+  readonly messages: number;
+  readonly firstSeq: number;
+  readonly lastSeq: number;
+  /** The node that leads the stream; undefined without a cluster or while it is elected. */
+  readonly leader: string | undefined;
+  /** The other nodes: whether each is current, and how far behind. */
+  readonly followers: ReadonlyArray<{ name: string; current: boolean; lag: number }>;
 }
 
 export class Bus {
@@ -131,6 +149,27 @@ export class Bus {
     } finally {
       view.stop();
     }
+  }
+
+  /** Every stream of the account (Halyard's, and the buckets' KV_ streams), with its cluster state. */
+  async streams(): Promise<StreamHealth[]> {
+    const result: StreamHealth[] = [];
+    for await (const info of this.jsm.streams.list()) {
+      result.push({
+        name: info.config.name,
+        replicas: info.config.num_replicas,
+        messages: info.state.messages,
+        firstSeq: info.state.first_seq,
+        lastSeq: info.state.last_seq,
+        leader: info.cluster?.leader,
+        followers: (info.cluster?.replicas ?? []).map((r) => ({
+          name: r.name,
+          current: r.current,
+          lag: r.lag ?? 0,
+        })),
+      });
+    }
+    return result.sort((a, b) => a.name.localeCompare(b.name));
   }
 
   publisher(options?: EventPublisherOptions): EventPublisher {
@@ -219,6 +258,9 @@ async function connectionOptions(options: BusOptions): Promise<ConnectionOptions
     reconnectTimeWait: 1000,
     reconnectJitter: 500,
     waitOnFirstConnect: true,
+    ...(options.failFast
+      ? { maxReconnectAttempts: 0, waitOnFirstConnect: false, timeout: 2000, reconnect: false }
+      : {}),
     ...(options.tls ? { tls: { ...options.tls } } : {}),
   };
   const auth = options.auth;

@@ -7,7 +7,14 @@ export {
   CacheBucket,
   RegistryBucket,
 } from './buckets.js';
-export { Bus, type BusAuth, type BusOptions, type BusTls, type Snapshot } from './bus.js';
+export {
+  Bus,
+  type BusAuth,
+  type BusOptions,
+  type BusTls,
+  type Snapshot,
+  type StreamHealth,
+} from './bus.js';
 export { type Codec, Codecs, InvalidMessageError, type MessageOrigin } from './codec.js';
 export {
   type ControlCode,

@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bin=../node_modules/.bin
+# demo/ holds the demo service of the local mesh (`halyard up`).
 # grpc/ holds vendored upstream contracts (grpc.health.v1) the gateway serves itself.
-mapfile -t files < <(find halyard grpc -name '*.proto' | sort)
+mapfile -t files < <(find halyard grpc demo -name '*.proto' | sort)
 mkdir -p gen
 "$bin/pbjs" -t static-module -w es6 --es6 --force-number --no-delimited --no-verify --no-service \
   -p . -o gen/halyard.js "${files[@]}"

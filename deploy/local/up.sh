@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# `npm start`: a local Halyard bus (the first step of `halyard up`). Installs what is
+# `npm start`: a local Halyard mesh (`halyard up`): the bus, then one launcher with
+# deploy/local/mesh.yaml (discovery, gateways, cache, demo greeters). Installs what is
 # missing (npm packages, Debian's nats-server when run as root), regenerates the
 # contracts' code, then runs `halyard up` in the foreground; arguments are passed on
-# (`npm start -- --single-node`, `--data-dir DIR`, `--base-port N`). Ctrl-C stops it.
+# (`npm start -- --single-node`, `--bus-only`, `--data-dir DIR`, `--base-port N`). Ctrl-C stops it.
 # stdout carries only the summary of `up`; everything else goes to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

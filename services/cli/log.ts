@@ -15,6 +15,8 @@ export const CliLogIds = {
   clusterReady: 'HALX0004I',
   busProvisioned: 'HALX0005I',
   upReady: 'HALX0006I',
+  meshStarting: 'HALX0007I',
+  meshStopping: 'HALX0013I',
   stopping: 'HALX0010I',
   nodeStopped: 'HALX0011I',
   stopped: 'HALX0012I',
@@ -28,6 +30,7 @@ export const CliLogIds = {
   startFailed: 'HALX0033E',
   nodeCrashed: 'HALX0034E',
   badOption: 'HALX0035E',
+  meshFailed: 'HALX0036E',
 } as const;
 
 export type LogFormat = 'json' | 'pretty';

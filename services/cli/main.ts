@@ -1,12 +1,15 @@
 /**
- * The `halyard` command. For now one sub-command, `up`: a local Halyard bus (the first
- * step of a whole local mesh; discovery, gateways and a launcher come later).
+ * The `halyard` command (./halyard in the repository root):
  *
- *   node --import tsx services/cli/main.ts up [--single-node] [--data-dir DIR] [--base-port N]
+ *   halyard up [--single-node] [--bus-only] [--data-dir DIR] [--base-port N]
+ *   halyard status | events | launcher … | affinity … | call …   (see --help of each)
  *
  * `npm start` runs `up` through deploy/local/up.sh, which first installs what is missing.
+ * Exit codes: 0 ok, 1 failed, 2 usage, 3 unreachable (connect.ts).
  */
 import { Command, InvalidArgumentError } from 'commander';
+import { addCommands } from './commands.js';
+import { ExitCodes } from './connect.js';
 import { cliLogger } from './log.js';
 import { DEFAULT_BASE_PORT, DEFAULT_DATA_DIR, PortOffsets, up } from './up.js';
 
@@ -23,15 +26,22 @@ const program = new Command('halyard')
     'Halyard: a high-availability control plane and gRPC gateway on a replicated NATS JetStream bus',
   )
   .showHelpAfterError('(add --help for usage)')
-  .showSuggestionAfterError();
+  .showSuggestionAfterError()
+  .exitOverride((err) => {
+    // Usage errors exit 2; --help and --version exit 0.
+    process.exit(err.exitCode === 0 ? 0 : ExitCodes.usage);
+  });
 
 program
   .command('up')
   .description(
-    'run a local Halyard bus: a 3-node NATS JetStream cluster on 127.0.0.1, provisioned with ' +
-      "Halyard's stream and buckets; stays in the foreground until Ctrl-C",
+    'run a local Halyard mesh: a 3-node NATS JetStream cluster on 127.0.0.1, provisioned with ' +
+      "Halyard's stream and buckets, then one launcher with deploy/local/mesh.yaml (two discovery " +
+      'replicas, two gateways, the cache, three demo greeters); stays in the foreground until Ctrl-C',
   )
   .option('--single-node', 'run one nats-server instead of three (replicas 1)', false)
+  .option('--bus-only', 'only the bus: no launcher, no mesh', false)
+  .option('--mesh-config <file>', 'launcher config of the mesh (default deploy/local/mesh.yaml)')
   .option('--data-dir <dir>', 'where node data, configs, logs and the lock live', DEFAULT_DATA_DIR)
   .option(
     '--base-port <port>',
@@ -43,7 +53,8 @@ program
   .addHelpText(
     'after',
     `
-Data survives a restart: run up again with the same --data-dir. One up per data dir;
+Admin ports of the mesh start at base+5000 (9222 by default); gRPC ports are free ports
+the launcher picks: up prints them all once the mesh is ready. Data survives a restart: run up again with the same --data-dir. One up per data dir;
 a second one says which is running and exits 1. Logs (pino, message ids HALX…) go to
 stderr; HALYARD_LOG_LEVEL and HALYARD_LOG_FORMAT (json | pretty) adjust them.
 
@@ -52,13 +63,35 @@ Examples:
   halyard up --single-node --data-dir /tmp/hal # one server, replicas 1
   halyard up --base-port 14222                 # ports 14222-14224, 16222-16224, 18222-18224`,
   )
-  .action(async (opts: { singleNode: boolean; dataDir: string; basePort: number }) => {
-    const log = await cliLogger('halyard-up');
-    process.exitCode = await up(
-      { singleNode: opts.singleNode, dataDir: opts.dataDir, basePort: opts.basePort },
-      log,
-    );
-  });
+  .action(
+    async (opts: {
+      singleNode: boolean;
+      busOnly: boolean;
+      meshConfig?: string;
+      dataDir: string;
+      basePort: number;
+    }) => {
+      const log = await cliLogger('halyard-up');
+      process.exitCode = await up(
+        {
+          singleNode: opts.singleNode,
+          busOnly: opts.busOnly,
+          meshConfig: opts.meshConfig,
+          dataDir: opts.dataDir,
+          basePort: opts.basePort,
+        },
+        log,
+      );
+    },
+  );
+
+addCommands(program);
+
+// `halyard events | head`: a closed pipe ends the command quietly.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(0);
+  throw error;
+});
 
 await program.parseAsync();
 // Nothing is left to do: do not wait for stray handles (a reconnect timer of a closed client...).

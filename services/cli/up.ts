@@ -12,6 +12,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { AllBuckets, Bus, BusConfigError, EVENTS_STREAM } from '../../bus/index.js';
 import {
   commandLineOf,
@@ -25,6 +26,13 @@ import {
   type NatsNodeSpec,
 } from './local-nats.js';
 import { CliLogIds as Ids, type Logger } from './log.js';
+import {
+  ADMIN_BASE_OFFSET,
+  type Endpoint,
+  Mesh,
+  MeshAdminOffsets,
+  stopLeftoverLauncher,
+} from './mesh.js';
 
 export interface UpOptions {
   /** Where node data, configs, logs and the lock live; resolved against the working dir. */
@@ -32,6 +40,10 @@ export interface UpOptions {
   /** First client port; route ports are +2000, monitoring ports +4000 (4222 → 6222, 8222). */
   readonly basePort: number;
   readonly singleNode: boolean;
+  /** Only the bus: no launcher, no mesh. */
+  readonly busOnly?: boolean;
+  /** The launcher config of the mesh; default deploy/local/mesh.yaml of this checkout. */
+  readonly meshConfig?: string;
   /** Where the summary for humans goes. Default stdout. */
   readonly out?: NodeJS.WritableStream;
 }
@@ -47,6 +59,11 @@ const READY_TIMEOUT_MS = 60_000;
 /** Stream leaders are elected after the meta leader: provisioning may need a few retries. */
 const PROVISION_TIMEOUT_MS = 30_000;
 const BUS_CLOSE_TIMEOUT_MS = 5_000;
+/** Every process of the mesh READY: discovery, gateways, cache and the greeters. */
+const MESH_READY_TIMEOUT_MS = 120_000;
+/** The launcher stops its children in order, each within its stop timeout. */
+const MESH_STOP_TIMEOUT_MS = 45_000;
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 /** A problem the user can fix; reported as one error line, exit code 1. */
 class UpError extends Error {
@@ -117,13 +134,18 @@ export async function up(options: UpOptions, log: Logger): Promise<number> {
       stop.abort(new StopRequested(signal));
       return;
     }
-    log.warn({ msgId: Ids.forcedStop, signal }, `${signal} again: killing the nats-server nodes`);
+    log.warn(
+      { msgId: Ids.forcedStop, signal },
+      `${signal} again: killing the mesh and the nats-server nodes`,
+    );
+    mesh?.killAllSync();
     local.killAllSync();
     lock.release();
     process.exit(1);
   };
   // Last resort when something exits the process without stopping the nodes.
   const onExit = () => {
+    mesh?.killAllSync();
     for (const n of local.nodes) {
       try {
         if (n.pid !== undefined) process.kill(n.pid, 'SIGTERM');
@@ -137,6 +159,7 @@ export async function up(options: UpOptions, log: Logger): Promise<number> {
   process.on('exit', onExit);
 
   let bus: Bus | undefined;
+  let mesh: Mesh | undefined;
   let code = 0;
   try {
     checkPortRange(options.basePort, size);
@@ -158,8 +181,18 @@ export async function up(options: UpOptions, log: Logger): Promise<number> {
       );
     }
     checkLayout(dataDir, size);
+    // First the launcher (it stops its children and records that on the bus), then NATS.
+    await stopLeftoverLauncher(
+      path.join(dataDir, 'logs', 'launcher.log'),
+      meshConfigFile(options),
+      log,
+      MESH_STOP_TIMEOUT_MS,
+    );
     await stopLeftovers(local.nodes, log);
-    await checkPorts(specs);
+    await checkPorts(
+      specs,
+      options.busOnly ? [] : meshAdminPorts(options.basePort + ADMIN_BASE_OFFSET),
+    );
 
     log.info(
       {
@@ -210,11 +243,48 @@ export async function up(options: UpOptions, log: Logger): Promise<number> {
     );
 
     out.write(summary(local, connected, dataDir, monitoring, await streamsOn(local.node(0))));
+    watchForCrashes(local.nodes, log, stop);
+    if (!options.busOnly) {
+      const adminBase = options.basePort + ADMIN_BASE_OFFSET;
+      mesh = new Mesh(
+        {
+          repoRoot: REPO_ROOT,
+          configFile: meshConfigFile(options),
+          servers: local.servers,
+          adminBase,
+          logFile: path.join(dataDir, 'logs', 'launcher.log'),
+          out,
+          log,
+        },
+        connected,
+      );
+      const started = mesh;
+      started.onUnexpectedExit((exitCode, exitSignal) => {
+        log.error(
+          { msgId: Ids.meshFailed, code: exitCode, signal: exitSignal },
+          `the launcher exited (${exitSignal ?? `code ${exitCode}`}); see ${path.join(dataDir, 'logs', 'launcher.log')}`,
+        );
+        stop.abort(new UpError(Ids.meshFailed, 'the mesh stopped: its launcher exited'));
+      });
+      await started.start();
+      const timeout = AbortSignal.timeout(MESH_READY_TIMEOUT_MS);
+      try {
+        await started.waitReady(AbortSignal.any([stop.signal, timeout]));
+      } catch (err) {
+        if (!timeout.aborted || stop.signal.aborted) throw err;
+        throw new UpError(
+          Ids.meshFailed,
+          `the mesh was not ready within ${MESH_READY_TIMEOUT_MS / 1000} s; see ${path.join(dataDir, 'logs', 'launcher.log')}`,
+        );
+      }
+      const status = await started.display();
+      out.write(meshSummary(status ? started.endpoints(status) : [], adminBase));
+    }
     log.info(
       { msgId: Ids.upReady, readyMs: Math.round(process.uptime() * 1000) },
       'halyard up is ready',
     );
-    watchForCrashes(local.nodes, log, stop);
+    out.write(`Ready in ${process.uptime().toFixed(1)} s. Ctrl-C to stop.\n`);
     await new Promise<never>((_, reject) => {
       if (stop.signal.aborted) reject(stop.signal.reason);
       stop.signal.addEventListener('abort', () => reject(stop.signal.reason), { once: true });
@@ -231,6 +301,7 @@ export async function up(options: UpOptions, log: Logger): Promise<number> {
       code = 1;
     }
   } finally {
+    await mesh?.stop(MESH_STOP_TIMEOUT_MS);
     await shutdown(local, bus, log);
     lock.release();
     process.off('SIGINT', onSignal);
@@ -299,9 +370,44 @@ function summary(
   const lines = [
     `Halyard bus: ${what}${version ? ` (nats-server ${version})` : ''}`,
     ...rows.map(([k, v]) => `  ${k.padEnd(11)} ${v}`),
-    `Ready in ${process.uptime().toFixed(1)} s. Ctrl-C to stop.`,
   ];
   return `${lines.join('\n')}\n`;
+}
+
+function meshConfigFile(options: UpOptions): string {
+  return path.resolve(options.meshConfig ?? path.join(REPO_ROOT, 'deploy/local/mesh.yaml'));
+}
+
+/** Where the mesh listens and how to try it. */
+function meshSummary(endpoints: Endpoint[], adminBase: number): string {
+  const titles: Record<string, string> = {
+    gateway: 'gateway (gRPC, h2c)',
+    discovery: 'discovery (registry gRPC)',
+    cache: 'cache (gRPC)',
+    greeter: 'greeter (demo, direct)',
+  };
+  const rows = endpoints.map((e) => {
+    const name = `${e.component}-${e.instance}`;
+    const admin = e.adminPort ? `  admin http://127.0.0.1:${e.adminPort}/metrics` : '';
+    return `  ${name.padEnd(12)} 127.0.0.1:${e.port}${admin}  ${titles[e.component] ?? ''}`;
+  });
+  const gateways = endpoints.filter((e) => e.component === 'gateway');
+  const call = (g: Endpoint | undefined, i: number) =>
+    `  ./halyard call 127.0.0.1:${g?.port ?? '<gateway port>'} demo.greeter.v1.Greeter/SayHello --data '{"name":"gateway ${i}"}'`;
+  return [
+    'Halyard mesh: one launcher (host "local") running deploy/local/mesh.yaml',
+    ...rows,
+    `  launcher     control 127.0.0.1:${adminBase + MeshAdminOffsets.launcherGrpc}  admin http://127.0.0.1:${adminBase + MeshAdminOffsets.launcherAdmin}/metrics`,
+    '',
+    'Call the demo through either gateway (another terminal, in this directory):',
+    call(gateways[0], 1),
+    call(gateways[1], 2),
+    `  ./halyard call 127.0.0.1:${gateways[0]?.port ?? '<gateway port>'} demo.greeter.v1.Greeter/StreamHellos --data '{"name":"you","count":3}'`,
+    'Watch it:',
+    '  ./halyard status',
+    '  ./halyard events --follow',
+    '',
+  ].join('\n');
 }
 
 async function connectBus(servers: string[], log: Logger, signal: AbortSignal): Promise<Bus> {
@@ -397,17 +503,36 @@ function watchForCrashes(
 }
 
 function checkPortRange(basePort: number, size: number): void {
-  const highest = basePort + PortOffsets.monitoring + size - 1;
+  // The mesh's admin ports come after the bus's: base+5000 … base+5040.
+  const highest = Math.max(
+    basePort + PortOffsets.monitoring + size - 1,
+    basePort + ADMIN_BASE_OFFSET + 40,
+  );
   if (!Number.isInteger(basePort) || basePort < 1 || highest > 65_535) {
     throw new UpError(
       Ids.badOption,
-      `--base-port ${basePort} is out of range: it must leave room for ports up to base+${PortOffsets.monitoring + size - 1} (≤ 65535)`,
+      `--base-port ${basePort} is out of range: it must leave room for ports up to base+${ADMIN_BASE_OFFSET + 40} (≤ 65535)`,
     );
   }
 }
 
-async function checkPorts(specs: readonly NatsNodeSpec[]): Promise<void> {
-  const ports = portsOf(specs);
+/** The fixed ports of deploy/local/mesh.yaml (its gRPC ports are picked free by the launcher). */
+function meshAdminPorts(adminBase: number): { port: number; what: string }[] {
+  const o = MeshAdminOffsets;
+  return [
+    { port: adminBase + o.launcherGrpc, what: 'launcher control' },
+    { port: adminBase + o.launcherAdmin, what: 'launcher admin' },
+    ...[1, 2].map((i) => ({ port: adminBase + o.discovery + i, what: `discovery-${i} admin` })),
+    ...[1, 2].map((i) => ({ port: adminBase + o.gateway + i, what: `gateway-${i} admin` })),
+    { port: adminBase + o.cache + 1, what: 'cache-1 admin' },
+  ];
+}
+
+async function checkPorts(
+  specs: readonly NatsNodeSpec[],
+  extra: readonly { port: number; what: string }[],
+): Promise<void> {
+  const ports = [...portsOf(specs), ...extra];
   const free = await Promise.all(ports.map((p) => isPortFree(p.port)));
   const taken = ports.filter((_, i) => !free[i]);
   if (taken.length === 0) return;

@@ -63,6 +63,7 @@ function startUp(basePort: number): UpProcess {
       'tsx',
       'services/cli/main.ts',
       'up',
+      '--bus-only',
       '--data-dir',
       dataDir,
       '--base-port',
