@@ -13,6 +13,7 @@ import { Bus, CacheBucket, type CacheEntry } from '../bus/index.js';
 import { createCacheClient } from '../services/cache/client.js';
 import { startReplica, tokensFor } from '../test/support/cache.js';
 import { NatsCluster } from '../test/support/nats-cluster.js';
+import { measure, printTable } from './latency.js';
 
 const { values } = parseArgs({
   options: {
@@ -23,45 +24,10 @@ const { values } = parseArgs({
 const COUNT = Number(values.count);
 const VALUE = new Uint8Array(Number(values['value-bytes'])).fill(7);
 const TIME_BUDGET_MS = 30_000;
+const sample = (name: string, op: (i: number) => Promise<unknown>) =>
+  measure(name, op, { count: COUNT, budgetMs: TIME_BUDGET_MS });
 const KEYS = 500;
 const logger = pino({ level: 'warn' });
-
-interface Row {
-  readonly name: string;
-  readonly samples: number[];
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
-}
-
-async function measure(name: string, op: (i: number) => Promise<unknown>): Promise<Row> {
-  for (let i = 0; i < 50; i++) await op(i); // warm-up
-  const out: number[] = [];
-  const deadline = performance.now() + TIME_BUDGET_MS;
-  for (let i = 0; i < COUNT && performance.now() < deadline; i++) {
-    const start = performance.now();
-    await op(i);
-    out.push(performance.now() - start);
-  }
-  return { name, samples: out.sort((a, b) => a - b) };
-}
-
-function print(title: string, rows: Row[]): void {
-  const base = rows[0]!;
-  console.log(`\n${title}`);
-  console.log('| case | n | p50 ms | p99 ms | p50 ratio | p99 ratio |');
-  console.log('|---|---|---|---|---|---|');
-  for (const row of rows) {
-    const p50 = percentile(row.samples, 50);
-    const p99 = percentile(row.samples, 99);
-    const r50 = p50 / percentile(base.samples, 50);
-    const r99 = p99 / percentile(base.samples, 99);
-    console.log(
-      `| ${row.name} | ${row.samples.length} | ${p50.toFixed(3)} | ${p99.toFixed(3)} | ${r50.toFixed(2)}× | ${r99.toFixed(2)}× |`,
-    );
-  }
-}
 
 const keyOf = (i: number) => `bench/${i % KEYS}`;
 
@@ -88,21 +54,21 @@ async function main(): Promise<void> {
       expiresAtMs: 0,
     });
 
-    print('Put (sequential, acknowledged)', [
-      await measure('cache Put via gRPC → replica A', (i) => onA.put(keyOf(i), VALUE)),
-      await measure('direct bus KvStore put (no service)', (i) => store.put(entry(i))),
+    printTable('Put (sequential, acknowledged)', [
+      await sample('cache Put via gRPC → replica A', (i) => onA.put(keyOf(i), VALUE)),
+      await sample('direct bus KvStore put (no service)', (i) => store.put(entry(i))),
     ]);
 
     const map = new Map<string, Uint8Array>();
     for (let i = 0; i < KEYS; i++) map.set(keyOf(i), VALUE);
     const memory = createCacheClient({ namespace: 'bench' });
     for (let i = 0; i < KEYS; i++) await memory.put(keyOf(i), VALUE);
-    print('Get (sequential)', [
-      await measure('cache Get via gRPC → replica B', async (i) => {
+    printTable('Get (sequential)', [
+      await sample('cache Get via gRPC → replica B', async (i) => {
         if (!(await onB.get(keyOf(i)))) throw new Error(`missing ${keyOf(i)}`);
       }),
-      await measure('in-process Map get', async (i) => map.get(keyOf(i))),
-      await measure('client in-memory fallback get', (i) => memory.get(keyOf(i))),
+      await sample('in-process Map get', async (i) => map.get(keyOf(i))),
+      await sample('client in-memory fallback get', (i) => memory.get(keyOf(i))),
     ]);
 
     // Write on A, visible on B: B's Watch stream (service) or B's local view (bus).
@@ -123,13 +89,13 @@ async function main(): Promise<void> {
       await onA.put('probe', VALUE);
       open = await Promise.race([seen, new Promise<boolean>((r) => setTimeout(r, 200, false))]);
     }
-    print('Write on A → visible on B', [
-      await measure('cache Put on A → Watch event on B (gRPC both ends)', async (i) => {
+    printTable('Write on A → visible on B', [
+      await sample('cache Put on A → Watch event on B (gRPC both ends)', async (i) => {
         const seen = seenOnB(keyOf(i));
         await onA.put(keyOf(i), VALUE);
         await seen;
       }),
-      await measure('bus KvStore put → local view on B (no service)', async (i) => {
+      await sample('bus KvStore put → local view on B (no service)', async (i) => {
         const next = entry(i, Date.now() + 1_000_000 + i);
         const tag = `${next.key}@${next.updatedAtMs}`;
         const seen = new Promise<void>((resolve) => viewed.set(tag, resolve));

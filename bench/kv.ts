@@ -11,32 +11,14 @@ import { pino } from 'pino';
 import { Bus, RegistryBucket } from '../bus/index.js';
 import { NatsCluster } from '../test/support/nats-cluster.js';
 import * as samples from '../test/support/samples.js';
+import { measure, printTable, type Row } from './latency.js';
 
 const { values } = parseArgs({ options: { count: { type: 'string', default: '2000' } } });
 const COUNT = Number(values.count);
 const TIME_BUDGET_MS = 30_000;
+const sample = (name: string, op: (i: number) => Promise<unknown>) =>
+  measure(name, op, { count: COUNT, budgetMs: TIME_BUDGET_MS });
 const logger = pino({ level: 'warn' });
-
-interface Row {
-  readonly name: string;
-  readonly samples: number[];
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
-}
-
-async function measure(name: string, op: (i: number) => Promise<void>): Promise<Row> {
-  for (let i = 0; i < 50; i++) await op(-1 - i); // warm-up
-  const out: number[] = [];
-  const deadline = performance.now() + TIME_BUDGET_MS;
-  for (let i = 0; i < COUNT && performance.now() < deadline; i++) {
-    const start = performance.now();
-    await op(i);
-    out.push(performance.now() - start);
-  }
-  return { name, samples: out.sort((a, b) => a - b) };
-}
 
 /** Interest on node B reaches node A a moment after B subscribes. */
 async function untilRouted(probe: () => Promise<unknown>): Promise<void> {
@@ -52,26 +34,10 @@ async function untilRouted(probe: () => Promise<unknown>): Promise<void> {
   }
 }
 
-function print(title: string, rows: Row[]): void {
-  const base = rows[0]!;
-  console.log(`\n${title}`);
-  console.log('| case | n | p50 ms | p99 ms | p50 ratio | p99 ratio |');
-  console.log('|---|---|---|---|---|---|');
-  for (const row of rows) {
-    const p50 = percentile(row.samples, 50);
-    const p99 = percentile(row.samples, 99);
-    const r50 = p50 / percentile(base.samples, 50);
-    const r99 = p99 / percentile(base.samples, 99);
-    console.log(
-      `| ${row.name} | ${row.samples.length} | ${p50.toFixed(3)} | ${p99.toFixed(3)} | ${r50.toFixed(2)}× | ${r99.toFixed(2)}× |`,
-    );
-  }
-}
-
 async function kvPut(bus: Bus, name: string): Promise<Row> {
   const store = await bus.store(RegistryBucket);
   const value = samples.instance({ leaseSeconds: 3600 });
-  return measure(name, async (i) => {
+  return sample(name, async (i) => {
     await store.put({ ...value, instanceId: `bench-${i < 0 ? `w${-i}` : i % 500}` });
   });
 }
@@ -84,7 +50,7 @@ async function coreRequest(a: Bus, b: Bus): Promise<Row> {
   });
   const payload = new Uint8Array(200);
   await untilRouted(() => a.connection.request('bench.echo', payload, { timeout: 1000 }));
-  const row = await measure('core NATS request/reply (A → B → A)', async () => {
+  const row = await sample('core NATS request/reply (A → B → A)', async () => {
     await a.connection.request('bench.echo', payload, { timeout: 5000 });
   });
   sub.unsubscribe();
@@ -101,7 +67,7 @@ async function propagation(a: Bus, b: Bus): Promise<Row> {
   });
   const value = samples.instance({ leaseSeconds: 3600 });
   let stamp = Date.now();
-  const row = await measure('KV put on A → local view on B (R3)', async (i) => {
+  const row = await sample('KV put on A → local view on B (R3)', async (i) => {
     const next = { ...value, instanceId: `prop-${i < 0 ? 'w' : i % 500}`, renewedAtMs: ++stamp };
     const key = `${RegistryBucket.key(next)}@${next.renewedAtMs}`;
     const seen = new Promise<void>((resolve) => waiting.set(key, resolve));
@@ -125,7 +91,7 @@ async function corePubSub(a: Bus, b: Bus): Promise<Row> {
     a.connection.publish('bench.pubsub', payload);
     await seen;
   });
-  const row = await measure('core NATS publish on A → subscriber on B', async () => {
+  const row = await sample('core NATS publish on A → subscriber on B', async () => {
     const seen = new Promise<void>((r) => {
       resolve = r;
     });
@@ -151,12 +117,12 @@ async function main(): Promise<void> {
       `nats-server ${a.connection.info?.version}; KV_halyard-registry leader n${leader}; A on n0, B on n2`,
     );
 
-    print('KV put (sequential, acknowledged)', [
+    printTable('KV put (sequential, acknowledged)', [
       await kvPut(a, 'KV put, R3, 3-node cluster'),
       await kvPut(solo, 'KV put, R1, single node'),
       await coreRequest(a, b),
     ]);
-    print('Propagation to another replica', [await propagation(a, b), await corePubSub(a, b)]);
+    printTable('Propagation to another replica', [await propagation(a, b), await corePubSub(a, b)]);
     await Promise.all([a.close(), b.close(), solo.close()]);
   } finally {
     await three.close();
