@@ -1,0 +1,234 @@
+/**
+ * Sticky preferences as every gateway replica sees them: the whole `halyard-affinity`
+ * bucket in memory (a local view), this replica's decisions that the view does not
+ * show yet, and users per instance derived from both — so routing a known user is a
+ * map look-up and every replica enforces the same `lb.maxUsersPerInstance`.
+ *
+ * Writes never block a call: decisions and "last seen" refreshes are queued and
+ * written in the background. While the bus connection is down nothing is written;
+ * when it returns, a queued write whose key meanwhile got a newer value elsewhere is
+ * dropped instead of overriding it. Without compare-and-set (not enforced on R3 with
+ * nats-server 2.9), replicas converge because they decide alike (rendezvous hashing
+ * over the same live instances) and, when they do not, adopt the bucket's last value.
+ */
+import type { Logger } from 'pino';
+import {
+  type AffinityPreference,
+  Keys,
+  type KvStore,
+  type LocalView,
+  type ViewChange,
+} from '../../bus/index.js';
+import { GatewayLogIds } from './log-ids.js';
+
+interface Pending {
+  readonly value: AffinityPreference;
+  /** Revision of our write once acknowledged; the view showing it retires the entry. */
+  revision: number | undefined;
+  writing: boolean;
+}
+
+/** Where the bucket's values go; a KvStore in production. */
+export type AffinityWriter = Pick<KvStore<AffinityPreference>, 'put'>;
+
+export interface AffinityTableOptions {
+  readonly gatewayId: string;
+  /** Whether writes can go out now (the bus connection is up). */
+  readonly connected: () => boolean;
+  /** Delay between rounds of the writer while writes wait or fail. */
+  readonly retryMs?: number;
+}
+
+export class AffinityTable {
+  private readonly pending = new Map<string, Pending>();
+  /** `serviceId` → `instanceId` → users whose effective preference names it. */
+  private readonly counts = new Map<string, Map<string, number>>();
+  private held = 0;
+  private flushing = false;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private readonly unsubscribe: () => void;
+
+  constructor(
+    private readonly view: LocalView<AffinityPreference>,
+    private readonly writer: AffinityWriter,
+    private readonly options: AffinityTableOptions,
+    private readonly logger: Logger,
+  ) {
+    this.unsubscribe = view.onChange((change) => this.applyView(change));
+    for (const [, value] of view.entries()) this.count(value, 1);
+  }
+
+  /** Preferences held (view plus this replica's unwritten ones). */
+  get size(): number {
+    return this.held;
+  }
+
+  /** Queued writes not yet acknowledged. */
+  get queued(): number {
+    let n = 0;
+    for (const p of this.pending.values()) if (p.revision === undefined) n++;
+    return n;
+  }
+
+  /** The effective preference of a user for a service; undefined if none or idle too long. */
+  get(serviceId: string, userKey: string): AffinityPreference | undefined {
+    const key = Keys.affinity(serviceId, userKey);
+    const local = this.pending.get(key);
+    if (local !== undefined && !lapsed(local.value, Date.now())) return local.value;
+    return this.view.get(key);
+  }
+
+  /** Users whose preference names this instance. */
+  usersOf(serviceId: string, instanceId: string): number {
+    return this.counts.get(serviceId)?.get(instanceId) ?? 0;
+  }
+
+  /** Records a decision (new, or moved) and writes it in the background. */
+  assign(
+    serviceId: string,
+    userKey: string,
+    instanceId: string,
+    idleSeconds: number,
+    now = Date.now(),
+  ): AffinityPreference {
+    const value: AffinityPreference = {
+      serviceId,
+      userKey,
+      instanceId,
+      createdAtMs: now,
+      lastSeenAtMs: now,
+      idleSeconds,
+      gatewayId: this.options.gatewayId,
+    };
+    this.setPending(Keys.affinity(serviceId, userKey), value);
+    return value;
+  }
+
+  /**
+   * A call used this preference: refreshes "last seen" in the bucket at most once per
+   * tenth of the idle period (not per call).
+   */
+  touch(preference: AffinityPreference, now: number): void {
+    // `preference` is the effective one: a refresh queued here shows at once.
+    if (now - preference.lastSeenAtMs < preference.idleSeconds * 100) return;
+    const key = Keys.affinity(preference.serviceId, preference.userKey);
+    this.setPending(key, { ...preference, lastSeenAtMs: now, gatewayId: this.options.gatewayId });
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.flushTimer);
+    this.unsubscribe();
+  }
+
+  private setPending(key: string, value: AffinityPreference): void {
+    const before = this.effective(key);
+    this.pending.set(key, { value, revision: undefined, writing: false });
+    this.moved(before, value);
+    this.scheduleFlush(0);
+  }
+
+  private effective(key: string): AffinityPreference | undefined {
+    return this.pending.get(key)?.value ?? this.view.get(key);
+  }
+
+  private applyView(change: ViewChange<AffinityPreference>): void {
+    const local = this.pending.get(change.key);
+    const before = local?.value ?? change.previous;
+    if (local !== undefined) {
+      const seenOurs =
+        change.op === 'put' && local.revision !== undefined && change.revision >= local.revision;
+      // Not yet written and the bucket already has a value as new: ours is stale.
+      const newerElsewhere =
+        change.op === 'put' &&
+        local.revision === undefined &&
+        !local.writing &&
+        change.value.lastSeenAtMs >= local.value.lastSeenAtMs;
+      if (seenOurs || newerElsewhere) this.pending.delete(change.key);
+    }
+    const after =
+      this.pending.get(change.key)?.value ?? (change.op === 'put' ? change.value : undefined);
+    this.moved(before, after);
+  }
+
+  private moved(
+    before: AffinityPreference | undefined,
+    after: AffinityPreference | undefined,
+  ): void {
+    if (before?.instanceId === after?.instanceId && before?.serviceId === after?.serviceId) return;
+    if (before) this.count(before, -1);
+    if (after) this.count(after, 1);
+  }
+
+  private count(value: AffinityPreference, delta: number): void {
+    let services = this.counts.get(value.serviceId);
+    if (!services) {
+      services = new Map();
+      this.counts.set(value.serviceId, services);
+    }
+    const n = (services.get(value.instanceId) ?? 0) + delta;
+    if (n <= 0) services.delete(value.instanceId);
+    else services.set(value.instanceId, n);
+    this.held += delta;
+  }
+
+  private scheduleFlush(delayMs: number): void {
+    if (this.closed || this.flushing || this.flushTimer !== undefined) return;
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = undefined;
+      void this.flush();
+    }, delayMs);
+    this.flushTimer.unref();
+  }
+
+  /** Writes every queued preference that is still the newest, concurrently. */
+  private async flush(): Promise<void> {
+    if (!this.options.connected()) {
+      this.scheduleFlush(this.options.retryMs ?? 200);
+      return;
+    }
+    this.flushing = true;
+    const writes: Promise<void>[] = [];
+    for (const [key, local] of this.pending) {
+      if (local.revision !== undefined || local.writing) continue;
+      const current = this.view.get(key);
+      if (current !== undefined && current.lastSeenAtMs > local.value.lastSeenAtMs) {
+        // Decided again elsewhere while this write waited: the newer value stands.
+        const before = local.value;
+        this.pending.delete(key);
+        this.moved(before, current);
+        continue;
+      }
+      local.writing = true;
+      writes.push(
+        this.writer.put(local.value).then(
+          (revision) => {
+            local.writing = false;
+            if (this.pending.get(key) !== local) return;
+            if (this.view.lastRevision >= revision) {
+              this.pending.delete(key);
+              this.moved(local.value, this.view.get(key));
+            } else {
+              local.revision = revision;
+            }
+          },
+          (error: Error) => {
+            local.writing = false;
+            this.logger.warn(
+              { msgId: GatewayLogIds.affinityWriteFailed, err: error.message },
+              'affinity preference not written yet; will retry',
+            );
+          },
+        ),
+      );
+    }
+    await Promise.all(writes);
+    this.flushing = false;
+    if (this.queued > 0) this.scheduleFlush(this.options.retryMs ?? 200);
+  }
+}
+
+function lapsed(value: AffinityPreference, now: number): boolean {
+  return value.lastSeenAtMs + value.idleSeconds * 1000 <= now;
+}
