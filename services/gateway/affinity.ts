@@ -21,6 +21,8 @@ import {
 } from '../../bus/index.js';
 import { GatewayLogIds } from './log-ids.js';
 
+const PROBE_KEY = 'A'.repeat(43);
+
 interface Pending {
   readonly value: AffinityPreference;
   /** Revision of our write once acknowledged; the view showing it retires the entry. */
@@ -48,6 +50,8 @@ export class AffinityTable {
   private flushTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly unsubscribe: () => void;
+  /** `serviceId` → its key prefix in the bucket, so a look-up builds no key by regex. */
+  private readonly prefixes = new Map<string, string>();
 
   constructor(
     private readonly view: LocalView<AffinityPreference>,
@@ -73,7 +77,7 @@ export class AffinityTable {
 
   /** The effective preference of a user for a service; undefined if none or idle too long. */
   get(serviceId: string, userKey: string): AffinityPreference | undefined {
-    const key = Keys.affinity(serviceId, userKey);
+    const key = this.keyOf(serviceId, userKey);
     const local = this.pending.get(key);
     if (local !== undefined && !lapsed(local.value, Date.now())) return local.value;
     return this.view.get(key);
@@ -114,6 +118,19 @@ export class AffinityTable {
     if (now - preference.lastSeenAtMs < preference.idleSeconds * 100) return;
     const key = Keys.affinity(preference.serviceId, preference.userKey);
     this.setPending(key, { ...preference, lastSeenAtMs: now, gatewayId: this.options.gatewayId });
+  }
+
+  /**
+   * The bucket key, as `Keys.affinity` forms it; the service's prefix is derived from
+   * `Keys.affinity` once. `userKey` comes from identity.ts (always a valid digest).
+   */
+  private keyOf(serviceId: string, userKey: string): string {
+    let prefix = this.prefixes.get(serviceId);
+    if (prefix === undefined) {
+      prefix = Keys.affinity(serviceId, PROBE_KEY).slice(0, -PROBE_KEY.length);
+      this.prefixes.set(serviceId, prefix);
+    }
+    return prefix + userKey;
   }
 
   close(): void {
@@ -189,6 +206,7 @@ export class AffinityTable {
       return;
     }
     this.flushing = true;
+    let failed = false;
     const writes: Promise<void>[] = [];
     for (const [key, local] of this.pending) {
       if (local.revision !== undefined || local.writing) continue;
@@ -215,6 +233,7 @@ export class AffinityTable {
           },
           (error: Error) => {
             local.writing = false;
+            failed = true;
             this.logger.warn(
               { msgId: GatewayLogIds.affinityWriteFailed, err: error.message },
               'affinity preference not written yet; will retry',
@@ -225,7 +244,8 @@ export class AffinityTable {
     }
     await Promise.all(writes);
     this.flushing = false;
-    if (this.queued > 0) this.scheduleFlush(this.options.retryMs ?? 200);
+    // Decisions made during this round go out at once; failed writes after a pause.
+    if (this.queued > 0) this.scheduleFlush(failed ? (this.options.retryMs ?? 200) : 0);
   }
 }
 

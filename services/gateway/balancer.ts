@@ -16,7 +16,7 @@ import { weight } from '../common/rendezvous.js';
 import type { AffinityTable } from './affinity.js';
 import { type Endpoint, statusName } from './endpoint.js';
 import { Status } from './grpc-status.js';
-import { gatewayMetrics } from './metrics.js';
+import { affinityHitCount, gatewayMetrics } from './metrics.js';
 
 export const INSTANCE_HEADER = 'x-halyard-instance';
 
@@ -77,11 +77,14 @@ function stateOf(endpoint: Endpoint): string {
 /** `x-halyard-instance: <instanceId>` picks that instance; without it, round robin. */
 export class HeaderBalancer implements Balancer {
   private readonly rotation = new RoundRobin();
+  private readonly hits: { n: number };
 
   constructor(
     private readonly serviceId: string,
     private readonly settings: BalancingSettings,
-  ) {}
+  ) {
+    this.hits = affinityHitCount(serviceId);
+  }
 
   pick(
     endpoints: readonly Endpoint[],
@@ -105,7 +108,7 @@ export class HeaderBalancer implements Balancer {
       );
     }
     if (endpoint.available && tried === undefined) {
-      gatewayMetrics.affinityHits.labels(service).inc();
+      this.hits.n++;
       return endpoint;
     }
     if (this.settings.whenDown === 'strict') {
@@ -130,13 +133,16 @@ export type MovedHook = (serviceId: string, userKey: string, from: string, to: s
 /** Sticky by verified user: the shared preference, or a rendezvous decision stored for later. */
 export class UserBalancer implements Balancer {
   private readonly rotation = new RoundRobin();
+  private readonly hits: { n: number };
 
   constructor(
     private readonly serviceId: string,
     private readonly settings: BalancingSettings,
     private readonly affinity: AffinityTable,
     private readonly onMoved: MovedHook,
-  ) {}
+  ) {
+    this.hits = affinityHitCount(serviceId);
+  }
 
   pick(
     endpoints: readonly Endpoint[],
@@ -165,7 +171,7 @@ export class UserBalancer implements Balancer {
       return this.decide(endpoints, undefined, userKey, call, undefined);
     const endpoint = find(endpoints, preference.instanceId);
     if (endpoint?.available) {
-      gatewayMetrics.affinityHits.labels(service).inc();
+      this.hits.n++;
       this.affinity.touch(preference, Date.now());
       return endpoint;
     }

@@ -5,6 +5,21 @@
  */
 import { Counter, Gauge, Histogram } from 'prom-client';
 
+/**
+ * Sticky hits happen on every call: balancers count them in plain numbers (a labelled
+ * counter hashes its labels on each increment) and the counter reads them when scraped.
+ */
+const affinityHitCounts = new Map<string, { n: number }>();
+
+export function affinityHitCount(service: string): { n: number } {
+  let hits = affinityHitCounts.get(service);
+  if (hits === undefined) {
+    hits = { n: 0 };
+    affinityHitCounts.set(service, hits);
+  }
+  return hits;
+}
+
 export const gatewayMetrics = {
   requests: new Counter({
     name: 'halyard_gateway_requests_total',
@@ -51,6 +66,10 @@ export const gatewayMetrics = {
     name: 'halyard_gateway_affinity_hits_total',
     help: 'Calls routed to the instance of a stored sticky preference (user or header policy)',
     labelNames: ['service'],
+    collect() {
+      this.reset();
+      for (const [service, hits] of affinityHitCounts) this.inc({ service }, hits.n);
+    },
   }),
   affinityAssignments: new Counter({
     name: 'halyard_gateway_affinity_assignments_total',
