@@ -25,9 +25,11 @@ import {
   type AffinityPreference,
   type Bus,
   type EventPublisher,
+  type KvStore,
   type LocalView,
   RegistryBucket,
   type ServiceInstance,
+  sweep,
 } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { type AdminServer, startAdmin } from '../common/admin.js';
@@ -59,6 +61,7 @@ export class Gateway {
   private readonly sockets = new Set<Socket>();
   private readonly publisher: EventPublisher;
   private eventSeq = 0;
+  private sweepTimer: NodeJS.Timeout | undefined;
 
   private constructor(
     readonly config: GatewayConfig,
@@ -66,6 +69,7 @@ export class Gateway {
     private readonly logger: Logger,
     private readonly view: LocalView<ServiceInstance>,
     private readonly affinityView: LocalView<AffinityPreference>,
+    private readonly affinityStore: KvStore<AffinityPreference>,
     readonly affinity: AffinityTable,
     readonly table: RoutingTable,
     readonly proxy: GatewayProxy,
@@ -205,6 +209,7 @@ export class Gateway {
       logger,
       view,
       affinityView,
+      affinityStore,
       affinity,
       table,
       proxy,
@@ -247,6 +252,7 @@ export class Gateway {
         'registry and affinity views loaded: ready',
       );
       gateway.publish(Kind.GATEWAY_STARTED, { reason: 'registry and affinity views loaded' });
+      gateway.scheduleSweep(bus);
     });
     return gateway;
   }
@@ -297,6 +303,7 @@ export class Gateway {
     await listenerClosed;
     this.table.close();
     this.view.stop();
+    clearTimeout(this.sweepTimer);
     this.affinity.close();
     this.affinityView.stop();
     await this.admin?.close();
@@ -306,6 +313,36 @@ export class Gateway {
       new Promise((resolve) => setTimeout(resolve, 2000).unref()),
     ]);
     this.logger.info({ msgId: GatewayLogIds.stopped }, 'gateway stopped');
+  }
+
+  /**
+   * Removes idle preferences from the bucket now and then (jittered, so replicas
+   * rarely sweep together); readers already ignore them, this keeps the bucket and
+   * every replica's load time from growing with users who left.
+   */
+  private scheduleSweep(bus: Bus): void {
+    const everyMs = this.config.affinity.sweepSeconds * 1000;
+    if (everyMs === 0 || this.stopping) return;
+    this.sweepTimer = setTimeout(
+      async () => {
+        if (bus.connected) {
+          await sweep(
+            this.affinityView,
+            this.affinityStore,
+            { graceMs: this.config.affinity.sweepGraceSeconds * 1000 },
+            this.logger,
+          ).catch((error: Error) =>
+            this.logger.warn(
+              { msgId: GatewayLogIds.affinityWriteFailed, err: error.message },
+              'affinity sweep failed; next round retries',
+            ),
+          );
+        }
+        this.scheduleSweep(bus);
+      },
+      everyMs * (0.5 + Math.random()),
+    );
+    this.sweepTimer.unref();
   }
 
   private wire(): void {

@@ -20,7 +20,12 @@ import { until } from '../support/wait.js';
 const { Kind } = halyard.gateway.v1.GatewayEvent;
 const JWT_SECRET = 'a-test-signing-secret-of-at-least-32-bytes!';
 const MESH_SECRET = 'mesh-secret-for-user-keys';
-const affinityConfig = { meshSecret: MESH_SECRET, jwt: { hs256Secret: JWT_SECRET } };
+const affinityConfig = {
+  meshSecret: MESH_SECRET,
+  jwt: { hs256Secret: JWT_SECRET },
+  sweepSeconds: 1,
+  sweepGraceSeconds: 0,
+};
 const secret = new TextEncoder().encode(JWT_SECRET);
 
 function token(
@@ -288,6 +293,7 @@ describe('sticky routing through two gateway replicas', () => {
     await sleep(2300);
     assert.equal(a.affinity.get('echo', userKeyOf(user)), undefined, 'lapsed on A');
     assert.equal(b.affinity.get('echo', userKeyOf(user)), undefined, 'lapsed on B');
+    await until('swept from the bucket', async () => (await store.get(key)) === undefined, 5000);
     const assigned = await counterValue(gatewayMetrics.affinityAssignments, { service: 'echo' });
     assert.equal((await asUser(clientB, jwt)).code, 0);
     assert.equal(
