@@ -258,3 +258,29 @@ test('identities: HS256, RS256, ES256 and JWKS verify; forged, expired and unsig
   assert.equal(Identities.bearer('Bearer abc.def.ghi'), 'abc.def.ghi');
   assert.equal(Identities.bearer(undefined), undefined);
 });
+
+test('gateway config: weak sticky secrets are refused with the field named, and never echoed', async () => {
+  const { gatewayConfigSchema } = await import('../../services/gateway/config.js');
+  const { validateConfig, ConfigError } = await import('../../services/common/config.js');
+  const base = { id: 'gw-1', nats: { servers: ['nats://127.0.0.1:4222'] } };
+  assert.throws(
+    () =>
+      validateConfig(
+        gatewayConfigSchema,
+        { ...base, affinity: { meshSecret: 'short-mesh', jwt: { hs256Secret: 'tiny-secret' } } },
+        'gw.yaml',
+      ),
+    (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.match(error.message, /affinity\.meshSecret: must be at least 16 characters/);
+      assert.match(error.message, /affinity\.jwt\.hs256Secret: must be at least 32 characters/);
+      assert.ok(!error.message.includes('short-mesh') && !error.message.includes('tiny-secret'));
+      return true;
+    },
+  );
+  const ids = await Identities.load({ meshSecret: undefined });
+  assert.equal(ids.configured, false);
+  const result = await ids.verify('a.b.c');
+  assert.deepEqual(result.ok, false);
+  assert.match((result as { message: string }).message, /no user verification configured/);
+});
