@@ -54,7 +54,7 @@ async function childLoad(server: string): Promise<void> {
   global.gc?.();
   const rssBefore = process.memoryUsage().rss;
   const started = performance.now();
-  const view = store.view();
+  const view = store.view({ hold: false });
   const table = new AffinityTable(
     view,
     store,

@@ -1,7 +1,8 @@
 /**
  * Sticky preferences as every gateway replica sees them: the whole `halyard-affinity`
- * bucket in memory (a local view), this replica's decisions that the view does not
- * show yet, and users per instance derived from both — so routing a known user is a
+ * bucket in memory (fed by a local view that keeps no values itself, held compactly:
+ * compact-preferences.ts), this replica's decisions that the bucket does not show
+ * yet, and users per instance derived from both — so routing a known user is a
  * map look-up and every replica enforces the same `lb.maxUsersPerInstance`.
  *
  * Writes never block a call: decisions and "last seen" refreshes are queued and
@@ -14,11 +15,12 @@
 import type { Logger } from 'pino';
 import {
   type AffinityPreference,
+  type EntryChange,
   Keys,
   type KvStore,
   type LocalView,
-  type ViewChange,
 } from '../../bus/index.js';
+import { CompactPreferences } from './compact-preferences.js';
 import { GatewayLogIds } from './log-ids.js';
 
 const PROBE_KEY = 'A'.repeat(43);
@@ -39,6 +41,8 @@ export interface AffinityTableOptions {
   readonly connected: () => boolean;
   /** Delay between rounds of the writer while writes wait or fail. */
   readonly retryMs?: number;
+  /** How often lapsed preferences leave the per-instance counts. */
+  readonly expiryCheckMs?: number;
 }
 
 export class AffinityTable {
@@ -46,6 +50,9 @@ export class AffinityTable {
   /** `serviceId` → `instanceId` → users whose effective preference names it. */
   private readonly counts = new Map<string, Map<string, number>>();
   private held = 0;
+  /** The bucket, compactly (the view feeding it keeps no values of its own). */
+  private readonly store = new CompactPreferences();
+  private readonly expiryTimer: NodeJS.Timeout;
   private flushing = false;
   private flushTimer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -59,8 +66,9 @@ export class AffinityTable {
     private readonly options: AffinityTableOptions,
     private readonly logger: Logger,
   ) {
-    this.unsubscribe = view.onChange((change) => this.applyView(change));
-    for (const [, value] of view.entries()) this.count(value, 1);
+    this.unsubscribe = view.onEntry((change) => this.applyEntry(change));
+    this.expiryTimer = setInterval(() => this.expire(), options.expiryCheckMs ?? 2000);
+    this.expiryTimer.unref();
   }
 
   /** Preferences held (view plus this replica's unwritten ones). */
@@ -79,8 +87,14 @@ export class AffinityTable {
   get(serviceId: string, userKey: string): AffinityPreference | undefined {
     const key = this.keyOf(serviceId, userKey);
     const local = this.pending.get(key);
-    if (local !== undefined && !lapsed(local.value, Date.now())) return local.value;
-    return this.view.get(key);
+    const now = Date.now();
+    if (local !== undefined && !lapsed(local.value, now)) return local.value;
+    return this.store.get(key, now);
+  }
+
+  /** Values lapsed more than `graceMs` ago, for the sweeper. */
+  lapsedFor(graceMs: number): Array<{ key: string; value: AffinityPreference; revision: number }> {
+    return this.store.lapsedFor(graceMs);
   }
 
   /** Users whose preference names this instance. */
@@ -136,37 +150,46 @@ export class AffinityTable {
   close(): void {
     this.closed = true;
     clearTimeout(this.flushTimer);
+    clearInterval(this.expiryTimer);
     this.unsubscribe();
   }
 
   private setPending(key: string, value: AffinityPreference): void {
-    const before = this.effective(key);
+    const before = this.effectiveCounted(key);
     this.pending.set(key, { value, revision: undefined, writing: false });
     this.moved(before, value);
     this.scheduleFlush(0);
   }
 
-  private effective(key: string): AffinityPreference | undefined {
-    return this.pending.get(key)?.value ?? this.view.get(key);
+  /** What the key counts for in users per instance: a local decision, else the live stored value. */
+  private effectiveCounted(key: string): AffinityPreference | undefined {
+    const local = this.pending.get(key);
+    if (local !== undefined) return local.value;
+    return this.store.countedInstance(key) === undefined ? undefined : this.store.peek(key);
   }
 
-  private applyView(change: ViewChange<AffinityPreference>): void {
-    const local = this.pending.get(change.key);
-    const before = local?.value ?? change.previous;
-    if (local !== undefined) {
-      const seenOurs =
-        change.op === 'put' && local.revision !== undefined && change.revision >= local.revision;
+  private applyEntry(change: EntryChange<AffinityPreference>): void {
+    const key = change.key;
+    const before = this.effectiveCounted(key);
+    if (change.op === 'put') this.store.set(key, change.value, change.revision, Date.now());
+    else this.store.delete(key);
+    const local = this.pending.get(key);
+    if (local !== undefined && change.op === 'put') {
+      const seenOurs = local.revision !== undefined && change.revision >= local.revision;
       // Not yet written and the bucket already has a value as new: ours is stale.
       const newerElsewhere =
-        change.op === 'put' &&
         local.revision === undefined &&
         !local.writing &&
         change.value.lastSeenAtMs >= local.value.lastSeenAtMs;
-      if (seenOurs || newerElsewhere) this.pending.delete(change.key);
+      if (seenOurs || newerElsewhere) this.pending.delete(key);
     }
-    const after =
-      this.pending.get(change.key)?.value ?? (change.op === 'put' ? change.value : undefined);
-    this.moved(before, after);
+    this.moved(before, this.effectiveCounted(key));
+  }
+
+  private expire(): void {
+    this.store.expire(Date.now(), (key, value) => {
+      if (!this.pending.has(key)) this.count(value, -1);
+    });
   }
 
   private moved(
@@ -210,12 +233,12 @@ export class AffinityTable {
     const writes: Promise<void>[] = [];
     for (const [key, local] of this.pending) {
       if (local.revision !== undefined || local.writing) continue;
-      const current = this.view.get(key);
+      const current = this.store.peek(key);
       if (current !== undefined && current.lastSeenAtMs > local.value.lastSeenAtMs) {
         // Decided again elsewhere while this write waited: the newer value stands.
         const before = local.value;
         this.pending.delete(key);
-        this.moved(before, current);
+        this.moved(before, this.effectiveCounted(key));
         continue;
       }
       local.writing = true;
@@ -226,7 +249,7 @@ export class AffinityTable {
             if (this.pending.get(key) !== local) return;
             if (this.view.lastRevision >= revision) {
               this.pending.delete(key);
-              this.moved(local.value, this.view.get(key));
+              this.moved(local.value, this.effectiveCounted(key));
             } else {
               local.revision = revision;
             }

@@ -91,7 +91,8 @@ export class Gateway {
     });
     const view = (await bus.store(RegistryBucket)).view();
     const affinityStore = await bus.store(AffinityBucket);
-    const affinityView = affinityStore.view();
+    // The table holds the preferences compactly; the view only feeds it.
+    const affinityView = affinityStore.view({ hold: false });
     const affinity = new AffinityTable(
       affinityView,
       affinityStore,
@@ -327,7 +328,7 @@ export class Gateway {
       async () => {
         if (bus.connected) {
           await sweep(
-            this.affinityView,
+            this.affinity,
             this.affinityStore,
             { graceMs: this.config.affinity.sweepGraceSeconds * 1000 },
             this.logger,

@@ -6,7 +6,12 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { exportJWK, SignJWT } from 'jose';
 import { pino } from 'pino';
-import { type AffinityPreference, Keys, type LocalView, type ViewChange } from '../../bus/index.js';
+import {
+  type AffinityPreference,
+  type EntryChange,
+  Keys,
+  type LocalView,
+} from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { parseInstanceMetadata } from '../../services/common/lb-metadata.js';
 import { AffinityTable } from '../../services/gateway/affinity.js';
@@ -23,7 +28,7 @@ const silent = pino({ level: 'silent' });
 /** A local view fed by hand: what the bucket's watch would deliver. */
 class FakeView {
   readonly held = new Map<string, { value: AffinityPreference; revision: number }>();
-  readonly listeners = new Set<(c: ViewChange<AffinityPreference>) => void>();
+  readonly listeners = new Set<(c: EntryChange<AffinityPreference>) => void>();
   lastRevision = 0;
   get(key: string) {
     return this.held.get(key)?.value;
@@ -31,17 +36,15 @@ class FakeView {
   *entries(): IterableIterator<[string, AffinityPreference]> {
     for (const [k, v] of this.held) yield [k, v.value];
   }
-  onChange(listener: (c: ViewChange<AffinityPreference>) => void) {
+  onEntry(listener: (c: EntryChange<AffinityPreference>) => void) {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
   put(value: AffinityPreference): number {
     const key = Keys.affinity(value.serviceId, value.userKey);
-    const previous = this.held.get(key)?.value;
     const revision = ++this.lastRevision;
     this.held.set(key, { value, revision });
-    for (const l of this.listeners)
-      l({ op: 'put', key, value, revision, ...(previous ? { previous } : {}) });
+    for (const l of this.listeners) l({ op: 'put', key, value, revision });
     return revision;
   }
 }
@@ -58,7 +61,7 @@ function table(connected: () => boolean = () => true) {
   const affinity = new AffinityTable(
     view as unknown as LocalView<AffinityPreference>,
     writer,
-    { gatewayId: 'gw-1', connected, retryMs: 10 },
+    { gatewayId: 'gw-1', connected, retryMs: 10, expiryCheckMs: 50 },
     silent,
   );
   return { view, written, affinity };
@@ -283,4 +286,52 @@ test('gateway config: weak sticky secrets are refused with the field named, and 
   const result = await ids.verify('a.b.c');
   assert.deepEqual(result.ok, false);
   assert.match((result as { message: string }).message, /no user verification configured/);
+});
+
+test('compact preferences: values round-trip, lapse, leave the counts once, free slots are reused', async () => {
+  const { CompactPreferences } = await import('../../services/gateway/compact-preferences.js');
+  const store = new CompactPreferences();
+  const now = Date.now();
+  const values = Array.from({ length: 3000 }, (_, i) =>
+    preference({
+      serviceId: 'orders',
+      userKey: userKey(`u${i}`),
+      instanceId: `o-${i % 3}`,
+      lastSeenAtMs: i < 10 ? now - 20_000 : now,
+      idleSeconds: 10,
+    }),
+  );
+  values.forEach((v, i) => store.set(Keys.affinity('orders', v.userKey), v, i + 1, now));
+  const key = (i: number) => Keys.affinity('orders', values[i]!.userKey);
+  assert.equal(store.size, 3000);
+  assert.deepEqual(store.get(key(2999), now), values[2999]);
+  assert.equal(store.get(key(0), now), undefined, 'lapsed: invisible');
+  assert.deepEqual(store.peek(key(0)), values[0]);
+  assert.equal(store.countedInstance(key(0)), undefined, 'lapsed when stored: never counted');
+  assert.equal(store.countedInstance(key(20)), 'o-2');
+  assert.deepEqual(
+    store.lapsedFor(0, now).map((l) => l.key),
+    values.slice(0, 10).map((_, i) => key(i)),
+  );
+  const lapsing: string[] = [];
+  store.expire(now + 11_000, (k) => lapsing.push(k));
+  assert.equal(lapsing.length, 2990);
+  store.expire(now + 12_000, (k) => lapsing.push(k));
+  assert.equal(lapsing.length, 2990, 'each lapse is reported once');
+  store.delete(key(5));
+  assert.equal(store.size, 2999);
+  store.set('orders.new', { ...values[1]!, userKey: 'new' }, 9999, now);
+  assert.equal(store.peek('orders.new')?.userKey, 'new');
+});
+
+test('users leave the per-instance counts when their preference lapses', async () => {
+  const { affinity } = table();
+  affinity.assign('orders', userKey('short'), 'o-1', 1, Date.now() - 900);
+  affinity.assign('orders', userKey('long'), 'o-1', 600);
+  await until('written', () => affinity.queued === 0);
+  assert.equal(affinity.usersOf('orders', 'o-1'), 2);
+  await until('lapsed one left the count', () => affinity.usersOf('orders', 'o-1') === 1, 5000);
+  assert.equal(affinity.get('orders', userKey('short')), undefined);
+  assert.equal(affinity.size, 1);
+  affinity.close();
 });
