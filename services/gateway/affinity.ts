@@ -92,6 +92,26 @@ export class AffinityTable {
     return this.store.get(key, now);
   }
 
+  /**
+   * The hot path's look-up: the instance of the user's live preference, building no
+   * value; `touchIfDue` then refreshes "last seen" when a tenth of the idle period passed.
+   */
+  instanceOf(serviceId: string, userKey: string, now: number): string | undefined {
+    const key = this.keyOf(serviceId, userKey);
+    const local = this.pending.get(key);
+    if (local !== undefined && !lapsed(local.value, now)) return local.value.instanceId;
+    return this.store.liveInstance(key, now);
+  }
+
+  touchIfDue(serviceId: string, userKey: string, idleSeconds: number, now: number): void {
+    const key = this.keyOf(serviceId, userKey);
+    const local = this.pending.get(key);
+    const lastSeen = local !== undefined ? local.value.lastSeenAtMs : this.store.lastSeenOf(key);
+    if (now - lastSeen < idleSeconds * 100) return;
+    const preference = local?.value ?? this.store.get(key, now);
+    if (preference !== undefined) this.touch(preference, now);
+  }
+
   /** Values lapsed more than `graceMs` ago, for the sweeper. */
   lapsedFor(graceMs: number): Array<{ key: string; value: AffinityPreference; revision: number }> {
     return this.store.lapsedFor(graceMs);

@@ -166,13 +166,13 @@ export class UserBalancer implements Balancer {
       }
       return this.decide(endpoints, tried, userKey, call, failed.id);
     }
-    const preference = this.affinity.get(service, userKey);
-    if (preference === undefined)
-      return this.decide(endpoints, undefined, userKey, call, undefined);
-    const endpoint = find(endpoints, preference.instanceId);
+    const now = Date.now();
+    const preferred = this.affinity.instanceOf(service, userKey, now);
+    if (preferred === undefined) return this.decide(endpoints, undefined, userKey, call, undefined);
+    const endpoint = find(endpoints, preferred);
     if (endpoint?.available) {
       this.hits.n++;
-      this.affinity.touch(preference, Date.now());
+      this.affinity.touchIfDue(service, userKey, this.settings.idleSeconds, now);
       return endpoint;
     }
     if (this.settings.whenDown === 'strict') {
@@ -182,10 +182,10 @@ export class UserBalancer implements Balancer {
         service,
         'down',
         Status.UNAVAILABLE,
-        `the user's instance ${preference.instanceId} of ${service} is ${state}, and lb.whenDown=strict: retry when it is back or after the preference expires (lb.idleSeconds=${this.settings.idleSeconds})`,
+        `the user's instance ${preferred} of ${service} is ${state}, and lb.whenDown=strict: retry when it is back or after the preference expires (lb.idleSeconds=${this.settings.idleSeconds})`,
       );
     }
-    return this.decide(endpoints, undefined, userKey, call, preference.instanceId);
+    return this.decide(endpoints, undefined, userKey, call, preferred);
   }
 
   /** Rendezvous over the available instances with room; stored for every replica. */

@@ -46,6 +46,20 @@ export class CompactPreferences {
     return this.valueAt(slot, key);
   }
 
+  /** The instance of the live value under `key`, without building the value. */
+  liveInstance(key: string, now: number): string | undefined {
+    const slot = this.index.get(key);
+    if (slot === undefined) return undefined;
+    if (this.lastSeen[slot]! + this.idle[slot]! * 1000 <= now) return undefined;
+    return this.names[this.instance[slot]!];
+  }
+
+  /** When the live value under `key` was last seen (0 if absent), without building it. */
+  lastSeenOf(key: string): number {
+    const slot = this.index.get(key);
+    return slot === undefined ? 0 : this.lastSeen[slot]!;
+  }
+
   /** The instance a live, counted value names; undefined if absent or lapsed. */
   countedInstance(key: string): string | undefined {
     const slot = this.index.get(key);
@@ -58,8 +72,10 @@ export class CompactPreferences {
     let slot = this.index.get(key);
     if (slot === undefined) {
       slot = this.free.pop() ?? this.grow();
-      this.index.set(key, slot);
-      this.keys[slot] = key;
+      // A key cut from a message subject keeps the whole subject alive: hold a copy.
+      const own = Buffer.from(key, 'latin1').toString('latin1');
+      this.index.set(own, slot);
+      this.keys[slot] = own;
     }
     this.service[slot] = this.nameId(value.serviceId);
     this.instance[slot] = this.nameId(value.instanceId);
