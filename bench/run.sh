@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs a benchmark against real local nats-server processes:
-#   bash bench/run.sh [kv|gateway|discovery|launcher|cache] [its options]   (default: kv)
+#   bash bench/run.sh [kv|gateway|discovery|launcher|cache|sticky] [its options]   (default: kv)
 # Each bench/<name>.ts prints its own table; figures go into bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -91,6 +91,7 @@ export interface StreamHealth {
 
 export class Bus {
   private readonly closing = new AbortController();
+  private linked = true;
 
   private constructor(
     readonly connection: NatsConnection,
@@ -222,6 +223,14 @@ export class Bus {
   }
 
   /** Stops retries, flushes what was sent and closes the connection. */
+  /**
+   * Whether the connection is up (false between a disconnect and the reconnect), so a
+   * component can hold writes it would rather re-check than have replayed blindly.
+   */
+  get connected(): boolean {
+    return this.linked && !this.connection.isClosed();
+  }
+
   async close(): Promise<void> {
     this.closing.abort(new Error('bus closed'));
     if (!this.connection.isClosed()) await this.connection.drain();
@@ -238,6 +247,8 @@ export class Bus {
     };
     for await (const status of this.connection.status()) {
       busMetrics.connectionEvents.inc({ type: status.type });
+      if (status.type === 'disconnect') this.linked = false;
+      else if (status.type === 'reconnect') this.linked = true;
       const msgId = ids[status.type];
       if (!msgId) continue;
       const { type, ...details } = status as { type: string } & Record<string, unknown>;

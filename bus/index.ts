@@ -55,4 +55,10 @@ export type {
   SubscriptionKind,
 } from './subscriber.js';
 export { type Lapsed, type SweepOptions, type SweepResult, sweep } from './sweeper.js';
-export { LocalView, type RemovalReason, type ViewChange } from './view.js';
+export {
+  type EntryChange,
+  LocalView,
+  type RemovalReason,
+  type ViewChange,
+  type ViewOptions,
+} from './view.js';

@@ -9,7 +9,7 @@ import { InvalidMessageError, reportInvalid } from './invalid.js';
 import { type Logger, LogIds } from './log.js';
 import { busMetrics } from './metrics.js';
 import { retryTransient } from './retry.js';
-import { LocalView } from './view.js';
+import { LocalView, type ViewOptions } from './view.js';
 
 export interface Revisioned<T> {
   readonly key: string;
@@ -91,8 +91,8 @@ export class KvStore<T> {
   }
 
   /** Starts a local view of the whole bucket; await its `ready` before trusting it. */
-  view(): LocalView<T> {
-    return new LocalView(this.kv, this.spec, this.logger, this.signal);
+  view(options?: ViewOptions): LocalView<T> {
+    return new LocalView(this.kv, this.spec, this.logger, this.signal, options);
   }
 
   private retry<R>(what: string, op: () => Promise<R>): Promise<R> {

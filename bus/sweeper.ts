@@ -31,7 +31,8 @@ export interface SweepResult {
 }
 
 export async function sweep<T>(
-  view: LocalView<T>,
+  /** A local view, or any reader that knows which values lapsed. */
+  view: Pick<LocalView<T>, 'lapsedFor' | 'size'>,
   store: KvStore<T>,
   options: SweepOptions<T>,
   logger: Logger,

@@ -31,6 +31,20 @@ export type ViewChange<T> =
       readonly reason: RemovalReason;
     };
 
+/** Every applied entry of the bucket, in order: for readers that keep their own copy. */
+export type EntryChange<T> =
+  | { readonly op: 'put'; readonly key: string; readonly value: T; readonly revision: number }
+  | { readonly op: 'remove'; readonly key: string; readonly revision: number };
+
+export interface ViewOptions {
+  /**
+   * Keep the values (default). A view that does not keep them only tells `onEntry`
+   * listeners: for readers that hold a bucket in a more compact form of their own
+   * (`get`, `entries`, `size`, `lapsedFor` and `onChange` then see nothing).
+   */
+  readonly hold?: boolean;
+}
+
 interface Held<T> {
   readonly value: T;
   readonly revision: number;
@@ -50,6 +64,8 @@ export class LocalView<T> {
   readonly ready: Promise<void>;
   private readonly held = new Map<string, Held<T>>();
   private readonly listeners = new Set<(change: ViewChange<T>) => void>();
+  private readonly entryListeners = new Set<(change: EntryChange<T>) => void>();
+  private readonly hold: boolean;
   private readonly stopper = new AbortController();
   private expiryTimer: NodeJS.Timeout | undefined;
   private nextExpiryCheck = Number.POSITIVE_INFINITY;
@@ -61,7 +77,9 @@ export class LocalView<T> {
     private readonly spec: BucketSpec<T>,
     private readonly logger: Logger,
     busSignal: AbortSignal,
+    options: ViewOptions = {},
   ) {
+    this.hold = options.hold ?? true;
     const signal = AbortSignal.any([busSignal, this.stopper.signal]);
     this.ready = this.run(signal);
     // `ready` may be awaited late or never (a component that only listens).
@@ -117,6 +135,12 @@ export class LocalView<T> {
   onChange(listener: (change: ViewChange<T>) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  /** Calls `listener` for every entry applied after this point; returns the unsubscribe function. */
+  onEntry(listener: (change: EntryChange<T>) => void): () => void {
+    this.entryListeners.add(listener);
+    return () => this.entryListeners.delete(listener);
   }
 
   stop(): void {
@@ -225,6 +249,7 @@ export class LocalView<T> {
     this.applied = Math.max(this.applied, entry.revision);
     const previous = this.held.get(entry.key);
     if (entry.operation !== 'PUT') {
+      this.emitEntry({ op: 'remove', key: entry.key, revision: entry.revision });
       this.remove(entry.key, previous, 'deleted');
       return;
     }
@@ -235,9 +260,12 @@ export class LocalView<T> {
       if (!(error instanceof InvalidMessageError)) throw error;
       reportInvalid(this.logger, this.spec.name, error);
       // The key's current value is unreadable: holding the older one would be a lie.
+      this.emitEntry({ op: 'remove', key: entry.key, revision: entry.revision });
       this.remove(entry.key, previous, 'invalid');
       return;
     }
+    this.emitEntry({ op: 'put', key: entry.key, value, revision: entry.revision });
+    if (!this.hold) return;
     const expiresAt = this.spec.expiresAt(value);
     const held: Held<T> = { value, revision: entry.revision, expiresAt, expired: false };
     if (lapsed(held, Date.now())) held.expired = true;
@@ -291,6 +319,24 @@ export class LocalView<T> {
       }
     }
     if (next !== Number.POSITIVE_INFINITY) this.scheduleExpiryCheck(next);
+  }
+
+  private emitEntry(change: EntryChange<T>): void {
+    for (const listener of this.entryListeners) {
+      try {
+        listener(change);
+      } catch (error) {
+        this.logger.error(
+          {
+            msgId: LogIds.listenerFailed,
+            bucket: this.spec.name,
+            key: change.key,
+            err: (error as Error).message,
+          },
+          'view listener threw',
+        );
+      }
+    }
   }
 
   private emit(change: ViewChange<T>): void {

@@ -11,10 +11,10 @@ import type { Logger } from 'pino';
 import type { LocalView, ServiceInstance } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { parseInstanceMetadata } from '../common/lb-metadata.js';
+import { ownerOf } from '../common/rendezvous.js';
 import { LogIds } from './log-ids.js';
 import { discoveryMetrics } from './metrics.js';
 import type { Registry } from './registry.js';
-import { ownerOf } from './rendezvous.js';
 
 const { InstanceStatus } = halyard.discovery.v1;
 

@@ -1,18 +1,44 @@
 /**
  * Balancer policies: which instance of a route gets the next attempt. One small
  * interface (as grpc-js' load-balancer-*.ts) so that sticky policies slot in per
- * service without the proxy knowing which one runs.
+ * service without the proxy knowing which one runs:
+ *
+ * - round robin (default);
+ * - header: the client names an instance in `x-halyard-instance`;
+ * - user: the verified caller's user key has a preference shared by every gateway
+ *   replica (see affinity.ts); a new one is decided by rendezvous hashing of the user
+ *   key over the live instances that have room, so replicas deciding at the same
+ *   moment decide the same.
  */
-import type { Endpoint } from './endpoint.js';
+import type { IncomingHttpHeaders } from 'node:http2';
+import type { BalancingSettings } from '../common/lb-metadata.js';
+import { weight } from '../common/rendezvous.js';
+import type { AffinityTable } from './affinity.js';
+import { type Endpoint, statusName } from './endpoint.js';
+import { Status } from './grpc-status.js';
+import { affinityHitCount, gatewayMetrics } from './metrics.js';
+
+export const INSTANCE_HEADER = 'x-halyard-instance';
+
+/** What a policy may read of the call, and where it says why it refuses it. */
+export interface CallContext {
+  readonly headers: IncomingHttpHeaders;
+  /** HMAC user key of the verified caller (user policy); undefined: anonymous. */
+  readonly userKey: string | undefined;
+  /** Set by a policy that refuses the call (pick returns undefined): the client's status. */
+  refusal: { readonly code: number; readonly message: string } | undefined;
+}
 
 export interface Balancer {
   /**
    * An available endpoint (UP, not ejected) that is not in `tried`, or undefined when
-   * there is none. Called once per attempt, on the hot path: no allocation.
+   * there is none (or the policy refuses: then `call.refusal` says why). Called once
+   * per attempt, on the hot path: no allocation for a known choice.
    */
   pick(
     endpoints: readonly Endpoint[],
     tried: readonly Endpoint[] | undefined,
+    call?: CallContext,
   ): Endpoint | undefined;
 }
 
@@ -35,4 +61,195 @@ export class RoundRobin implements Balancer {
     }
     return undefined;
   }
+}
+
+function find(endpoints: readonly Endpoint[], instanceId: string): Endpoint | undefined {
+  for (const endpoint of endpoints) if (endpoint.id === instanceId) return endpoint;
+  return undefined;
+}
+
+function stateOf(endpoint: Endpoint): string {
+  return endpoint.ejected
+    ? 'ejected after connection failures'
+    : statusName(endpoint.instance.status);
+}
+
+/** `x-halyard-instance: <instanceId>` picks that instance; without it, round robin. */
+export class HeaderBalancer implements Balancer {
+  private readonly rotation = new RoundRobin();
+  private readonly hits: { n: number };
+
+  constructor(
+    private readonly serviceId: string,
+    private readonly settings: BalancingSettings,
+  ) {
+    this.hits = affinityHitCount(serviceId);
+  }
+
+  pick(
+    endpoints: readonly Endpoint[],
+    tried: readonly Endpoint[] | undefined,
+    call?: CallContext,
+  ): Endpoint | undefined {
+    const asked = call?.headers[INSTANCE_HEADER];
+    if (typeof asked !== 'string' || call === undefined) {
+      return this.rotation.pick(endpoints, tried);
+    }
+    const service = this.serviceId;
+    const shown = JSON.stringify(asked.slice(0, 64));
+    const endpoint = find(endpoints, asked);
+    if (endpoint === undefined) {
+      return refuse(
+        call,
+        service,
+        'unknown-instance',
+        Status.NOT_FOUND,
+        `${INSTANCE_HEADER} names ${shown}, which is not an instance of ${service}: use the instance id a response of ${service} returned in ${INSTANCE_HEADER}, or drop the header`,
+      );
+    }
+    if (endpoint.available && tried === undefined) {
+      this.hits.n++;
+      return endpoint;
+    }
+    if (this.settings.whenDown === 'strict') {
+      const why = tried === undefined ? `is ${stateOf(endpoint)}` : 'did not take the call';
+      return refuse(
+        call,
+        service,
+        'down',
+        Status.UNAVAILABLE,
+        `instance ${asked} of ${service} named by ${INSTANCE_HEADER} ${why}, and lb.whenDown=strict: retry when it is back, or drop the header`,
+      );
+    }
+    const other = this.rotation.pick(endpoints, tried ?? [endpoint]);
+    if (other !== undefined) gatewayMetrics.affinityFailovers.labels(service).inc();
+    return other;
+  }
+}
+
+/** Told when a user moves off a dead instance (to publish AFFINITY_MOVED). */
+export type MovedHook = (serviceId: string, userKey: string, from: string, to: string) => void;
+
+/** Sticky by verified user: the shared preference, or a rendezvous decision stored for later. */
+export class UserBalancer implements Balancer {
+  private readonly rotation = new RoundRobin();
+  private readonly hits: { n: number };
+
+  constructor(
+    private readonly serviceId: string,
+    private readonly settings: BalancingSettings,
+    private readonly affinity: AffinityTable,
+    private readonly onMoved: MovedHook,
+  ) {
+    this.hits = affinityHitCount(serviceId);
+  }
+
+  pick(
+    endpoints: readonly Endpoint[],
+    tried: readonly Endpoint[] | undefined,
+    call?: CallContext,
+  ): Endpoint | undefined {
+    const userKey = call?.userKey;
+    if (userKey === undefined || call === undefined) return this.rotation.pick(endpoints, tried);
+    const service = this.serviceId;
+    if (tried !== undefined) {
+      // The chosen instance did not take the call (before answering): it is down.
+      const failed = tried[tried.length - 1]!;
+      if (this.settings.whenDown === 'strict') {
+        return refuse(
+          call,
+          service,
+          'down',
+          Status.UNAVAILABLE,
+          `the user's instance ${failed.id} of ${service} did not take the call, and lb.whenDown=strict: retry when it is back or after the preference expires (lb.idleSeconds=${this.settings.idleSeconds})`,
+        );
+      }
+      return this.decide(endpoints, tried, userKey, call, failed.id);
+    }
+    const now = Date.now();
+    const preferred = this.affinity.instanceOf(service, userKey, now);
+    if (preferred === undefined) return this.decide(endpoints, undefined, userKey, call, undefined);
+    const endpoint = find(endpoints, preferred);
+    if (endpoint?.available) {
+      this.hits.n++;
+      this.affinity.touchIfDue(service, userKey, this.settings.idleSeconds, now);
+      return endpoint;
+    }
+    if (this.settings.whenDown === 'strict') {
+      const state = endpoint ? stateOf(endpoint) : 'not registered';
+      return refuse(
+        call,
+        service,
+        'down',
+        Status.UNAVAILABLE,
+        `the user's instance ${preferred} of ${service} is ${state}, and lb.whenDown=strict: retry when it is back or after the preference expires (lb.idleSeconds=${this.settings.idleSeconds})`,
+      );
+    }
+    return this.decide(endpoints, undefined, userKey, call, preferred);
+  }
+
+  /** Rendezvous over the available instances with room; stored for every replica. */
+  private decide(
+    endpoints: readonly Endpoint[],
+    tried: readonly Endpoint[] | undefined,
+    userKey: string,
+    call: CallContext,
+    from: string | undefined,
+  ): Endpoint | undefined {
+    const service = this.serviceId;
+    const max = this.settings.maxUsersPerInstance;
+    let best: Endpoint | undefined;
+    let bestWeight = -1n;
+    let live = 0;
+    let leastLoaded: Endpoint | undefined;
+    let leastUsers = Number.POSITIVE_INFINITY;
+    for (const endpoint of endpoints) {
+      if (!endpoint.available || endpoint.id === from || tried?.includes(endpoint)) continue;
+      live++;
+      const users = this.affinity.usersOf(service, endpoint.id);
+      if (users < leastUsers) {
+        leastUsers = users;
+        leastLoaded = endpoint;
+      }
+      if (max !== undefined && users >= max) continue;
+      const w = weight(endpoint.id, userKey);
+      if (w > bestWeight || (w === bestWeight && best !== undefined && endpoint.id < best.id)) {
+        best = endpoint;
+        bestWeight = w;
+      }
+    }
+    if (best === undefined) {
+      if (live === 0) return undefined;
+      if (this.settings.whenFull === 'reject') {
+        return refuse(
+          call,
+          service,
+          'full',
+          Status.RESOURCE_EXHAUSTED,
+          `every live instance of ${service} already has its limit of ${max} users (lb.maxUsersPerInstance=${max}); retry later`,
+        );
+      }
+      best = leastLoaded!;
+    }
+    this.affinity.assign(service, userKey, best.id, this.settings.idleSeconds);
+    if (from !== undefined) {
+      gatewayMetrics.affinityFailovers.labels(service).inc();
+      this.onMoved(service, userKey, from, best.id);
+    } else {
+      gatewayMetrics.affinityAssignments.labels(service).inc();
+    }
+    return best;
+  }
+}
+
+function refuse(
+  call: CallContext,
+  service: string,
+  reason: string,
+  code: number,
+  message: string,
+): undefined {
+  gatewayMetrics.affinityRejections.labels(service, reason).inc();
+  call.refusal = { code, message };
+  return undefined;
 }

@@ -65,6 +65,35 @@ export const gatewayConfigSchema = z.object({
         .optional(),
     })
     .prefault({}),
+  /** Sticky routing (`lb.policy=user`): how callers are verified and keyed. */
+  affinity: z
+    .object({
+      /**
+       * Key of the HMAC that turns a user id into the user key stored on the bus; the
+       * same on every gateway (env HALYARD_GATEWAY_MESH_SECRET). Never logged.
+       */
+      meshSecret: z.string().min(16, 'must be at least 16 characters').optional(),
+      jwt: z
+        .object({
+          /** Shared secret of HS256 tokens (env HALYARD_GATEWAY_JWT_SECRET). */
+          hs256Secret: z.string().min(32, 'must be at least 32 characters').optional(),
+          /** PEM files of RS256 / ES256 public keys. */
+          publicKeyFiles: z.array(z.string().min(1)).default([]),
+          /** A JSON Web Key Set file. */
+          jwksFile: z.string().min(1).optional(),
+          issuer: z.string().min(1).optional(),
+          audience: z.string().min(1).optional(),
+        })
+        .prefault({}),
+      /**
+       * How often this gateway removes preferences idle past their lapse (plus
+       * `sweepGraceSeconds` for clock skew) from the bucket; 0: never. Every replica
+       * may sweep: removals are idempotent and re-checked against the stored value.
+       */
+      sweepSeconds: z.number().nonnegative().default(60),
+      sweepGraceSeconds: z.number().nonnegative().default(30),
+    })
+    .prefault({}),
   /** On SIGTERM, calls in flight get this long to finish after GOAWAY. */
   stopTimeoutSeconds: z.number().positive().default(20),
 });

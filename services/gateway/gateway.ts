@@ -21,17 +21,25 @@ import {
 } from 'node:net';
 import type { Logger } from 'pino';
 import {
+  AffinityBucket,
+  type AffinityPreference,
   type Bus,
   type EventPublisher,
+  type KvStore,
   type LocalView,
   RegistryBucket,
   type ServiceInstance,
+  sweep,
 } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { type AdminServer, startAdmin } from '../common/admin.js';
+import type { BalancingSettings } from '../common/lb-metadata.js';
+import { AffinityTable } from './affinity.js';
+import { type Balancer, HeaderBalancer, RoundRobin, UserBalancer } from './balancer.js';
 import type { GatewayConfig } from './config.js';
 import { type EjectionEvent, Ejector } from './ejection.js';
 import { Health } from './health.js';
+import { Identities } from './identity.js';
 import { GatewayLogIds } from './log-ids.js';
 import { gatewayMetrics, registerGauges } from './metrics.js';
 import { GatewayProxy } from './proxy.js';
@@ -53,12 +61,16 @@ export class Gateway {
   private readonly sockets = new Set<Socket>();
   private readonly publisher: EventPublisher;
   private eventSeq = 0;
+  private sweepTimer: NodeJS.Timeout | undefined;
 
   private constructor(
     readonly config: GatewayConfig,
     bus: Bus,
     private readonly logger: Logger,
     private readonly view: LocalView<ServiceInstance>,
+    private readonly affinityView: LocalView<AffinityPreference>,
+    private readonly affinityStore: KvStore<AffinityPreference>,
+    readonly affinity: AffinityTable,
     readonly table: RoutingTable,
     readonly proxy: GatewayProxy,
     private readonly h2: Http2Server | Http2SecureServer,
@@ -68,10 +80,52 @@ export class Gateway {
     this.publisher = bus.publisher();
   }
 
-  /** Starts serving; calls get UNAVAILABLE until the registry view is loaded (see `ready`). */
+  /**
+   * Starts serving; calls get UNAVAILABLE until the registry and affinity views are
+   * loaded (see `ready`).
+   */
   static async start(config: GatewayConfig, bus: Bus, logger: Logger): Promise<Gateway> {
+    const identities = await Identities.load({
+      meshSecret: config.affinity.meshSecret,
+      ...config.affinity.jwt,
+    });
     const view = (await bus.store(RegistryBucket)).view();
+    const affinityStore = await bus.store(AffinityBucket);
+    // The table holds the preferences compactly; the view only feeds it.
+    const affinityView = affinityStore.view({ hold: false });
+    const affinity = new AffinityTable(
+      affinityView,
+      affinityStore,
+      { gatewayId: config.id, connected: () => bus.connected },
+      logger,
+    );
     let gateway: Gateway | undefined;
+    const moved = (serviceId: string, userKey: string, from: string, to: string) => {
+      logger.info(
+        { msgId: GatewayLogIds.affinityMoved, serviceId, instanceId: from, toInstanceId: to },
+        'sticky user moved off an instance that is down',
+      );
+      void gateway?.publish(Kind.AFFINITY_MOVED, {
+        serviceId,
+        instanceId: from,
+        toInstanceId: to,
+        userKey,
+        reason: 'preferred instance down (lb.whenDown=failover)',
+      });
+    };
+    const balancerFor = (serviceId: string, settings: BalancingSettings): Balancer => {
+      if (settings.policy === 'header') return new HeaderBalancer(serviceId, settings);
+      if (settings.policy === 'user') {
+        if (!identities.configured) {
+          logger.warn(
+            { msgId: GatewayLogIds.identityUnconfigured, serviceId },
+            'service asks for lb.policy=user but this gateway has no mesh secret or JWT key: its users get UNAUTHENTICATED',
+          );
+        }
+        return new UserBalancer(serviceId, settings, affinity, moved);
+      }
+      return new RoundRobin();
+    };
     const publishEjection: EjectionEvent = (kind, endpoint, ejectionSeconds, reason) =>
       gateway?.publish(kind, {
         serviceId: endpoint.serviceId,
@@ -108,6 +162,7 @@ export class Gateway {
       (address) => new Upstream(address, upstreamOptions, logger),
       ejector,
       logger,
+      balancerFor,
     );
     const notReady = () => gateway?.notReady();
     const health = new Health(table, () => gateway?.notReady() === undefined, config.id);
@@ -132,6 +187,7 @@ export class Gateway {
       },
       logger,
       notReady,
+      identities,
     );
     const settings = {
       maxHeaderListSize: config.limits.maxHeaderListBytes,
@@ -148,12 +204,26 @@ export class Gateway {
         })
       : createServer({ settings, maxSessionMemory: 64 });
     const listener = config.tls ? (h2 as Http2SecureServer) : sniffingListener(h2 as Http2Server);
-    gateway = new Gateway(config, bus, logger, view, table, proxy, h2, listener, undefined);
+    gateway = new Gateway(
+      config,
+      bus,
+      logger,
+      view,
+      affinityView,
+      affinityStore,
+      affinity,
+      table,
+      proxy,
+      h2,
+      listener,
+      undefined,
+    );
     gateway.wire();
     registerGauges({
       activeCalls: () => proxy.active,
       upstreamSessions: () => upstreamStats.sessions,
       ejectedInstances: () => ejector.ejected,
+      affinityPreferences: () => affinity.size,
     });
     await new Promise<void>((resolve, reject) => {
       listener.once('error', reject);
@@ -176,13 +246,14 @@ export class Gateway {
       },
       'gateway listening',
     );
-    void view.ready.then(() => {
+    void Promise.all([view.ready, affinityView.ready]).then(() => {
       gateway.loaded = true;
       logger.info(
-        { msgId: GatewayLogIds.ready, routes: table.size },
-        'registry view loaded: ready',
+        { msgId: GatewayLogIds.ready, routes: table.size, preferences: affinity.size },
+        'registry and affinity views loaded: ready',
       );
-      gateway.publish(Kind.GATEWAY_STARTED, { reason: 'registry view loaded' });
+      gateway.publish(Kind.GATEWAY_STARTED, { reason: 'registry and affinity views loaded' });
+      gateway.scheduleSweep(bus);
     });
     return gateway;
   }
@@ -198,13 +269,14 @@ export class Gateway {
   /** Why this replica should not get traffic, or undefined when it should. */
   notReady(): string | undefined {
     if (this.stopping) return 'is stopping';
-    if (!this.loaded) return 'is starting: the registry view is not loaded yet';
+    if (!this.loaded) return 'is starting: the registry and affinity views are not loaded yet';
     return undefined;
   }
 
-  /** Resolves when the registry view is loaded and calls are routed. */
+  /** Resolves when the registry and affinity views are loaded and calls are routed. */
   async ready(): Promise<void> {
-    await this.view.ready;
+    await Promise.all([this.view.ready, this.affinityView.ready]);
+    await waitFor(() => this.loaded, 1000);
   }
 
   /** Graceful stop: GOAWAY, in-flight calls finish (up to the stop timeout), then close. */
@@ -232,6 +304,9 @@ export class Gateway {
     await listenerClosed;
     this.table.close();
     this.view.stop();
+    clearTimeout(this.sweepTimer);
+    this.affinity.close();
+    this.affinityView.stop();
     await this.admin?.close();
     // The event is best effort within a bound: the bus may be the thing that is down.
     await Promise.race([
@@ -239,6 +314,36 @@ export class Gateway {
       new Promise((resolve) => setTimeout(resolve, 2000).unref()),
     ]);
     this.logger.info({ msgId: GatewayLogIds.stopped }, 'gateway stopped');
+  }
+
+  /**
+   * Removes idle preferences from the bucket now and then (jittered, so replicas
+   * rarely sweep together); readers already ignore them, this keeps the bucket and
+   * every replica's load time from growing with users who left.
+   */
+  private scheduleSweep(bus: Bus): void {
+    const everyMs = this.config.affinity.sweepSeconds * 1000;
+    if (everyMs === 0 || this.stopping) return;
+    this.sweepTimer = setTimeout(
+      async () => {
+        if (bus.connected) {
+          await sweep(
+            this.affinity,
+            this.affinityStore,
+            { graceMs: this.config.affinity.sweepGraceSeconds * 1000 },
+            this.logger,
+          ).catch((error: Error) =>
+            this.logger.warn(
+              { msgId: GatewayLogIds.affinityWriteFailed, err: error.message },
+              'affinity sweep failed; next round retries',
+            ),
+          );
+        }
+        this.scheduleSweep(bus);
+      },
+      everyMs * (0.5 + Math.random()),
+    );
+    this.sweepTimer.unref();
   }
 
   private wire(): void {
@@ -271,7 +376,14 @@ export class Gateway {
 
   private publish(
     kind: number,
-    fields: { serviceId?: string; instanceId?: string; ejectionSeconds?: number; reason: string },
+    fields: {
+      serviceId?: string;
+      instanceId?: string;
+      toInstanceId?: string;
+      userKey?: string;
+      ejectionSeconds?: number;
+      reason: string;
+    },
   ): Promise<unknown> {
     const now = Date.now();
     const event = {
@@ -281,8 +393,8 @@ export class Gateway {
       gatewayId: this.config.id,
       serviceId: fields.serviceId ?? '',
       instanceId: fields.instanceId ?? '',
-      toInstanceId: '',
-      userKey: '',
+      toInstanceId: fields.toInstanceId ?? '',
+      userKey: fields.userKey ?? '',
       ejectionSeconds: fields.ejectionSeconds ?? 0,
       reason: fields.reason,
     };

@@ -16,6 +16,7 @@ export const Status = {
   UNIMPLEMENTED: 12,
   INTERNAL: 13,
   UNAVAILABLE: 14,
+  UNAUTHENTICATED: 16,
 } as const;
 
 /** Status names by code, for metric labels (index = code). */

@@ -20,6 +20,9 @@ export const GatewayLogIds = {
   badRequest: 'HALG0050W',
   clientSessionError: 'HALG0051W',
   eventPublishFailed: 'HALG0060E',
+  affinityWriteFailed: 'HALG0080W',
+  affinityMoved: 'HALG0081I',
+  identityUnconfigured: 'HALG0082W',
   configInvalid: 'HALG0070E',
   fatal: 'HALG0071E',
 } as const;

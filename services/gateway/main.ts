@@ -52,6 +52,19 @@ async function loadConfig(flags: Flags): Promise<GatewayConfig> {
   if (nats) base.nats = { servers: nats.split(',') };
   if (listen) base.listen = listen;
   if (admin) base.admin = admin;
+  const meshSecret = env.HALYARD_GATEWAY_MESH_SECRET;
+  const jwtSecret = env.HALYARD_GATEWAY_JWT_SECRET;
+  if (meshSecret || jwtSecret) {
+    const affinity = (base.affinity ?? {}) as {
+      meshSecret?: string;
+      jwt?: Record<string, unknown>;
+    };
+    base.affinity = {
+      ...affinity,
+      ...(meshSecret ? { meshSecret } : {}),
+      jwt: { ...affinity.jwt, ...(jwtSecret ? { hs256Secret: jwtSecret } : {}) },
+    };
+  }
   if (flags.tlsCert || flags.tlsKey) base.tls = { certFile: flags.tlsCert, keyFile: flags.tlsKey };
   return validateConfig(gatewayConfigSchema, base, file ?? '(flags and environment)');
 }

@@ -5,6 +5,21 @@
  */
 import { Counter, Gauge, Histogram } from 'prom-client';
 
+/**
+ * Sticky hits happen on every call: balancers count them in plain numbers (a labelled
+ * counter hashes its labels on each increment) and the counter reads them when scraped.
+ */
+const affinityHitCounts = new Map<string, { n: number }>();
+
+export function affinityHitCount(service: string): { n: number } {
+  let hits = affinityHitCounts.get(service);
+  if (hits === undefined) {
+    hits = { n: 0 };
+    affinityHitCounts.set(service, hits);
+  }
+  return hits;
+}
+
 export const gatewayMetrics = {
   requests: new Counter({
     name: 'halyard_gateway_requests_total',
@@ -47,6 +62,30 @@ export const gatewayMetrics = {
     help: 'Requests refused before routing (not gRPC, malformed, over a limit), by reason',
     labelNames: ['reason'],
   }),
+  affinityHits: new Counter({
+    name: 'halyard_gateway_affinity_hits_total',
+    help: 'Calls routed to the instance of a stored sticky preference (user or header policy)',
+    labelNames: ['service'],
+    collect() {
+      this.reset();
+      for (const [service, hits] of affinityHitCounts) this.inc({ service }, hits.n);
+    },
+  }),
+  affinityAssignments: new Counter({
+    name: 'halyard_gateway_affinity_assignments_total',
+    help: 'New sticky preferences decided by this gateway (user without a live preference)',
+    labelNames: ['service'],
+  }),
+  affinityFailovers: new Counter({
+    name: 'halyard_gateway_affinity_failovers_total',
+    help: 'Users moved off an instance that was down (lb.whenDown=failover)',
+    labelNames: ['service'],
+  }),
+  affinityRejections: new Counter({
+    name: 'halyard_gateway_affinity_rejections_total',
+    help: 'Calls refused by a sticky policy, by reason (full, down, unknown-instance, unauthenticated)',
+    labelNames: ['service', 'reason'],
+  }),
 } as const;
 
 /** Gauges read from live state when scraped, so the hot path never updates them. */
@@ -54,6 +93,7 @@ export function registerGauges(read: {
   activeCalls: () => number;
   upstreamSessions: () => number;
   ejectedInstances: () => number;
+  affinityPreferences: () => number;
 }): void {
   const gauges: Array<[string, string, () => number]> = [
     ['halyard_gateway_active_calls', 'Calls in flight through the gateway', read.activeCalls],
@@ -63,6 +103,11 @@ export function registerGauges(read: {
       read.upstreamSessions,
     ],
     ['halyard_gateway_ejected_instances', 'Instances currently ejected', read.ejectedInstances],
+    [
+      'halyard_gateway_affinity_preferences',
+      'Sticky preferences held in memory (the shared bucket plus unwritten local decisions)',
+      read.affinityPreferences,
+    ],
   ];
   for (const [name, help, value] of gauges) {
     // One gateway per process in production; tests start several, the latest one reports.

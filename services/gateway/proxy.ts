@@ -18,6 +18,7 @@ import {
 } from 'node:http2';
 import type { Logger } from 'pino';
 import type { Counter, Histogram } from 'prom-client';
+import type { CallContext } from './balancer.js';
 import type { Ejector } from './ejection.js';
 import type { Endpoint } from './endpoint.js';
 import {
@@ -30,6 +31,7 @@ import {
   StatusNames,
   statusOfReset,
 } from './grpc-status.js';
+import { Identities, type Identity } from './identity.js';
 import { GatewayLogIds } from './log-ids.js';
 import { gatewayMetrics } from './metrics.js';
 import type { RetryBudget } from './retry-budget.js';
@@ -87,6 +89,7 @@ export class GatewayProxy {
     readonly options: ProxyOptions,
     readonly logger: Logger,
     private readonly notReady: () => string | undefined,
+    private readonly identities?: Identities,
   ) {
     this.unknownStats = statsFor('(unknown)', '(unknown)');
   }
@@ -191,7 +194,66 @@ export class GatewayProxy {
       }
       if (timeoutMs === 0 || asked < timeoutMs) timeoutMs = asked;
     }
-    new Call(this, stream, headers, route, stats, timeoutMs).attempt();
+    if (route.settings.policy !== 'user') {
+      new Call(this, stream, headers, route, stats, timeoutMs, undefined).attempt();
+      return;
+    }
+    // The user policy: the caller is the verified `sub` of its bearer token.
+    const token = Identities.bearer(headers.authorization);
+    if (token === undefined) {
+      if (route.settings.requireUser) {
+        this.unauthenticated(
+          stream,
+          stats,
+          route,
+          `${route.serviceId} requires a user (lb.requireUser): send "authorization: Bearer <JWT>"`,
+        );
+      } else {
+        new Call(this, stream, headers, route, stats, timeoutMs, undefined).attempt();
+      }
+      return;
+    }
+    const identities = this.identities;
+    if (identities === undefined) {
+      this.unauthenticated(stream, stats, route, 'this gateway verifies no user tokens');
+      return;
+    }
+    const known = identities.cached(token);
+    if (known !== undefined) {
+      this.withIdentity(known, stream, headers, route, stats, timeoutMs);
+      return;
+    }
+    // The stream stays paused (no 'data' listener) until the token is checked.
+    stream.on('error', ignore);
+    void identities.verify(token).then((identity) => {
+      if (stream.destroyed || stream.closed) return;
+      this.withIdentity(identity, stream, headers, route, stats, timeoutMs);
+    });
+  }
+
+  private withIdentity(
+    identity: Identity,
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    route: Route,
+    stats: MethodStats,
+    timeoutMs: number,
+  ): void {
+    if (!identity.ok) {
+      this.unauthenticated(stream, stats, route, identity.message);
+      return;
+    }
+    new Call(this, stream, headers, route, stats, timeoutMs, identity.userKey).attempt();
+  }
+
+  private unauthenticated(
+    stream: ServerHttp2Stream,
+    stats: MethodStats,
+    route: Route,
+    message: string,
+  ): void {
+    gatewayMetrics.affinityRejections.labels(route.serviceId, 'unauthenticated').inc();
+    this.fail(stream, stats, Status.UNAUTHENTICATED, message);
   }
 
   /** Ends a call the gateway answers itself, counted like any other call. */
@@ -258,7 +320,8 @@ function countCall(stats: MethodStats, code: number, seconds: number): void {
 
 type Tagged<S> = S & { [kCall]?: Call };
 
-class Call {
+class Call implements CallContext {
+  refusal: CallContext['refusal'] = undefined;
   private readonly started = performance.now();
   private readonly deadline: number;
   private timer: NodeJS.Timeout | undefined;
@@ -284,10 +347,11 @@ class Call {
   constructor(
     private readonly proxy: GatewayProxy,
     private readonly downstream: Tagged<ServerHttp2Stream>,
-    private readonly headers: IncomingHttpHeaders,
+    readonly headers: IncomingHttpHeaders,
     private readonly route: Route,
     private readonly stats: MethodStats,
     timeoutMs: number,
+    readonly userKey: string | undefined,
   ) {
     proxy.active++;
     downstream[kCall] = this;
@@ -303,8 +367,13 @@ class Call {
 
   attempt(): void {
     const route = this.route;
-    const endpoint = route.balancer.pick(route.endpoints, this.tried);
+    const endpoint = route.balancer.pick(route.endpoints, this.tried, this);
     if (endpoint === undefined) {
+      const refusal = this.refusal;
+      if (refusal !== undefined) {
+        this.answer(refusal.code, refusal.message);
+        return;
+      }
       const why =
         this.attempts === 0
           ? describeUnavailable(route)

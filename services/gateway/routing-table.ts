@@ -5,6 +5,11 @@
  */
 import type { Logger } from 'pino';
 import type { LocalView, ServiceInstance, ViewChange } from '../../bus/index.js';
+import {
+  type BalancingSettings,
+  type InstanceSettings,
+  parseInstanceMetadata,
+} from '../common/lb-metadata.js';
 import { type Balancer, RoundRobin } from './balancer.js';
 import type { Ejector } from './ejection.js';
 import { Endpoint, statusName } from './endpoint.js';
@@ -17,6 +22,21 @@ export interface Route {
   /** Every instance of the service that lists this gRPC service, whatever its status. */
   readonly endpoints: readonly Endpoint[];
   readonly balancer: Balancer;
+  /** The service's `lb.*` settings (from its instances' registration metadata). */
+  readonly settings: BalancingSettings;
+}
+
+/** Makes the balancer of a service's policy; round robin unless told otherwise. */
+export type BalancerFactory = (serviceId: string, settings: BalancingSettings) => Balancer;
+
+const DEFAULT_SETTINGS: InstanceSettings = (() => {
+  const parsed = parseInstanceMetadata({});
+  if (!parsed.ok) throw new Error('default balancing settings do not parse');
+  return parsed.settings;
+})();
+
+function settingsKey(serviceId: string, s: BalancingSettings): string {
+  return `${serviceId}|${s.policy}|${s.idleSeconds}|${s.maxUsersPerInstance}|${s.whenFull}|${s.whenDown}|${s.requireUser}`;
 }
 
 export class RoutingTable {
@@ -24,7 +44,7 @@ export class RoutingTable {
   /** By registry key; endpoints keep their session and ejection state across rebuilds. */
   private readonly endpoints = new Map<string, Endpoint>();
   /** By gRPC service name, so a rebuild does not restart the rotation. */
-  private readonly balancers = new Map<string, Balancer>();
+  private readonly balancers = new Map<string, { key: string; balancer: Balancer }>();
   private rebuildQueued = false;
   private readonly unsubscribe: () => void;
 
@@ -33,6 +53,7 @@ export class RoutingTable {
     private readonly upstreamFor: (address: string) => Upstream,
     private readonly ejector: Ejector,
     private readonly logger: Logger,
+    private readonly balancerFor: BalancerFactory = () => new RoundRobin(),
   ) {
     this.unsubscribe = view.onChange((change) => this.apply(change));
     for (const [key, instance] of view.entries())
@@ -106,13 +127,23 @@ export class RoutingTable {
           'several services register one gRPC service name: routing to the first by id',
         );
       }
-      let balancer = this.balancers.get(name);
-      if (!balancer) {
-        balancer = new RoundRobin();
-        this.balancers.set(name, balancer);
-      }
       const endpoints = services.get(serviceId!)!.sort((a, b) => (a.id < b.id ? -1 : 1));
-      routes.set(name, { grpcService: name, serviceId: serviceId!, endpoints, balancer });
+      // Instances of a service share their lb.* settings; the first by id decides.
+      const parsed = parseInstanceMetadata(endpoints[0]!.instance.metadata);
+      const settings = (parsed.ok ? parsed.settings : DEFAULT_SETTINGS).lb;
+      const key = settingsKey(serviceId!, settings);
+      let held = this.balancers.get(name);
+      if (held?.key !== key) {
+        held = { key, balancer: this.balancerFor(serviceId!, settings) };
+        this.balancers.set(name, held);
+      }
+      routes.set(name, {
+        grpcService: name,
+        serviceId: serviceId!,
+        endpoints,
+        balancer: held.balancer,
+        settings,
+      });
     }
     for (const name of this.balancers.keys()) if (!routes.has(name)) this.balancers.delete(name);
     this.routes = routes;

@@ -6,9 +6,9 @@ import { test } from 'node:test';
 import { status } from '@grpc/grpc-js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { ConfigError } from '../../services/common/config.js';
+import { ownerOf } from '../../services/common/rendezvous.js';
 import { resolveConfig } from '../../services/discovery/config.js';
 import { RegistryError } from '../../services/discovery/errors.js';
-import { ownerOf } from '../../services/discovery/rendezvous.js';
 import { SelfPreservation } from '../../services/discovery/self-preservation.js';
 import { loadStaticDefinitions } from '../../services/discovery/static-definitions.js';
 import {

@@ -5,7 +5,8 @@
  */
 import { createHash } from 'node:crypto';
 
-function weight(replica: string, key: string): bigint {
+/** The weight of `replica` for `key`: the highest weight owns the key. */
+export function weight(replica: string, key: string): bigint {
   return createHash('sha256').update(replica).update('\0').update(key).digest().readBigUInt64BE(0);
 }
 

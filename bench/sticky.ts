@@ -1,0 +1,358 @@
+/**
+ * Sticky routing (`lb.policy=user`) on a real 3-node cluster:
+ *
+ * 1. routing cost with PREFS stored preferences (default 100,000), in-process at the
+ *    routing level (bearer parse + verified-token cache + balancer pick on the
+ *    gateway's live route, against round robin on the same route), then through the
+ *    gateway with a short grpc-js load (user policy vs round robin, same run);
+ * 2. propagation of a new preference from gateway A (bus connection to n0) to
+ *    gateway B's local view (connection to n2): p50/p99 over sequential decisions;
+ * 3. memory and load time of a fresh process holding the bucket: preferences are
+ *    written for at most FILL_SECONDS (default 60) or until 1,000,000; a child process
+ *    loads them into a local view + affinity table; RSS and time are extrapolated
+ *    linearly to 1,000,000 when fewer fit.
+ *
+ * Usage: bash bench/run.sh sticky [--prefs N] [--fill-seconds S] [--load-seconds S]
+ */
+import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import { SignJWT } from 'jose';
+import { pino } from 'pino';
+import { AffinityBucket, type AffinityPreference, Bus, Keys, type KvStore } from '../bus/index.js';
+import { AffinityTable } from '../services/gateway/affinity.js';
+import { type CallContext, RoundRobin } from '../services/gateway/balancer.js';
+import { gatewayConfigSchema } from '../services/gateway/config.js';
+import { Gateway } from '../services/gateway/gateway.js';
+import { Identities } from '../services/gateway/identity.js';
+import { ECHO_SERVICE, echoClient } from '../test/support/echo-service.js';
+import { register } from '../test/support/gateway.js';
+import { NatsCluster } from '../test/support/nats-cluster.js';
+import { type EchoProcess, spawnEcho } from '../test/support/processes.js';
+import { until } from '../test/support/wait.js';
+
+const MESH = 'bench-mesh-secret-0123456789';
+const JWT = 'bench-jwt-secret-0123456789-0123456789';
+const silent = pino({ level: 'silent' });
+const arg = (name: string, fallback: number) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : fallback;
+};
+
+if (process.argv[2] === '--child-load') await childLoad(process.argv[3]!);
+else await main();
+
+function userKeyOf(user: string): string {
+  return createHmac('sha256', MESH).update(user).digest('base64url');
+}
+
+/** In a fresh process: load the whole bucket into a view + affinity table. */
+async function childLoad(server: string): Promise<void> {
+  const bus = await Bus.connect({ servers: [server], name: 'bench-sticky-load', logger: silent });
+  const store = await bus.store(AffinityBucket);
+  global.gc?.();
+  const rssBefore = process.memoryUsage().rss;
+  const started = performance.now();
+  const view = store.view({ hold: false });
+  const table = new AffinityTable(
+    view,
+    store,
+    { gatewayId: 'load', connected: () => true },
+    silent,
+  );
+  await view.ready;
+  const ms = performance.now() - started;
+  global.gc?.();
+  const { rss, heapUsed } = process.memoryUsage();
+  console.log(
+    JSON.stringify({
+      entries: table.size,
+      ms,
+      rssMB: rss / 2 ** 20,
+      deltaMB: (rss - rssBefore) / 2 ** 20,
+      heapMB: heapUsed / 2 ** 20,
+    }),
+  );
+  view.stop();
+  await bus.close();
+  process.exit(0);
+}
+
+/** Writes preferences for users `user-<from>`… concurrently until `to` or the deadline. */
+async function fill(
+  store: KvStore<AffinityPreference>,
+  from: number,
+  to: number,
+  deadline: number,
+): Promise<number> {
+  const WINDOW = 256;
+  let next = from;
+  const now = Date.now();
+  const worker = async () => {
+    while (next < to && Date.now() < deadline) {
+      const i = next++;
+      await store.put({
+        serviceId: 'echo',
+        userKey: userKeyOf(`user-${i}`),
+        instanceId: `echo-${(i % 3) + 1}`,
+        createdAtMs: now,
+        lastSeenAtMs: now,
+        idleSeconds: 28_800,
+        gatewayId: 'bench',
+      });
+    }
+  };
+  await Promise.all(Array.from({ length: WINDOW }, worker));
+  return next;
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+async function load(
+  port: number,
+  seconds: number,
+  metadataFor: (i: number) => grpc.Metadata,
+): Promise<{ rps: number; failed: number }> {
+  const clients = Array.from({ length: 4 }, () => echoClient(`127.0.0.1:${port}`));
+  const end = Date.now() + seconds * 1000;
+  let done = 0;
+  let failed = 0;
+  let n = 0;
+  const worker = async (c: number) => {
+    const client = clients[c % clients.length]!;
+    while (Date.now() < end) {
+      await new Promise<void>((resolve) =>
+        client.unary({ payload: Buffer.alloc(100, 1) }, metadataFor(n++), {}, (error) => {
+          if (error) failed++;
+          else done++;
+          resolve();
+        }),
+      );
+    }
+  };
+  const started = performance.now();
+  await Promise.all(Array.from({ length: 64 }, (_, c) => worker(c)));
+  const elapsed = (performance.now() - started) / 1000;
+  for (const client of clients) client.close();
+  return { rps: done / elapsed, failed };
+}
+
+async function main(): Promise<void> {
+  const PREFS = arg('prefs', 100_000);
+  const FILL_SECONDS = arg('fill-seconds', 60);
+  const LOAD_SECONDS = arg('load-seconds', 5);
+  const cluster = await NatsCluster.start();
+  const echoes: EchoProcess[] = [];
+  const gateways: Gateway[] = [];
+  try {
+    const busA = await Bus.connect({
+      servers: [cluster.servers[0]!],
+      name: 'bench-a',
+      logger: silent,
+    });
+    const busB = await Bus.connect({
+      servers: [cluster.servers[2]!],
+      name: 'bench-b',
+      logger: silent,
+    });
+    await busA.provision();
+    const store = await busA.store(AffinityBucket);
+    const version = busA.connection.info?.version;
+    let started = performance.now();
+    const filled = await fill(store, 0, PREFS, Date.now() + 10 * 60_000);
+    const fillSeconds = (performance.now() - started) / 1000;
+    console.log(
+      `nats-server ${version}; ${filled} preferences written in ${fillSeconds.toFixed(1)} s (256 concurrent puts, R3)`,
+    );
+
+    for (let i = 1; i <= 3; i++) echoes.push(await spawnEcho({ instanceId: `echo-${i}` }));
+    const registerAll = async (metadata: Record<string, string>) => {
+      for (const echo of echoes) {
+        await register(busA, {
+          instanceId: echo.instanceId,
+          address: `127.0.0.1:${echo.port}`,
+          metadata,
+        });
+      }
+    };
+    await registerAll({ 'lb.policy': 'user' });
+    const config = (id: string, servers: string[]) =>
+      gatewayConfigSchema.parse({
+        id,
+        nats: { servers },
+        listen: { host: '127.0.0.1', port: 0 },
+        admin: { port: 0 },
+        affinity: { meshSecret: MESH, jwt: { hs256Secret: JWT } },
+      });
+    started = performance.now();
+    const a = await Gateway.start(config('bench-a', [cluster.servers[0]!]), busA, silent);
+    gateways.push(a);
+    await a.ready();
+    const aReadyMs = performance.now() - started;
+    const b = await Gateway.start(config('bench-b', [cluster.servers[2]!]), busB, silent);
+    gateways.push(b);
+    await b.ready();
+    await until(
+      'route',
+      () =>
+        a.table.route(ECHO_SERVICE)?.settings.policy === 'user' &&
+        a.table.route(ECHO_SERVICE)!.endpoints.every((e) => e.available),
+    );
+    console.log(`gateway A ready with ${a.affinity.size} preferences in ${aReadyMs.toFixed(0)} ms`);
+
+    // 1a. In-process: what a call costs the gateway to choose, user vs round robin.
+    const route = a.table.route(ECHO_SERVICE)!;
+    const identities = await Identities.load({ meshSecret: MESH, hs256Secret: JWT });
+    const USERS = 1000;
+    const tokens: string[] = [];
+    const secret = new TextEncoder().encode(JWT);
+    for (let i = 0; i < USERS; i++) {
+      const jwt = await new SignJWT({})
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject(`user-${i * 97}`)
+        .setExpirationTime('1h')
+        .sign(secret);
+      tokens.push(jwt);
+      await identities.verify(jwt);
+    }
+    const headers = tokens.map((t) => `Bearer ${t}`);
+    const contexts: CallContext[] = [];
+    for (let i = 0; i < PREFS; i += Math.max(1, Math.floor(PREFS / 100_000))) {
+      contexts.push({ headers: {}, userKey: userKeyOf(`user-${i}`), refusal: undefined });
+    }
+    const ITER = 1_000_000;
+    const rr = new RoundRobin();
+    const timeIt = (fn: (i: number) => unknown) => {
+      for (let i = 0; i < 50_000; i++) fn(i);
+      const t = performance.now();
+      for (let i = 0; i < ITER; i++) fn(i);
+      return (performance.now() - t) / ITER;
+    };
+    const rrMs = timeIt(() => rr.pick(route.endpoints, undefined));
+    const userMs = timeIt((i) => {
+      const token = Identities.bearer(headers[i % USERS]);
+      identities.cached(token!);
+      return route.balancer.pick(route.endpoints, undefined, contexts[i % contexts.length]);
+    });
+    const lookupOnlyMs = timeIt((i) =>
+      route.balancer.pick(route.endpoints, undefined, contexts[i % contexts.length]),
+    );
+
+    // 1b. Through the gateway: user policy (1000 users' tokens) vs round robin.
+    const userMeta = headers.map((h) => {
+      const m = new grpc.Metadata();
+      m.set('authorization', h);
+      return m;
+    });
+    // Alternating rounds, best of two each: the order and JIT warm-up favour neither.
+    const policy = async (name: 'user' | 'round-robin') => {
+      await registerAll({ 'lb.policy': name });
+      await until(name, () => a.table.route(ECHO_SERVICE)?.settings.policy === name);
+    };
+    const empty = new grpc.Metadata();
+    await load(a.port, 2, (i) => userMeta[i % USERS]!); // warm-up; every token verified once
+    let user = { rps: 0, failed: 0 };
+    let roundRobin = { rps: 0, failed: 0 };
+    for (let round = 0; round < 2; round++) {
+      await policy('round-robin');
+      const r = await load(a.port, LOAD_SECONDS, () => empty);
+      if (r.rps > roundRobin.rps) roundRobin = r;
+      await policy('user');
+      const u = await load(a.port, LOAD_SECONDS, (i) => userMeta[i % USERS]!);
+      if (u.rps > user.rps) user = u;
+    }
+
+    // 2. Propagation: a decision on A → B's local view.
+    const bView = (await busB.store(AffinityBucket)).view();
+    await bView.ready;
+    const waiting = new Map<string, () => void>();
+    bView.onChange((change) => waiting.get(change.key)?.());
+    const samples: number[] = [];
+    for (let i = 0; i < 1000; i++) {
+      const key = userKeyOf(`new-${i}`);
+      const seen = new Promise<void>((resolve) => waiting.set(Keys.affinity('echo', key), resolve));
+      const t = performance.now();
+      a.affinity.assign('echo', key, 'echo-2', 28_800);
+      await seen;
+      samples.push(performance.now() - t);
+    }
+    bView.stop();
+    samples.sort((x, y) => x - y);
+
+    for (const g of gateways.splice(0)) await g.stop();
+
+    // 3. Memory and load time of a fresh replica.
+    started = performance.now();
+    const total = await fill(store, PREFS, 1_000_000, Date.now() + FILL_SECONDS * 1000);
+    const moreSeconds = (performance.now() - started) / 1000;
+    const child = spawn(
+      process.execPath,
+      [
+        '--expose-gc',
+        '--import',
+        'tsx',
+        fileURLToPath(import.meta.url),
+        '--child-load',
+        cluster.servers[1]!,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+    });
+    await new Promise((resolve) => child.once('exit', resolve));
+    const loaded = JSON.parse(out.trim().split('\n').pop()!) as {
+      entries: number;
+      ms: number;
+      rssMB: number;
+      deltaMB: number;
+      heapMB: number;
+    };
+    const scale = 1_000_000 / loaded.entries;
+
+    const f = (x: number, d = 1) => x.toFixed(d);
+    console.log('\nRouting cost, in-process on the live route of gateway A (1,000,000 picks)');
+    console.log('| case | ns per call | ratio to round robin (throughput) |\n|---|---|---|');
+    console.log(`| round robin pick | ${f(rrMs * 1e6, 0)} | 1.00× |`);
+    console.log(
+      `| user: bearer parse + token cache + preference look-up + pick, ${filled} stored | ${f(userMs * 1e6, 0)} | ${f(rrMs / userMs, 2)}× |`,
+    );
+    console.log(
+      `| user: preference look-up + pick only | ${f(lookupOnlyMs * 1e6, 0)} | ${f(rrMs / lookupOnlyMs, 2)}× |`,
+    );
+    console.log(
+      `\nThrough gateway A (grpc-js, 4 connections × 16 calls in flight, unary 100 B, best of 2 alternating rounds of ${LOAD_SECONDS} s, client in the same process)`,
+    );
+    console.log('| case | calls/s | failed | ratio |\n|---|---|---|---|');
+    console.log(`| round robin | ${f(roundRobin.rps, 0)} | ${roundRobin.failed} | 1.00× |`);
+    console.log(
+      `| user policy, 1000 users with a token, ${filled} stored | ${f(user.rps, 0)} | ${user.failed} | ${f(user.rps / roundRobin.rps, 2)}× |`,
+    );
+    console.log(
+      '\nPropagation of a new preference: decision on A (n0) → local view of B (n2), 1000 sequential',
+    );
+    console.log(
+      `| p50 ms | p99 ms | max ms |\n|---|---|---|\n| ${f(percentile(samples, 50), 3)} | ${f(percentile(samples, 99), 3)} | ${f(samples.at(-1)!, 3)} |`,
+    );
+    console.log(
+      `\nFresh replica loading the bucket (${total} preferences written; ${total - PREFS} of them in ${f(moreSeconds)} s)`,
+    );
+    console.log(
+      '| entries | load s | RSS MB | RSS growth MB | heap MB | extrapolated to 1,000,000: load s / RSS MB |\n|---|---|---|---|---|---|',
+    );
+    console.log(
+      `| ${loaded.entries} | ${f(loaded.ms / 1000, 2)} | ${f(loaded.rssMB, 0)} | ${f(loaded.deltaMB, 0)} | ${f(loaded.heapMB, 0)} | ${f((loaded.ms / 1000) * scale, 2)} / ${f(loaded.rssMB - loaded.deltaMB + loaded.deltaMB * scale, 0)} |`,
+    );
+    await busA.close();
+    await busB.close();
+  } finally {
+    for (const g of gateways) await g.stop();
+    for (const echo of echoes) await echo.kill();
+    await cluster.close();
+  }
+  process.exit(0);
+}

@@ -1,0 +1,297 @@
+/**
+ * Sticky preferences as every gateway replica sees them: the whole `halyard-affinity`
+ * bucket in memory (fed by a local view that keeps no values itself, held compactly:
+ * compact-preferences.ts), this replica's decisions that the bucket does not show
+ * yet, and users per instance derived from both — so routing a known user is a
+ * map look-up and every replica enforces the same `lb.maxUsersPerInstance`.
+ *
+ * Writes never block a call: decisions and "last seen" refreshes are queued and
+ * written in the background. While the bus connection is down nothing is written;
+ * when it returns, a queued write whose key meanwhile got a newer value elsewhere is
+ * dropped instead of overriding it. Without compare-and-set (not enforced on R3 with
+ * nats-server 2.9), replicas converge because they decide alike (rendezvous hashing
+ * over the same live instances) and, when they do not, adopt the bucket's last value.
+ */
+import type { Logger } from 'pino';
+import {
+  type AffinityPreference,
+  type EntryChange,
+  Keys,
+  type KvStore,
+  type LocalView,
+} from '../../bus/index.js';
+import { CompactPreferences } from './compact-preferences.js';
+import { GatewayLogIds } from './log-ids.js';
+
+const PROBE_KEY = 'A'.repeat(43);
+
+interface Pending {
+  readonly value: AffinityPreference;
+  /** Revision of our write once acknowledged; the view showing it retires the entry. */
+  revision: number | undefined;
+  writing: boolean;
+}
+
+/** Where the bucket's values go; a KvStore in production. */
+export type AffinityWriter = Pick<KvStore<AffinityPreference>, 'put'>;
+
+export interface AffinityTableOptions {
+  readonly gatewayId: string;
+  /** Whether writes can go out now (the bus connection is up). */
+  readonly connected: () => boolean;
+  /** Delay between rounds of the writer while writes wait or fail. */
+  readonly retryMs?: number;
+  /** How often lapsed preferences leave the per-instance counts. */
+  readonly expiryCheckMs?: number;
+}
+
+export class AffinityTable {
+  private readonly pending = new Map<string, Pending>();
+  /** `serviceId` → `instanceId` → users whose effective preference names it. */
+  private readonly counts = new Map<string, Map<string, number>>();
+  private held = 0;
+  /** The bucket, compactly (the view feeding it keeps no values of its own). */
+  private readonly store = new CompactPreferences();
+  private readonly expiryTimer: NodeJS.Timeout;
+  private flushing = false;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private readonly unsubscribe: () => void;
+  /** `serviceId` → its key prefix in the bucket, so a look-up builds no key by regex. */
+  private readonly prefixes = new Map<string, string>();
+
+  constructor(
+    private readonly view: LocalView<AffinityPreference>,
+    private readonly writer: AffinityWriter,
+    private readonly options: AffinityTableOptions,
+    private readonly logger: Logger,
+  ) {
+    this.unsubscribe = view.onEntry((change) => this.applyEntry(change));
+    this.expiryTimer = setInterval(() => this.expire(), options.expiryCheckMs ?? 2000);
+    this.expiryTimer.unref();
+  }
+
+  /** Preferences held (view plus this replica's unwritten ones). */
+  get size(): number {
+    return this.held;
+  }
+
+  /** Queued writes not yet acknowledged. */
+  get queued(): number {
+    let n = 0;
+    for (const p of this.pending.values()) if (p.revision === undefined) n++;
+    return n;
+  }
+
+  /** The effective preference of a user for a service; undefined if none or idle too long. */
+  get(serviceId: string, userKey: string): AffinityPreference | undefined {
+    const key = this.keyOf(serviceId, userKey);
+    const local = this.pending.get(key);
+    const now = Date.now();
+    if (local !== undefined && !lapsed(local.value, now)) return local.value;
+    return this.store.get(key, now);
+  }
+
+  /**
+   * The hot path's look-up: the instance of the user's live preference, building no
+   * value; `touchIfDue` then refreshes "last seen" when a tenth of the idle period passed.
+   */
+  instanceOf(serviceId: string, userKey: string, now: number): string | undefined {
+    const key = this.keyOf(serviceId, userKey);
+    const local = this.pending.get(key);
+    if (local !== undefined && !lapsed(local.value, now)) return local.value.instanceId;
+    return this.store.liveInstance(key, now);
+  }
+
+  touchIfDue(serviceId: string, userKey: string, idleSeconds: number, now: number): void {
+    const key = this.keyOf(serviceId, userKey);
+    const local = this.pending.get(key);
+    const lastSeen = local !== undefined ? local.value.lastSeenAtMs : this.store.lastSeenOf(key);
+    if (now - lastSeen < idleSeconds * 100) return;
+    const preference = local?.value ?? this.store.get(key, now);
+    if (preference !== undefined) this.touch(preference, now);
+  }
+
+  /** Values lapsed more than `graceMs` ago, for the sweeper. */
+  lapsedFor(graceMs: number): Array<{ key: string; value: AffinityPreference; revision: number }> {
+    return this.store.lapsedFor(graceMs);
+  }
+
+  /** Users whose preference names this instance. */
+  usersOf(serviceId: string, instanceId: string): number {
+    return this.counts.get(serviceId)?.get(instanceId) ?? 0;
+  }
+
+  /** Records a decision (new, or moved) and writes it in the background. */
+  assign(
+    serviceId: string,
+    userKey: string,
+    instanceId: string,
+    idleSeconds: number,
+    now = Date.now(),
+  ): AffinityPreference {
+    const value: AffinityPreference = {
+      serviceId,
+      userKey,
+      instanceId,
+      createdAtMs: now,
+      lastSeenAtMs: now,
+      idleSeconds,
+      gatewayId: this.options.gatewayId,
+    };
+    this.setPending(Keys.affinity(serviceId, userKey), value);
+    return value;
+  }
+
+  /**
+   * A call used this preference: refreshes "last seen" in the bucket at most once per
+   * tenth of the idle period (not per call).
+   */
+  touch(preference: AffinityPreference, now: number): void {
+    // `preference` is the effective one: a refresh queued here shows at once.
+    if (now - preference.lastSeenAtMs < preference.idleSeconds * 100) return;
+    const key = Keys.affinity(preference.serviceId, preference.userKey);
+    this.setPending(key, { ...preference, lastSeenAtMs: now, gatewayId: this.options.gatewayId });
+  }
+
+  /**
+   * The bucket key, as `Keys.affinity` forms it; the service's prefix is derived from
+   * `Keys.affinity` once. `userKey` comes from identity.ts (always a valid digest).
+   */
+  private keyOf(serviceId: string, userKey: string): string {
+    let prefix = this.prefixes.get(serviceId);
+    if (prefix === undefined) {
+      prefix = Keys.affinity(serviceId, PROBE_KEY).slice(0, -PROBE_KEY.length);
+      this.prefixes.set(serviceId, prefix);
+    }
+    return prefix + userKey;
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.flushTimer);
+    clearInterval(this.expiryTimer);
+    this.unsubscribe();
+  }
+
+  private setPending(key: string, value: AffinityPreference): void {
+    const before = this.effectiveCounted(key);
+    this.pending.set(key, { value, revision: undefined, writing: false });
+    this.moved(before, value);
+    this.scheduleFlush(0);
+  }
+
+  /** What the key counts for in users per instance: a local decision, else the live stored value. */
+  private effectiveCounted(key: string): AffinityPreference | undefined {
+    const local = this.pending.get(key);
+    if (local !== undefined) return local.value;
+    return this.store.countedInstance(key) === undefined ? undefined : this.store.peek(key);
+  }
+
+  private applyEntry(change: EntryChange<AffinityPreference>): void {
+    const key = change.key;
+    const before = this.effectiveCounted(key);
+    if (change.op === 'put') this.store.set(key, change.value, change.revision, Date.now());
+    else this.store.delete(key);
+    const local = this.pending.get(key);
+    if (local !== undefined && change.op === 'put') {
+      const seenOurs = local.revision !== undefined && change.revision >= local.revision;
+      // Not yet written and the bucket already has a value as new: ours is stale.
+      const newerElsewhere =
+        local.revision === undefined &&
+        !local.writing &&
+        change.value.lastSeenAtMs >= local.value.lastSeenAtMs;
+      if (seenOurs || newerElsewhere) this.pending.delete(key);
+    }
+    this.moved(before, this.effectiveCounted(key));
+  }
+
+  private expire(): void {
+    this.store.expire(Date.now(), (key, value) => {
+      if (!this.pending.has(key)) this.count(value, -1);
+    });
+  }
+
+  private moved(
+    before: AffinityPreference | undefined,
+    after: AffinityPreference | undefined,
+  ): void {
+    if (before?.instanceId === after?.instanceId && before?.serviceId === after?.serviceId) return;
+    if (before) this.count(before, -1);
+    if (after) this.count(after, 1);
+  }
+
+  private count(value: AffinityPreference, delta: number): void {
+    let services = this.counts.get(value.serviceId);
+    if (!services) {
+      services = new Map();
+      this.counts.set(value.serviceId, services);
+    }
+    const n = (services.get(value.instanceId) ?? 0) + delta;
+    if (n <= 0) services.delete(value.instanceId);
+    else services.set(value.instanceId, n);
+    this.held += delta;
+  }
+
+  private scheduleFlush(delayMs: number): void {
+    if (this.closed || this.flushing || this.flushTimer !== undefined) return;
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = undefined;
+      void this.flush();
+    }, delayMs);
+    this.flushTimer.unref();
+  }
+
+  /** Writes every queued preference that is still the newest, concurrently. */
+  private async flush(): Promise<void> {
+    if (!this.options.connected()) {
+      this.scheduleFlush(this.options.retryMs ?? 200);
+      return;
+    }
+    this.flushing = true;
+    let failed = false;
+    const writes: Promise<void>[] = [];
+    for (const [key, local] of this.pending) {
+      if (local.revision !== undefined || local.writing) continue;
+      const current = this.store.peek(key);
+      if (current !== undefined && current.lastSeenAtMs > local.value.lastSeenAtMs) {
+        // Decided again elsewhere while this write waited: the newer value stands.
+        const before = local.value;
+        this.pending.delete(key);
+        this.moved(before, this.effectiveCounted(key));
+        continue;
+      }
+      local.writing = true;
+      writes.push(
+        this.writer.put(local.value).then(
+          (revision) => {
+            local.writing = false;
+            if (this.pending.get(key) !== local) return;
+            if (this.view.lastRevision >= revision) {
+              this.pending.delete(key);
+              this.moved(local.value, this.effectiveCounted(key));
+            } else {
+              local.revision = revision;
+            }
+          },
+          (error: Error) => {
+            local.writing = false;
+            failed = true;
+            this.logger.warn(
+              { msgId: GatewayLogIds.affinityWriteFailed, err: error.message },
+              'affinity preference not written yet; will retry',
+            );
+          },
+        ),
+      );
+    }
+    await Promise.all(writes);
+    this.flushing = false;
+    // Decisions made during this round go out at once; failed writes after a pause.
+    if (this.queued > 0) this.scheduleFlush(failed ? (this.options.retryMs ?? 200) : 0);
+  }
+}
+
+function lapsed(value: AffinityPreference, now: number): boolean {
+  return value.lastSeenAtMs + value.idleSeconds * 1000 <= now;
+}
