@@ -301,7 +301,8 @@ test('compact preferences: values round-trip, lapse, leave the counts once, free
       idleSeconds: 10,
     }),
   );
-  values.forEach((v, i) => store.set(Keys.affinity('orders', v.userKey), v, i + 1, now));
+  for (const [i, v] of values.entries())
+    store.set(Keys.affinity('orders', v.userKey), v, i + 1, now);
   const key = (i: number) => Keys.affinity('orders', values[i]!.userKey);
   assert.equal(store.size, 3000);
   assert.deepEqual(store.get(key(2999), now), values[2999]);
