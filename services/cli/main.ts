@@ -10,6 +10,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { addCommands } from './commands.js';
 import { ExitCodes } from './connect.js';
+import { demoToken } from './demo-secrets.js';
 import { cliLogger } from './log.js';
 import { DEFAULT_BASE_PORT, DEFAULT_DATA_DIR, PortOffsets, up } from './up.js';
 
@@ -30,6 +31,28 @@ const program = new Command('halyard')
   .exitOverride((err) => {
     // Usage errors exit 2; --help and --version exit 0.
     process.exit(err.exitCode === 0 ? 0 : ExitCodes.usage);
+  });
+
+program
+  .command('token')
+  .description("a bearer token for the local demo mesh's gateways (HS256, sub = the user)")
+  .argument('<user>', 'the user id the token names (its `sub`); it never reaches the bus')
+  .option('--data-dir <dir>', 'the data dir of the running halyard up', DEFAULT_DATA_DIR)
+  .option('--ttl <seconds>', 'lifetime', port, 3600)
+  .addHelpText(
+    'after',
+    `
+Example:
+  TOKEN=$(halyard token ada)
+  halyard call 127.0.0.1:PORT demo.greeter.v1.Greeter/SayHello -H "authorization=Bearer $TOKEN" --data '{"name":"Ada"}'`,
+  )
+  .action(async (user: string, opts: { dataDir: string; ttl: number }) => {
+    try {
+      process.stdout.write(`${await demoToken(opts.dataDir, user, opts.ttl)}\n`);
+    } catch (error) {
+      process.stderr.write(`halyard token: ${(error as Error).message}\n`);
+      process.exitCode = ExitCodes.failed;
+    }
   });
 
 program

@@ -35,6 +35,8 @@ export interface MeshOptions {
   readonly servers: readonly string[];
   readonly adminBase: number;
   readonly logFile: string;
+  /** Added to the launcher's environment, which its children inherit. */
+  readonly env: Readonly<Record<string, string>>;
   readonly out: NodeJS.WritableStream;
   readonly log: Logger;
 }
@@ -126,6 +128,7 @@ export class Mesh {
       stdio: ['ignore', logFd, logFd],
       env: {
         ...process.env,
+        ...this.options.env,
         HALYARD_NATS: this.options.servers.join(','),
         HALYARD_ADMIN_BASE: String(adminBase),
       },

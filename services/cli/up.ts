@@ -14,6 +14,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AllBuckets, Bus, BusConfigError, EVENTS_STREAM } from '../../bus/index.js';
+import { demoSecrets, gatewaySecretsEnv } from './demo-secrets.js';
 import {
   commandLineOf,
   DEFAULT_STOP_TIMEOUT_MS,
@@ -253,6 +254,8 @@ export async function up(options: UpOptions, log: Logger): Promise<number> {
           servers: local.servers,
           adminBase,
           logFile: path.join(dataDir, 'logs', 'launcher.log'),
+          // The gateways verify demo tokens (halyard token) and key users with these.
+          env: gatewaySecretsEnv(demoSecrets(dataDir)),
           out,
           log,
         },
