@@ -234,8 +234,7 @@ export async function subscribe<K extends SubscriptionKind>(
       if (durable) await deadLetter(m, error.message);
       return;
     }
-    // A long handler keeps its message: without this the server would redeliver it.
-    const keepAlive = durable ? setInterval(() => m.working(), ackWaitMs / 2) : undefined;
+    inHand = m;
     try {
       // Retried in place, so later messages wait: delivery order is never broken.
       for (let attempt = m.info.deliveryCount; ; attempt++) {
@@ -270,12 +269,28 @@ export async function subscribe<K extends SubscriptionKind>(
         }
       }
     } finally {
-      clearInterval(keepAlive);
+      inHand = undefined;
     }
   };
+  // A long handler keeps its message (the server would redeliver it after ack_wait).
+  // One timer for the subscription, not one per message: a message is only reported
+  // as in progress if it is still in hand a full half-period later.
+  let inHand: JsMsg | undefined;
+  let seen: JsMsg | undefined;
+  const keepAlive = durable
+    ? setInterval(() => {
+        if (inHand && inHand === seen) inHand.working();
+        seen = inHand;
+      }, ackWaitMs / 4)
+    : undefined;
+  keepAlive?.unref();
 
   const done = (async () => {
-    for await (const m of messages) await deliver(m);
+    try {
+      for await (const m of messages) await deliver(m);
+    } finally {
+      clearInterval(keepAlive);
+    }
   })();
   return {
     done,
