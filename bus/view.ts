@@ -322,25 +322,18 @@ export class LocalView<T> {
   }
 
   private emitEntry(change: EntryChange<T>): void {
-    for (const listener of this.entryListeners) {
-      try {
-        listener(change);
-      } catch (error) {
-        this.logger.error(
-          {
-            msgId: LogIds.listenerFailed,
-            bucket: this.spec.name,
-            key: change.key,
-            err: (error as Error).message,
-          },
-          'view listener threw',
-        );
-      }
-    }
+    this.notify(this.entryListeners, change);
   }
 
   private emit(change: ViewChange<T>): void {
-    for (const listener of this.listeners) {
+    this.notify(this.listeners, change);
+  }
+
+  private notify<C extends { readonly key: string }>(
+    listeners: Iterable<(change: C) => void>,
+    change: C,
+  ): void {
+    for (const listener of listeners) {
       try {
         listener(change);
       } catch (error) {
