@@ -224,6 +224,9 @@ export class LocalView<T> {
     let seen = this.applied;
     let stalled = 0;
     let busy = false;
+    // Set while a resume is under way: the old watch is stopped first, so a resume that
+    // failed (no leader yet) leaves no watch at all and is retried on the next round.
+    let resuming = false;
     const timer = setInterval(async () => {
       if (busy || signal.aborted) return;
       busy = true;
@@ -231,9 +234,11 @@ export class LocalView<T> {
         const last = (await this.kv.status()).streamInfo.state.last_seq;
         stalled = last > this.applied && this.applied === seen ? stalled + 1 : 0;
         seen = this.applied;
-        if (stalled >= 2) {
+        if (stalled >= 2 || resuming) {
           stalled = 0;
+          resuming = true;
           await resume();
+          resuming = false;
         }
       } catch {
         // The bus is away or has no leader: the next round asks again.
