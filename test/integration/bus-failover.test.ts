@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, type TestContext, test } from 'node:test';
 import { Bus, EVENTS_STREAM, kvStream, RegistryBucket } from '../../bus/index.js';
+import { startBusCluster } from '../support/bus-cluster.js';
 import { captureLogs } from '../support/logs.js';
-import { NatsCluster } from '../support/nats-cluster.js';
+import type { NatsCluster } from '../support/nats-cluster.js';
 import * as samples from '../support/samples.js';
 import { until } from '../support/wait.js';
 
@@ -61,13 +62,7 @@ describe('kill -9 of a stream leader during a stream of writes', () => {
   const logs = captureLogs('warn');
 
   before(async () => {
-    cluster = await NatsCluster.start();
-    writer = await Bus.connect({
-      servers: cluster.servers,
-      name: 'test-writer',
-      logger: logs.logger,
-    });
-    await writer.provision();
+    ({ cluster, bus: writer } = await startBusCluster('test-writer', logs.logger));
   });
   after(async () => {
     await writer?.close();

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { headers } from '@nats-io/transport-node';
 import {
-  Bus,
+  type Bus,
   busMetrics,
   Codecs,
   EVENTS_STREAM,
@@ -11,9 +11,10 @@ import {
   RegistryBucket,
 } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
+import { startBusCluster } from '../support/bus-cluster.js';
 import { captureLogs } from '../support/logs.js';
 import { counterValue } from '../support/metrics.js';
-import { NatsCluster } from '../support/nats-cluster.js';
+import type { NatsCluster } from '../support/nats-cluster.js';
 import * as samples from '../support/samples.js';
 import { until } from '../support/wait.js';
 
@@ -27,13 +28,7 @@ describe('malformed bus messages are skipped, counted and logged once', () => {
   const logs = captureLogs();
 
   before(async () => {
-    cluster = await NatsCluster.start();
-    bus = await Bus.connect({
-      servers: cluster.servers,
-      name: 'test-malformed',
-      logger: logs.logger,
-    });
-    await bus.provision();
+    ({ cluster, bus } = await startBusCluster('test-malformed', logs.logger));
   });
   after(async () => {
     await bus?.close();

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Bus, RegistryBucket } from '../../bus/index.js';
+import { startBusCluster } from '../support/bus-cluster.js';
 import { captureLogs } from '../support/logs.js';
-import { NatsCluster } from '../support/nats-cluster.js';
+import type { NatsCluster } from '../support/nats-cluster.js';
 import * as samples from '../support/samples.js';
 import { until } from '../support/wait.js';
 
@@ -16,13 +17,7 @@ describe('all three nodes killed and restarted', () => {
   const logs = captureLogs('warn');
 
   before(async () => {
-    cluster = await NatsCluster.start();
-    bus = await Bus.connect({
-      servers: cluster.servers,
-      name: 'test-recovery',
-      logger: logs.logger,
-    });
-    await bus.provision();
+    ({ cluster, bus } = await startBusCluster('test-recovery', logs.logger));
   });
   after(async () => {
     await fresh?.close();

@@ -3,10 +3,11 @@ import { type ClientHttp2Session, connect, type IncomingHttpHeaders } from 'node
 import { connect as tcpConnect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { Bus } from '../../bus/index.js';
+import type { Bus } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import type { Gateway } from '../../services/gateway/gateway.js';
 import { gatewayMetrics } from '../../services/gateway/metrics.js';
+import { startBusCluster } from '../support/bus-cluster.js';
 import {
   ECHO_SERVICE,
   type EchoClient,
@@ -17,7 +18,7 @@ import {
 import { register, routed, startGateway } from '../support/gateway.js';
 import { captureLogs } from '../support/logs.js';
 import { counterValue } from '../support/metrics.js';
-import { NatsCluster } from '../support/nats-cluster.js';
+import type { NatsCluster } from '../support/nats-cluster.js';
 import { until } from '../support/wait.js';
 
 const { EchoRequest } = halyard.testing.v1;
@@ -94,9 +95,7 @@ describe('bad input gets a proper error and leaves the gateway and other calls a
   }
 
   before(async () => {
-    cluster = await NatsCluster.start();
-    bus = await Bus.connect({ servers: cluster.servers, name: 'bad-input', logger: logs.logger });
-    await bus.provision();
+    ({ cluster, bus } = await startBusCluster('bad-input', logs.logger));
     echo = await startEchoServer({ instanceId: 'echo-1' });
     await register(bus, { instanceId: 'echo-1', address: echo.address });
     gateway = await startGateway(bus, cluster.servers, logs.logger);

@@ -2,9 +2,10 @@ import assert from 'node:assert/strict';
 import { request as httpGet } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { Bus, RegistryBucket } from '../../bus/index.js';
+import { type Bus, RegistryBucket } from '../../bus/index.js';
 import type { Gateway } from '../../services/gateway/gateway.js';
 import { gatewayMetrics } from '../../services/gateway/metrics.js';
+import { startBusCluster } from '../support/bus-cluster.js';
 import {
   ECHO_SERVICE,
   type EchoClient,
@@ -17,7 +18,7 @@ import {
 import { InstanceStatus, register, routed, startGateway } from '../support/gateway.js';
 import { captureLogs } from '../support/logs.js';
 import { counterValue } from '../support/metrics.js';
-import { NatsCluster } from '../support/nats-cluster.js';
+import type { NatsCluster } from '../support/nats-cluster.js';
 import { until } from '../support/wait.js';
 
 interface Outcome {
@@ -108,9 +109,7 @@ describe('calls through the gateway', () => {
   const logs = captureLogs('info');
 
   before(async () => {
-    cluster = await NatsCluster.start();
-    bus = await Bus.connect({ servers: cluster.servers, name: 'calls-test', logger: logs.logger });
-    await bus.provision();
+    ({ cluster, bus } = await startBusCluster('calls-test', logs.logger));
     for (let i = 1; i <= 3; i++) {
       const echo = await startEchoServer({ instanceId: `echo-${i}` });
       echoes.push(echo);

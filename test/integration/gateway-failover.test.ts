@@ -4,16 +4,17 @@ import { constants, createServer, type Http2Server } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { Bus, type GatewayEvent } from '../../bus/index.js';
+import type { Bus, GatewayEvent } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import type { Gateway } from '../../services/gateway/gateway.js';
 import { GatewayLogIds } from '../../services/gateway/log-ids.js';
 import { gatewayMetrics } from '../../services/gateway/metrics.js';
+import { startBusCluster } from '../support/bus-cluster.js';
 import { ECHO_SERVICE, echoClient, startEchoServer } from '../support/echo-service.js';
 import { register, routed, startGateway } from '../support/gateway.js';
 import { captureLogs } from '../support/logs.js';
 import { counterValue } from '../support/metrics.js';
-import { NatsCluster } from '../support/nats-cluster.js';
+import type { NatsCluster } from '../support/nats-cluster.js';
 import { type EchoProcess, spawnEcho } from '../support/processes.js';
 import { until } from '../support/wait.js';
 
@@ -63,13 +64,7 @@ describe('failover, retries and ejection', () => {
   const logs = captureLogs('info');
 
   before(async () => {
-    cluster = await NatsCluster.start();
-    bus = await Bus.connect({
-      servers: cluster.servers,
-      name: 'failover-test',
-      logger: logs.logger,
-    });
-    await bus.provision();
+    ({ cluster, bus } = await startBusCluster('failover-test', logs.logger));
     await bus.subscribe({ kind: 'gateway', from: 'new' }, ({ event }) => {
       events.push(event);
     });

@@ -3,8 +3,9 @@ import { createHmac } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { SignJWT } from 'jose';
-import { AffinityBucket, Bus, Keys } from '../../bus/index.js';
+import { AffinityBucket, type Bus, Keys } from '../../bus/index.js';
 import type { Gateway } from '../../services/gateway/gateway.js';
+import { startBusCluster } from '../support/bus-cluster.js';
 import {
   ECHO_SERVICE,
   type EchoClient,
@@ -14,7 +15,7 @@ import {
 } from '../support/echo-service.js';
 import { register, routed, startGateway } from '../support/gateway.js';
 import { captureLogs } from '../support/logs.js';
-import { NatsCluster } from '../support/nats-cluster.js';
+import type { NatsCluster } from '../support/nats-cluster.js';
 import { until } from '../support/wait.js';
 
 const JWT_SECRET = 'an-outage-test-signing-secret-0123456789';
@@ -47,9 +48,7 @@ describe('sticky routing while the bus is away', () => {
       .sign(new TextEncoder().encode(JWT_SECRET));
 
   before(async () => {
-    cluster = await NatsCluster.start();
-    bus = await Bus.connect({ servers: cluster.servers, name: 'outage-test', logger: logs.logger });
-    await bus.provision();
+    ({ cluster, bus } = await startBusCluster('outage-test', logs.logger));
     for (let i = 1; i <= 3; i++) servers.push(await startEchoServer({ instanceId: `echo-${i}` }));
     for (const server of servers) {
       await register(bus, {

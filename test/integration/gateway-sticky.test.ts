@@ -4,16 +4,17 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { SignJWT } from 'jose';
-import { AffinityBucket, Bus, type GatewayEvent, Keys } from '../../bus/index.js';
+import { AffinityBucket, type Bus, type GatewayEvent, Keys } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { parseInstanceMetadata } from '../../services/common/lb-metadata.js';
 import type { Gateway } from '../../services/gateway/gateway.js';
 import { gatewayMetrics } from '../../services/gateway/metrics.js';
+import { startBusCluster } from '../support/bus-cluster.js';
 import { ECHO_SERVICE, type EchoClient, echoClient } from '../support/echo-service.js';
 import { InstanceStatus, register, startGateway } from '../support/gateway.js';
 import { captureLogs } from '../support/logs.js';
 import { counterValue } from '../support/metrics.js';
-import { NatsCluster } from '../support/nats-cluster.js';
+import type { NatsCluster } from '../support/nats-cluster.js';
 import { type EchoProcess, spawnEcho } from '../support/processes.js';
 import { until } from '../support/wait.js';
 
@@ -113,9 +114,7 @@ describe('sticky routing through two gateway replicas', () => {
   }
 
   before(async () => {
-    cluster = await NatsCluster.start();
-    bus = await Bus.connect({ servers: cluster.servers, name: 'sticky-test', logger: logs.logger });
-    await bus.provision();
+    ({ cluster, bus } = await startBusCluster('sticky-test', logs.logger));
     await bus.subscribe({ kind: 'gateway', from: 'new' }, ({ event }) => {
       events.push(event);
     });

@@ -6,9 +6,10 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
-import { Bus } from '../../bus/index.js';
+import type { Bus } from '../../bus/index.js';
 import type { Gateway } from '../../services/gateway/gateway.js';
 import { gatewayMetrics } from '../../services/gateway/metrics.js';
+import { startBusCluster } from '../support/bus-cluster.js';
 import {
   ECHO_SERVICE,
   type EchoServer,
@@ -18,7 +19,7 @@ import {
 import { register, routed, startGateway } from '../support/gateway.js';
 import { captureLogs } from '../support/logs.js';
 import { counterValue } from '../support/metrics.js';
-import { NatsCluster } from '../support/nats-cluster.js';
+import type { NatsCluster } from '../support/nats-cluster.js';
 import { until } from '../support/wait.js';
 
 describe('client-facing TLS with ALPN h2', () => {
@@ -55,9 +56,7 @@ describe('client-facing TLS with ALPN h2', () => {
       ],
       { stdio: 'ignore' },
     );
-    cluster = await NatsCluster.start();
-    bus = await Bus.connect({ servers: cluster.servers, name: 'tls-test', logger: logs.logger });
-    await bus.provision();
+    ({ cluster, bus } = await startBusCluster('tls-test', logs.logger));
     // The instance speaks TLS too: the gateway's internal TLS, with a client certificate.
     echo = await startEchoServer({
       instanceId: 'echo-1',

@@ -3,10 +3,11 @@ import { get } from 'node:http';
 import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { credentials, makeClientConstructor, type ServiceError, status } from '@grpc/grpc-js';
-import { Bus, ControlError, type LauncherStatus, Subjects } from '../../bus/index.js';
+import { type Bus, ControlError, type LauncherStatus, Subjects } from '../../bus/index.js';
 import { serviceDefinition } from '../../services/common/grpc.js';
 import { ControlCodecsOf } from '../../services/launcher/control.js';
 import type { Launcher } from '../../services/launcher/launcher.js';
+import { startBusCluster } from '../support/bus-cluster.js';
 import {
   child,
   collectEvents,
@@ -18,7 +19,7 @@ import {
   writeConfig,
 } from '../support/launcher.js';
 import { captureLogs } from '../support/logs.js';
-import { NatsCluster } from '../support/nats-cluster.js';
+import type { NatsCluster } from '../support/nats-cluster.js';
 import { until } from '../support/wait.js';
 
 const node = process.execPath;
@@ -88,13 +89,7 @@ describe('launcher control', () => {
   const busLogs = captureLogs('warn');
 
   before(async () => {
-    cluster = await NatsCluster.start();
-    bus = await Bus.connect({
-      servers: cluster.servers,
-      name: 'test-control',
-      logger: busLogs.logger,
-    });
-    await bus.provision();
+    ({ cluster, bus } = await startBusCluster('test-control', busLogs.logger));
   });
   after(async () => {
     await bus?.close();

@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { Bus, RegistryBucket } from '../../bus/index.js';
+import { type Bus, RegistryBucket } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
+import { startBusCluster } from '../support/bus-cluster.js';
 import { child, collectEvents, Kind, State, startLauncher } from '../support/launcher.js';
 import { captureLogs } from '../support/logs.js';
-import { NatsCluster } from '../support/nats-cluster.js';
+import type { NatsCluster } from '../support/nats-cluster.js';
 import * as samples from '../support/samples.js';
 import { until } from '../support/wait.js';
 
@@ -16,13 +17,7 @@ describe('launcher readiness probes', () => {
   const busLogs = captureLogs('warn');
 
   before(async () => {
-    cluster = await NatsCluster.start();
-    bus = await Bus.connect({
-      servers: cluster.servers,
-      name: 'test-readiness',
-      logger: busLogs.logger,
-    });
-    await bus.provision();
+    ({ cluster, bus } = await startBusCluster('test-readiness', busLogs.logger));
   });
   after(async () => {
     await bus?.close();

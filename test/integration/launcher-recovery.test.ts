@@ -4,10 +4,11 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { Bus, ControlError, type LifecycleEvent, Subjects } from '../../bus/index.js';
+import { type Bus, ControlError, type LifecycleEvent, Subjects } from '../../bus/index.js';
 import { ControlCodecsOf } from '../../services/launcher/control.js';
 import { LogIds } from '../../services/launcher/log-ids.js';
 import { procStat } from '../../services/launcher/process.js';
+import { startBusCluster } from '../support/bus-cluster.js';
 import {
   child,
   collectEvents,
@@ -18,7 +19,7 @@ import {
   writeConfig,
 } from '../support/launcher.js';
 import { captureLogs } from '../support/logs.js';
-import { NatsCluster } from '../support/nats-cluster.js';
+import type { NatsCluster } from '../support/nats-cluster.js';
 import * as samples from '../support/samples.js';
 import { until } from '../support/wait.js';
 
@@ -88,13 +89,7 @@ describe('launcher process: bad config, kill -9 and recovery by replay', () => {
   };
 
   before(async () => {
-    cluster = await NatsCluster.start();
-    bus = await Bus.connect({
-      servers: cluster.servers,
-      name: 'test-recovery',
-      logger: busLogs.logger,
-    });
-    await bus.provision();
+    ({ cluster, bus } = await startBusCluster('test-recovery', busLogs.logger));
   });
   after(async () => {
     for (const r of started) if (r.proc.exitCode === null) r.proc.kill('SIGKILL');

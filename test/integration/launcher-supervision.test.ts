@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { Bus, type LifecycleEvent } from '../../bus/index.js';
+import type { Bus, LifecycleEvent } from '../../bus/index.js';
 import { LogIds } from '../../services/launcher/log-ids.js';
 import { launcherMetrics } from '../../services/launcher/metrics.js';
+import { startBusCluster } from '../support/bus-cluster.js';
 import {
   child,
   collectEvents,
@@ -16,7 +17,7 @@ import {
 } from '../support/launcher.js';
 import { captureLogs } from '../support/logs.js';
 import { counterValue } from '../support/metrics.js';
-import { NatsCluster } from '../support/nats-cluster.js';
+import type { NatsCluster } from '../support/nats-cluster.js';
 import { until } from '../support/wait.js';
 
 const node = process.execPath;
@@ -36,13 +37,7 @@ describe('launcher supervision', () => {
   const busLogs = captureLogs('warn');
 
   before(async () => {
-    cluster = await NatsCluster.start();
-    bus = await Bus.connect({
-      servers: cluster.servers,
-      name: 'test-launcher',
-      logger: busLogs.logger,
-    });
-    await bus.provision();
+    ({ cluster, bus } = await startBusCluster('test-launcher', busLogs.logger));
   });
   after(async () => {
     await bus?.close();

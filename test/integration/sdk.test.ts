@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import protobuf from 'protobufjs';
 import {
-  Bus,
+  type Bus,
   DEADLETTER_STREAM,
   DeadLetterHeaders,
   EVENTS_STREAM,
@@ -18,8 +18,9 @@ import {
   Subjects,
 } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
+import { startBusCluster } from '../support/bus-cluster.js';
 import { captureLogs } from '../support/logs.js';
-import { NatsCluster } from '../support/nats-cluster.js';
+import type { NatsCluster } from '../support/nats-cluster.js';
 import * as samples from '../support/samples.js';
 import { until } from '../support/wait.js';
 
@@ -32,9 +33,7 @@ describe('subscriber SDK on a 3-node cluster', () => {
   const children: ChildProcess[] = [];
 
   before(async () => {
-    cluster = await NatsCluster.start();
-    bus = await Bus.connect({ servers: cluster.servers, name: 'test-sdk', logger: logs.logger });
-    await bus.provision();
+    ({ cluster, bus } = await startBusCluster('test-sdk', logs.logger));
   });
   after(async () => {
     for (const child of children) child.kill('SIGKILL');

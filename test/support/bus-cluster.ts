@@ -1,0 +1,24 @@
+/** The set-up most integration files share: a real cluster and a provisioned Bus on it. */
+import type { Logger } from 'pino';
+import { Bus } from '../../bus/index.js';
+import { type ClusterOptions, NatsCluster } from './nats-cluster.js';
+
+export async function startBusCluster(
+  name: string,
+  logger?: Logger,
+  options?: ClusterOptions,
+): Promise<{ cluster: NatsCluster; bus: Bus }> {
+  const cluster = await NatsCluster.start(options);
+  try {
+    const bus = await Bus.connect({
+      servers: cluster.servers,
+      name,
+      ...(logger ? { logger } : {}),
+    });
+    await bus.provision();
+    return { cluster, bus };
+  } catch (error) {
+    await cluster.close();
+    throw error;
+  }
+}
