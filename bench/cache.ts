@@ -42,7 +42,7 @@ async function main(): Promise<void> {
   try {
     const leader = await cluster.streamLeader(`KV_${CacheBucket.name}`);
     console.log(
-      `nats-server ${direct.connection.info?.version}; KV_halyard-cache leader n${leader}; replica A on n0, B on n2; ${VALUE.byteLength}-byte values, ${KEYS} keys`,
+      `nats-server ${direct.server.version}; KV_halyard-cache leader n${leader}; replica A on n0, B on n2; ${VALUE.byteLength}-byte values, ${KEYS} keys`,
     );
     const store = await direct.store(CacheBucket);
     const entry = (i: number, stamp = Date.now()): CacheEntry => ({

@@ -235,7 +235,7 @@ async function main(): Promise<void> {
     await a.provision();
     const leader = await cluster.streamLeader(`KV_${RegistryBucket.name}`);
     console.log(
-      `nats-server ${a.connection.info?.version}; KV_halyard-registry leader n${leader}; replica 1 / bus A on n0, replica 2 / bus B on n2`,
+      `nats-server ${a.server.version}; KV_halyard-registry leader n${leader}; replica 1 / bus A on n0, replica 2 / bus B on n2`,
     );
     // The serving replicas run as their own processes, as in production, so the load
     // generator does not share their event loop.

@@ -2,13 +2,13 @@
  * KV write latency and local-view propagation on a real 3-node cluster, against
  * comparators measured in the same run:
  *   - KV put, R3 (3-node cluster) vs R1 (single node) vs a core NATS request/reply;
- *   - propagation (put on A until B's local view has it) vs core NATS pub → sub
- *     between the same two nodes.
+ *   - propagation (put on A until B's local view has it) vs the same request/reply
+ *     round trip between the two nodes (a lower bound: two hops, no storage).
  * Loops are bounded in count and time. Usage: npm run bench [-- --count N]
  */
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { Bus, RegistryBucket } from '../bus/index.js';
+import { Bus, type Codec, RegistryBucket, Subjects } from '../bus/index.js';
 import { NatsCluster } from '../test/support/nats-cluster.js';
 import * as samples from '../test/support/samples.js';
 import { measure, printTable, type Row } from './latency.js';
@@ -42,18 +42,24 @@ async function kvPut(bus: Bus, name: string): Promise<Row> {
   });
 }
 
-async function coreRequest(a: Bus, b: Bus): Promise<Row> {
-  const sub = b.connection.subscribe('bench.echo', {
-    callback: (_err, msg) => {
-      msg.respond(msg.data);
-    },
-  });
+/** Bytes as they are: the comparator measures the bus's request/reply, not a codec. */
+const bytes: Codec<Uint8Array> = {
+  typeName: 'bench.Bytes',
+  encode: (value) => value,
+  decode: (value) => value,
+};
+
+/** Control request/reply between two replicas: core NATS, no JetStream, no storage. */
+async function controlRequest(a: Bus, b: Bus): Promise<Row> {
+  const subject = Subjects.control('bench', 'echo', 'ping');
+  const codecs = { request: bytes, reply: bytes };
+  const served = await b.serve([subject], codecs, async (value) => value);
   const payload = new Uint8Array(200);
-  await untilRouted(() => a.connection.request('bench.echo', payload, { timeout: 1000 }));
-  const row = await sample('core NATS request/reply (A → B → A)', async () => {
-    await a.connection.request('bench.echo', payload, { timeout: 5000 });
+  await untilRouted(() => a.request(subject, payload, codecs, 1000));
+  const row = await sample('control request/reply, core NATS (A → B → A)', async () => {
+    await a.request(subject, payload, codecs, 5000);
   });
-  sub.unsubscribe();
+  served.stop();
   return row;
 }
 
@@ -79,29 +85,6 @@ async function propagation(a: Bus, b: Bus): Promise<Row> {
   return row;
 }
 
-async function corePubSub(a: Bus, b: Bus): Promise<Row> {
-  let resolve: () => void = () => {};
-  const sub = b.connection.subscribe('bench.pubsub', { callback: () => resolve() });
-  const payload = new Uint8Array(200);
-  await untilRouted(async () => {
-    const seen = new Promise<void>((r, reject) => {
-      resolve = r;
-      setTimeout(() => reject(new Error('not routed yet')), 100);
-    });
-    a.connection.publish('bench.pubsub', payload);
-    await seen;
-  });
-  const row = await sample('core NATS publish on A → subscriber on B', async () => {
-    const seen = new Promise<void>((r) => {
-      resolve = r;
-    });
-    a.connection.publish('bench.pubsub', payload);
-    await seen;
-  });
-  sub.unsubscribe();
-  return row;
-}
-
 async function main(): Promise<void> {
   const three = await NatsCluster.start();
   const single = await NatsCluster.start({ nodes: 1 });
@@ -114,15 +97,18 @@ async function main(): Promise<void> {
     // Writes go through the stream leader: whether A sits on it changes the hop count.
     const leader = await three.streamLeader(`KV_${RegistryBucket.name}`);
     console.log(
-      `nats-server ${a.connection.info?.version}; KV_halyard-registry leader n${leader}; A on n0, B on n2`,
+      `nats-server ${a.server.version}; KV_halyard-registry leader n${leader}; A on n0, B on n2`,
     );
 
     printTable('KV put (sequential, acknowledged)', [
       await kvPut(a, 'KV put, R3, 3-node cluster'),
       await kvPut(solo, 'KV put, R1, single node'),
-      await coreRequest(a, b),
+      await controlRequest(a, b),
     ]);
-    printTable('Propagation to another replica', [await propagation(a, b), await corePubSub(a, b)]);
+    printTable('Propagation to another replica', [
+      await propagation(a, b),
+      await controlRequest(a, b),
+    ]);
     await Promise.all([a.close(), b.close(), solo.close()]);
   } finally {
     await three.close();

@@ -193,9 +193,7 @@ const cluster = await NatsCluster.start();
 const bus = await Bus.connect({ servers: cluster.servers, name: 'bench-launcher', logger });
 try {
   await bus.provision();
-  console.log(
-    `nats-server ${bus.connection.info?.version}; 3-node cluster; node ${process.version}`,
-  );
+  console.log(`nats-server ${bus.server.version}; 3-node cluster; node ${process.version}`);
   await crashToRestart(bus);
   await overhead(bus, cluster.servers);
 } finally {

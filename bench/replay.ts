@@ -10,6 +10,7 @@ import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/
 import { pino } from 'pino';
 import { Bus, EVENTS_STREAM, type SubscribeOptions } from '../bus/index.js';
 import { NatsCluster } from '../test/support/nats-cluster.js';
+import { rawConnection } from '../test/support/raw-nats.js';
 import * as samples from '../test/support/samples.js';
 
 const { values } = parseArgs({ options: { events: { type: 'string', default: '100000' } } });
@@ -58,15 +59,17 @@ async function sdk(
   return { name, count, ms };
 }
 
-async function raw(bus: Bus): Promise<Result> {
-  const jsm = await jetstreamManager(bus.connection);
+/** The comparator: a plain nats.js consumer, as an extender without the SDK would write it. */
+async function raw(servers: readonly string[]): Promise<Result> {
+  const connection = await rawConnection(servers);
+  const jsm = await jetstreamManager(connection);
   await jsm.consumers.add(EVENTS_STREAM, {
     durable_name: 'bench-raw',
     ack_policy: AckPolicy.Explicit,
     deliver_policy: DeliverPolicy.All,
     max_ack_pending: 64,
   });
-  const consumer = await jetstream(bus.connection).consumers.get(EVENTS_STREAM, 'bench-raw');
+  const consumer = await jetstream(connection).consumers.get(EVENTS_STREAM, 'bench-raw');
   const messages = await consumer.consume({ max_messages: 64 });
   const started = performance.now();
   let count = 0;
@@ -76,6 +79,7 @@ async function raw(bus: Bus): Promise<Result> {
     if (++count >= EVENTS || performance.now() > deadline) break;
   }
   messages.stop();
+  await connection.close();
   return {
     name: 'raw JetStream durable consumer, no decoding (ack each)',
     count,
@@ -99,7 +103,7 @@ async function main(): Promise<void> {
         kind: 'lifecycle',
         from: 'all',
       }),
-      await raw(bus),
+      await raw(cluster.servers),
     ];
     const base = results[0]!;
     const rate = (r: Result) => r.count / (r.ms / 1000);

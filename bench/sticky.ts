@@ -160,7 +160,7 @@ async function main(): Promise<void> {
     });
     await busA.provision();
     const store = await busA.store(AffinityBucket);
-    const version = busA.connection.info?.version;
+    const version = busA.server.version;
     let started = performance.now();
     const filled = await fill(store, 0, PREFS, Date.now() + 10 * 60_000);
     const fillSeconds = (performance.now() - started) / 1000;

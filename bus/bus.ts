@@ -89,12 +89,22 @@ export interface StreamHealth {
   readonly followers: ReadonlyArray<{ name: string; current: boolean; lag: number }>;
 }
 
+/** The server a Bus is connected to, as it introduced itself. */
+export interface ServerInfo {
+  readonly name: string | undefined;
+  readonly version: string | undefined;
+  /** The cluster's name; undefined for a single server. */
+  readonly cluster: string | undefined;
+  /** The largest message the server accepts, in bytes. */
+  readonly maxPayload: number | undefined;
+}
+
 export class Bus {
   private readonly closing = new AbortController();
   private linked = true;
 
   private constructor(
-    readonly connection: NatsConnection,
+    private readonly connection: NatsConnection,
     private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
     private readonly kvm: Kvm,
@@ -222,7 +232,17 @@ export class Bus {
     return requestMany(this.connection, subject, value, codecs, maxWaitMs);
   }
 
-  /** Stops retries, flushes what was sent and closes the connection. */
+  /** The server this connection reached (it changes after a reconnect). */
+  get server(): ServerInfo {
+    const info = this.connection.info;
+    return {
+      name: info?.server_name,
+      version: info?.version,
+      cluster: info?.cluster,
+      maxPayload: info?.max_payload,
+    };
+  }
+
   /**
    * Whether the connection is up (false between a disconnect and the reconnect), so a
    * component can hold writes it would rather re-check than have replayed blindly.
@@ -231,6 +251,7 @@ export class Bus {
     return this.linked && !this.connection.isClosed();
   }
 
+  /** Stops retries, flushes what was sent and closes the connection. */
   async close(): Promise<void> {
     this.closing.abort(new Error('bus closed'));
     if (!this.connection.isClosed()) await this.connection.drain();

@@ -12,6 +12,7 @@ export {
   type BusAuth,
   type BusOptions,
   type BusTls,
+  type ServerInfo,
   type Snapshot,
   type StreamHealth,
 } from './bus.js';

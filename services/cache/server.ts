@@ -51,7 +51,7 @@ export class CacheServer {
     await provisionPatiently(bus, logger);
     const store = await bus.store(CacheBucket);
     const view = store.view();
-    const limits = effectiveLimits(config, bus.connection.info?.max_payload, logger);
+    const limits = effectiveLimits(config, bus.server.maxPayload, logger);
     const policyOf = (namespace: string): NamespacePolicy =>
       config.namespaces[namespace] ?? config.defaults ?? DEFAULT_POLICY;
     const state = new CacheState(view, store, {

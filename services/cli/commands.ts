@@ -112,7 +112,7 @@ async function status(bus: Bus, asJson: boolean): Promise<number> {
       .filter((p) => p.component === 'gateway')
       .map((p) => ({ host: h.hostId, instance: p.instance, port: p.port, state: p.state })),
   );
-  const server = bus.connection.info;
+  const server = bus.server;
   if (asJson) {
     process.stdout.write(
       json({
@@ -124,7 +124,7 @@ async function status(bus: Bus, asJson: boolean): Promise<number> {
         discoveryReplicas: instances.filter((i) => i.serviceId === DISCOVERY_SERVICE_ID),
         gateways: gateways.map((g) => ({ ...g, state: nameOf(ProcessState, g.state) })),
         launchers: hosts,
-        bus: { server: server?.server_name, cluster: server?.cluster, streams },
+        bus: { server: server.name, cluster: server.cluster, streams },
       }),
     );
     return ExitCodes.ok;
@@ -179,7 +179,7 @@ async function status(bus: Bus, asJson: boolean): Promise<number> {
   out.push('', `LAUNCHERS (${hosts.length})`, launcherTable(hosts, now));
   out.push(
     '',
-    `BUS (connected to ${server?.server_name ?? '?'}${server?.cluster ? `, cluster ${server.cluster}` : ''})`,
+    `BUS (connected to ${server.name ?? '?'}${server.cluster ? `, cluster ${server.cluster}` : ''})`,
   );
   out.push(
     table(

@@ -344,7 +344,7 @@ function summary(
   const size = local.nodes.length;
   const names = size === 1 ? 'n0' : `n{${local.nodes.map((n) => n.index).join(',')}}`;
   const nodeDir = path.join(dataDir, 'nats', names);
-  const version = bus.connection.info?.version;
+  const version = bus.server.version;
   const what =
     size === 1 ? 'a single NATS JetStream server' : `a ${size}-node NATS JetStream cluster`;
   const kv = 'KV_';

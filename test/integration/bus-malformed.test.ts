@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { headers } from '@nats-io/transport-node';
+import { headers, type NatsConnection } from '@nats-io/transport-node';
 import {
   type Bus,
   busMetrics,
@@ -15,6 +15,7 @@ import { startBusCluster } from '../support/bus-cluster.js';
 import { captureLogs } from '../support/logs.js';
 import { counterValue } from '../support/metrics.js';
 import type { NatsCluster } from '../support/nats-cluster.js';
+import { rawConnection } from '../support/raw-nats.js';
 import * as samples from '../support/samples.js';
 import { until } from '../support/wait.js';
 
@@ -25,12 +26,15 @@ import { until } from '../support/wait.js';
 describe('malformed bus messages are skipped, counted and logged once', () => {
   let cluster: NatsCluster;
   let bus: Bus;
+  let connection: NatsConnection;
   const logs = captureLogs();
 
   before(async () => {
     ({ cluster, bus } = await startBusCluster('test-malformed', logs.logger));
+    connection = await rawConnection(cluster.servers);
   });
   after(async () => {
+    await connection?.close();
     await bus?.close();
     await cluster?.close();
   });
@@ -39,7 +43,7 @@ describe('malformed bus messages are skipped, counted and logged once', () => {
   async function raw(subject: string, data: Uint8Array, type?: string): Promise<number> {
     const h = headers();
     if (type) h.set(Headers.type, type);
-    const reply = await bus.connection.request(subject, data, { headers: h, timeout: 5000 });
+    const reply = await connection.request(subject, data, { headers: h, timeout: 5000 });
     return (reply.json() as { seq: number }).seq;
   }
 

@@ -3,7 +3,6 @@ import { readFileSync } from 'node:fs';
 import { get as httpGet } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { jetstreamManager } from '@nats-io/jetstream';
 import { service as healthService } from 'grpc-health-check';
 import { CacheBucket, Keys, kvStream } from '../../bus/index.js';
 import {
@@ -88,8 +87,8 @@ describe('cache service: two replicas on a 3-node cluster', () => {
     };
     a = await startReplica(cluster.servers, 'cache-a', config, logs.logger);
     b = await startReplica(cluster.servers, 'cache-b', config, logs.logger);
-    const jsm = await jetstreamManager(a.bus.connection);
-    lastSeq = async () => (await jsm.streams.info(kvStream(CacheBucket.name))).state.last_seq;
+    const stream = kvStream(CacheBucket.name);
+    lastSeq = async () => (await a.bus.streams()).find((s) => s.name === stream)?.lastSeq ?? 0;
   });
   after(async () => {
     for (const c of clients) c.close();

@@ -8,6 +8,7 @@ import type { DiscoveryReplica } from '../../services/discovery/replica.js';
 import { rejection, startReplica, TestRegistryClient } from '../support/discovery.js';
 import { counterValue } from '../support/metrics.js';
 import { NatsCluster } from '../support/nats-cluster.js';
+import { rawConnection } from '../support/raw-nats.js';
 import { until } from '../support/wait.js';
 
 const { InstanceStatus } = halyard.discovery.v1;
@@ -210,11 +211,11 @@ describe('discovery registry: two replicas on a 3-node cluster', () => {
   test('a malformed entry written straight to the bucket is skipped and counted; replicas keep serving', async () => {
     const before = await counterValue(busMetrics.invalidMessages, { source: RegistryBucket.name });
     // Someone else's writer, bypassing Halyard's codecs: a raw KV put of garbage.
-    await bus.connection.request(
-      '$KV.halyard-registry.orders.garbage-1',
-      new Uint8Array([0xff, 0x01, 0x02]),
-      { timeout: 5000 },
-    );
+    const raw = await rawConnection(cluster.servers);
+    await raw.request('$KV.halyard-registry.orders.garbage-1', new Uint8Array([0xff, 0x01, 0x02]), {
+      timeout: 5000,
+    });
+    await raw.close();
     await until(
       'both replicas counted it',
       async () =>

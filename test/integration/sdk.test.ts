@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
 import protobuf from 'protobufjs';
 import {
   type Bus,
@@ -21,6 +22,7 @@ import { halyard } from '../../proto/gen/halyard.js';
 import { startBusCluster } from '../support/bus-cluster.js';
 import { captureLogs } from '../support/logs.js';
 import type { NatsCluster } from '../support/nats-cluster.js';
+import { rawConnection } from '../support/raw-nats.js';
 import * as samples from '../support/samples.js';
 import { until } from '../support/wait.js';
 
@@ -29,14 +31,17 @@ const EXITED = halyard.launcher.v1.LifecycleEvent.Kind.EXITED;
 describe('subscriber SDK on a 3-node cluster', () => {
   let cluster: NatsCluster;
   let bus: Bus;
+  let raw: NatsConnection;
   const logs = captureLogs('warn');
   const children: ChildProcess[] = [];
 
   before(async () => {
     ({ cluster, bus } = await startBusCluster('test-sdk', logs.logger));
+    raw = await rawConnection(cluster.servers);
   });
   after(async () => {
     for (const child of children) child.kill('SIGKILL');
+    await raw?.close();
     await bus?.close();
     await cluster?.close();
   });
@@ -134,7 +139,7 @@ describe('subscriber SDK on a 3-node cluster', () => {
     await sub.stop();
     assert.deepEqual(attempts, [1, 2, 3]);
 
-    const consumer = await jetstream(bus.connection).consumers.get(DEADLETTER_STREAM, {
+    const consumer = await jetstream(raw).consumers.get(DEADLETTER_STREAM, {
       filter_subjects: Subjects.deadLetter('poison-test'),
       deliver_policy: DeliverPolicy.All,
     });
@@ -185,10 +190,7 @@ describe('subscriber SDK on a 3-node cluster', () => {
   test('an extender in any language decodes bus messages with the .proto files alone', async () => {
     const event = samples.lifecycleEvent({ eventId: 'polyglot-1' });
     const { seq } = await bus.publisher().publish({ source: 'lifecycle', event });
-    const captured = await (await jetstreamManager(bus.connection)).streams.getMessage(
-      EVENTS_STREAM,
-      { seq },
-    );
+    const captured = await (await jetstreamManager(raw)).streams.getMessage(EVENTS_STREAM, { seq });
     // A generic decoder: the .proto sources, and the type named in the message header.
     const root = new protobuf.Root();
     root.resolvePath = (_origin, target) => join('proto', target);
