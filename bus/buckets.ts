@@ -1,11 +1,20 @@
 /**
  * The KV buckets and what each holds: its message type, how a value's key is formed,
- * and when a value lapses. Liveness lives in the values (server 2.9 has no per-key
- * TTL), so every reader applies `expiresAt` itself.
+ * and when a value lapses. A lapsing value is written with a per-message TTL, so the
+ * server removes it and tells every watcher; readers also apply `expiresAt` themselves,
+ * so a value stops being used at the same instant on every replica, whatever the
+ * server's timer resolution (one second).
  */
 import { type Codec, Codecs } from './codec.js';
 import { type BucketName, Buckets, Keys } from './names.js';
 import type { AffinityPreference, CacheEntry, ServiceInstance } from './schemas.js';
+
+/**
+ * How long the marker of a removal or an expiry stays in a bucket: long enough for a
+ * watch resumed after a bus node failure to replay it, short enough that removed keys
+ * do not accumulate.
+ */
+export const REMOVAL_MARKER_TTL_MS = 15 * 60_000;
 
 /** What provisioning needs to know of a bucket. */
 export interface BucketLayout {

@@ -29,7 +29,7 @@ import {
 import { EventPublisher, type EventPublisherOptions } from './events.js';
 import { defaultLogger, type Logger, LogIds } from './log.js';
 import { busMetrics } from './metrics.js';
-import { type ProvisionOptions, provision } from './provision.js';
+import { BusConfigError, type ProvisionOptions, provision } from './provision.js';
 import { retryTransient } from './retry.js';
 import type { AffinityPreference, ServiceInstance } from './schemas.js';
 import { KvStore } from './store.js';
@@ -99,6 +99,20 @@ export interface ServerInfo {
   readonly maxPayload: number | undefined;
 }
 
+/** The oldest nats-server whose guarantees the bus layer relies on (see store.ts). */
+export const MIN_SERVER_VERSION = '2.12.0';
+
+/** Whether dotted version `a` (e.g. `2.15.2`, `2.12.0-beta`) is at least `b`. */
+export function atLeast(a: string, b: string): boolean {
+  const parts = (v: string) => v.split('-')[0]!.split('.').map(Number);
+  const [x, y] = [parts(a), parts(b)];
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    const d = (x[i] ?? 0) - (y[i] ?? 0);
+    if (d !== 0) return d > 0;
+  }
+  return true;
+}
+
 export class Bus {
   private readonly closing = new AbortController();
   private linked = true;
@@ -116,6 +130,22 @@ export class Bus {
   static async connect(options: BusOptions): Promise<Bus> {
     const logger = options.logger ?? defaultLogger('halyard-bus');
     const nc = await connect(await connectionOptions(options));
+    const version = nc.info?.version ?? '0.0.0';
+    if (!atLeast(version, MIN_SERVER_VERSION)) {
+      logger.error(
+        {
+          msgId: LogIds.serverTooOld,
+          server: nc.getServer(),
+          version,
+          minimum: MIN_SERVER_VERSION,
+        },
+        'nats-server too old',
+      );
+      await nc.close();
+      throw new BusConfigError(
+        `nats-server ${version} at ${nc.getServer()} is older than ${MIN_SERVER_VERSION}, which Halyard needs for per-message TTLs and enforced compare-and-set on replicated streams: upgrade the bus (deploy/nats/ensure-nats-server.sh builds a current one)`,
+      );
+    }
     const replicas = options.replicas ?? (nc.info?.cluster ? 3 : 1);
     logger.info(
       {
@@ -142,7 +172,7 @@ export class Bus {
 
   async store<T>(spec: BucketSpec<T>): Promise<KvStore<T>> {
     const kv = await this.kvm.open(spec.name, { allow_direct: spec.allowDirect });
-    return new KvStore(kv, spec, this.logger, this.closing.signal);
+    return new KvStore(this.js, kv, spec, this.logger, this.closing.signal);
   }
 
   /**

@@ -43,7 +43,7 @@ export {
 } from './names.js';
 export { BusConfigError, type ProvisionOptions } from './provision.js';
 export * from './schemas.js';
-export { KeyExistsError, KvStore, type Revisioned } from './store.js';
+export { KeyChangedError, KeyExistsError, KvStore, type Revisioned } from './store.js';
 export type {
   Delivery,
   DeliveryMeta,

@@ -16,6 +16,8 @@ export const LogIds = {
   clusterUpdate: 'HALB0007I',
   staleConnection: 'HALB0008W',
   provisioned: 'HALB0010I',
+  bucketUpgraded: 'HALB0011W',
+  serverTooOld: 'HALB0012E',
   invalidMessage: 'HALB0020W',
   publishRetry: 'HALB0030W',
   publishRecovered: 'HALB0031I',

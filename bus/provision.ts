@@ -14,7 +14,7 @@ import {
 import type { Kvm } from '@nats-io/kv';
 import { nanos } from '@nats-io/transport-node';
 import type { BucketLayout } from './buckets.js';
-import { AllBuckets } from './buckets.js';
+import { AllBuckets, REMOVAL_MARKER_TTL_MS } from './buckets.js';
 import type { Logger } from './log.js';
 import { LogIds } from './log.js';
 import { DEADLETTER_STREAM, EVENTS_STREAM, kvStream, Subjects } from './names.js';
@@ -52,14 +52,22 @@ export function eventsStreamConfig(
   };
 }
 
+/** What a bucket provisioned by an older Halyard lacks, and may be given in place. */
+const upgradable = {
+  // Per-message TTLs: lapsed values are removed by the server, with a marker.
+  allow_msg_ttl: true,
+  subject_delete_marker_ttl: nanos(REMOVAL_MARKER_TTL_MS),
+} satisfies Expected;
+
 function bucketExpectations(spec: BucketLayout, replicas: number): Expected {
   return {
     num_replicas: replicas,
     storage: StorageType.File,
     max_msgs_per_subject: spec.history,
     allow_direct: spec.allowDirect,
-    // A bucket TTL would make values vanish without a watcher seeing it.
+    // Values lapse one by one (per-message TTL); a bucket-wide age would remove live ones.
     max_age: 0,
+    ...upgradable,
   };
 }
 
@@ -124,7 +132,13 @@ async function ensureStream(
   check(name, actual, fields);
 }
 
-async function ensureBucket(jsm: JetStreamManager, kvm: Kvm, spec: BucketLayout, replicas: number) {
+async function ensureBucket(
+  jsm: JetStreamManager,
+  kvm: Kvm,
+  spec: BucketLayout,
+  replicas: number,
+  logger: Logger,
+) {
   const stream = kvStream(spec.name);
   if (!(await streamConfig(jsm, stream))) {
     await kvm.create(spec.name, {
@@ -132,10 +146,20 @@ async function ensureBucket(jsm: JetStreamManager, kvm: Kvm, spec: BucketLayout,
       replicas,
       storage: StorageType.File,
       allow_direct: spec.allowDirect,
+      markerTTL: REMOVAL_MARKER_TTL_MS,
     });
   }
-  const actual = await streamConfig(jsm, stream);
+  let actual = await streamConfig(jsm, stream);
   if (!actual) throw new BusConfigError(`stream ${stream} could not be created`);
+  const missing = configDifferences(stream, actual, upgradable);
+  if (missing.length > 0) {
+    // Turning per-message TTLs on is one-way and changes no stored message.
+    actual = (await jsm.streams.update(stream, { ...actual, ...upgradable })).config;
+    logger.warn(
+      { msgId: LogIds.bucketUpgraded, stream, changes: missing },
+      'bucket upgraded in place to per-message TTLs',
+    );
+  }
   check(stream, actual, bucketExpectations(spec, replicas));
 }
 
@@ -151,7 +175,7 @@ export async function provision(
   await retryTransient(() => ensureStream(jsm, eventsStreamConfig(options)));
   await retryTransient(() => ensureStream(jsm, deadLetterStreamConfig(options)));
   for (const spec of AllBuckets) {
-    await retryTransient(() => ensureBucket(jsm, kvm, spec, options.replicas));
+    await retryTransient(() => ensureBucket(jsm, kvm, spec, options.replicas, logger));
   }
   logger.info(
     {

@@ -1,13 +1,25 @@
 /**
  * A typed KV bucket: writes validate and survive leader elections; authoritative
  * reads go to the stream leader. Local views (view.ts) serve the hot path.
+ *
+ * A value that lapses (a lease, an idle preference, a cache TTL) is written with a
+ * per-message TTL: the server removes it when it lapses and leaves an expiry marker that
+ * every watcher sees. Removals are purges whose marker expires too, so a bucket holds
+ * only live keys and recent removals.
  */
-import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
+import {
+  JetStreamApiCodes,
+  JetStreamApiError,
+  type JetStreamClient,
+  PubHeaders,
+} from '@nats-io/jetstream';
 import type { KV } from '@nats-io/kv';
-import type { BucketSpec } from './buckets.js';
+import { headers } from '@nats-io/transport-node';
+import { type BucketSpec, REMOVAL_MARKER_TTL_MS } from './buckets.js';
 import { InvalidMessageError, reportInvalid } from './invalid.js';
 import { type Logger, LogIds } from './log.js';
 import { busMetrics } from './metrics.js';
+import { Subjects } from './names.js';
 import { retryTransient } from './retry.js';
 import { LocalView, type ViewOptions } from './view.js';
 
@@ -28,8 +40,21 @@ export class KeyExistsError extends Error {
   }
 }
 
+/** `update` of a key whose revision moved on. */
+export class KeyChangedError extends Error {
+  override readonly name = 'KeyChangedError';
+  constructor(
+    readonly bucket: string,
+    readonly key: string,
+    readonly expectedRevision: number,
+  ) {
+    super(`${bucket}: key ${key} changed since revision ${expectedRevision}`);
+  }
+}
+
 export class KvStore<T> {
   constructor(
+    private readonly js: JetStreamClient,
     private readonly kv: KV,
     readonly spec: BucketSpec<T>,
     private readonly logger: Logger,
@@ -37,30 +62,44 @@ export class KvStore<T> {
   ) {}
 
   /** Writes the value under its key (last writer wins); retried through leader elections. */
-  async put(value: T): Promise<number> {
-    const bytes = this.spec.codec.encode(value);
-    const key = this.spec.key(value);
-    return this.retry(`put ${key}`, () => this.kv.put(key, bytes));
+  put(value: T): Promise<number> {
+    return this.write('put', value);
   }
 
   /**
-   * Writes only if the key has no value (never existed, or removed). For a key that
-   * never existed this is exact; after a removal it is a compare-and-set of the delete
-   * marker's revision, which nats-server enforces on replicated streams only from
-   * 2.9.21 on — so no correctness property may rest on it.
+   * Writes only if the key holds no value (it never existed, was removed or lapsed):
+   * compare-and-set on the key's last revision, which the server enforces on replicated
+   * streams, so of many concurrent creates exactly one wins and the others get
+   * KeyExistsError.
    */
   async create(value: T): Promise<number> {
-    const bytes = this.spec.codec.encode(value);
     const key = this.spec.key(value);
     try {
-      return await this.retry(`create ${key}`, () => this.kv.create(key, bytes));
+      return await this.write('create', value, 0);
     } catch (error) {
-      if (
-        error instanceof JetStreamApiError &&
-        (error.code === JetStreamApiCodes.StreamWrongLastSequence ||
-          error.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
-      ) {
-        throw new KeyExistsError(this.spec.name, key);
+      if (!isWrongLastSequence(error)) throw error;
+    }
+    // A removal or an expiry leaves a marker as the key's last message: create over it.
+    const last = await this.retry(`get ${key}`, () => this.kv.get(key));
+    if (last?.operation === 'PUT') throw new KeyExistsError(this.spec.name, key);
+    try {
+      return await this.write('create', value, last?.revision ?? 0);
+    } catch (error) {
+      if (isWrongLastSequence(error)) throw new KeyExistsError(this.spec.name, key);
+      throw error;
+    }
+  }
+
+  /**
+   * Writes only if the key's last revision is still `revision`; a KeyChangedError says
+   * someone else wrote (or the value lapsed) in between.
+   */
+  async update(value: T, revision: number): Promise<number> {
+    try {
+      return await this.write('update', value, revision);
+    } catch (error) {
+      if (isWrongLastSequence(error)) {
+        throw new KeyChangedError(this.spec.name, this.spec.key(value), revision);
       }
       throw error;
     }
@@ -81,18 +120,38 @@ export class KvStore<T> {
   }
 
   /**
-   * Removes the key's value with a delete marker (with history 1 the marker replaces
-   * it). Never a purge: on nats-server 2.9 the rollup of a subject purge advances
-   * consumers past live messages of other keys that they had not yet delivered, so
-   * local views and subscribers would silently miss writes.
+   * Removes the key: a purge, whose marker tells every watcher and then expires itself,
+   * so removed keys do not accumulate in the bucket.
    */
   remove(key: string): Promise<void> {
-    return this.retry(`delete ${key}`, () => this.kv.delete(key));
+    return this.retry(`remove ${key}`, () =>
+      this.kv.purge(key, { ttl: ttlHeader(REMOVAL_MARKER_TTL_MS) }),
+    );
   }
 
   /** Starts a local view of the whole bucket; await its `ready` before trusting it. */
   view(options?: ViewOptions): LocalView<T> {
     return new LocalView(this.kv, this.spec, this.logger, this.signal, options);
+  }
+
+  /**
+   * One publish to the key's subject with the value's lifetime as its TTL and, when
+   * `expectedRevision` is given, the compare-and-set header.
+   */
+  private async write(what: string, value: T, expectedRevision?: number): Promise<number> {
+    const bytes = this.spec.codec.encode(value);
+    const key = this.spec.key(value);
+    const expiresAt = this.spec.expiresAt(value);
+    const h = headers();
+    if (expectedRevision !== undefined) {
+      h.set(PubHeaders.ExpectedLastSubjectSequenceHdr, String(expectedRevision));
+    }
+    if (expiresAt !== undefined) h.set(PubHeaders.MessageTTL, ttlHeader(expiresAt - Date.now()));
+    const subject = `${Subjects.kvPrefix(this.spec.name)}.${key}`;
+    return this.retry(`${what} ${key}`, async () => {
+      const ack = await this.js.publish(subject, bytes, { headers: h });
+      return ack.seq;
+    });
   }
 
   private retry<R>(what: string, op: () => Promise<R>): Promise<R> {
@@ -117,4 +176,21 @@ export class KvStore<T> {
       },
     });
   }
+}
+
+/**
+ * A TTL header value in whole seconds, rounded up (the server's resolution is one
+ * second and it refuses less): the server removes a value at most a second after its
+ * readers stop seeing it, never before.
+ */
+function ttlHeader(ms: number): string {
+  return `${Math.max(1, Math.ceil(ms / 1000))}s`;
+}
+
+function isWrongLastSequence(error: unknown): boolean {
+  return (
+    error instanceof JetStreamApiError &&
+    (error.code === JetStreamApiCodes.StreamWrongLastSequence ||
+      error.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
+  );
 }

@@ -2,10 +2,10 @@
  * A local view of a KV bucket: every value in memory, fed by a watch, so that a
  * routing decision is a map look-up and never waits on the bus.
  *
- * Readers apply expiry themselves from timestamps in the values (server 2.9 has no
- * per-key TTL, and a bucket TTL removes values without telling watchers): a lapsed
- * value is invisible to `get`/`values` at once, and listeners hear of it when the
- * expiry timer passes it.
+ * The server removes a lapsed value (per-message TTL) and its marker reaches the watch;
+ * the view also applies expiry from the value's own timestamps, so a lapsed value is
+ * invisible to `get`/`values` at once, and listeners hear of it when the expiry timer
+ * passes it, without waiting for the server's one-second timer.
  */
 import type { KV, KvWatchEntry } from '@nats-io/kv';
 import type { BucketSpec } from './buckets.js';
@@ -255,7 +255,11 @@ export class LocalView<T> {
     const previous = this.held.get(entry.key);
     if (entry.operation !== 'PUT') {
       this.emitEntry({ op: 'remove', key: entry.key, revision: entry.revision });
-      this.remove(entry.key, previous, 'deleted');
+      this.remove(
+        entry.key,
+        previous,
+        previous && expiredByServer(previous) ? 'expired' : 'deleted',
+      );
       return;
     }
     let value: T;
@@ -355,6 +359,14 @@ export class LocalView<T> {
       }
     }
   }
+}
+
+/**
+ * Whether the server's removal of a value is its expiry: the server rounds lifetimes up
+ * to whole seconds, so its marker comes up to a second after the value lapsed here.
+ */
+function expiredByServer(held: Held<unknown>): boolean {
+  return held.expiresAt !== undefined && held.expiresAt <= Date.now() + 1000;
 }
 
 function lapsed(held: Held<unknown>, now: number): boolean {

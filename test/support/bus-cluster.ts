@@ -22,3 +22,12 @@ export async function startBusCluster(
     throw error;
   }
 }
+
+/** One Bus connected to each node of the cluster, in node order. */
+export function connectEach(cluster: NatsCluster, name: string, logger?: Logger): Promise<Bus[]> {
+  return Promise.all(
+    cluster.servers.map((server, i) =>
+      Bus.connect({ servers: server, name: `${name}-n${i}`, ...(logger ? { logger } : {}) }),
+    ),
+  );
+}
