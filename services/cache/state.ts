@@ -13,6 +13,7 @@ import type { Logger } from 'pino';
 import {
   CacheBucket,
   type CacheEntry,
+  KeyChangedError,
   KeyExistsError,
   Keys,
   type KvStore,
@@ -101,14 +102,20 @@ export class CacheState {
       revision = await this.store.create(entry);
     } catch (error) {
       if (!(error instanceof KeyExistsError)) throw error;
-      // The bus holds a value: live (another replica's create won) or lapsed and not
-      // yet swept, which a create may replace.
+      // The bus holds a value: live (another replica's create won) or lapsed within the
+      // last second (the server's TTL resolution), which a create may replace, with
+      // compare-and-set so that of two such creates one wins.
       const current = await this.store.get(bucketKey);
       const lapse = current && CacheBucket.expiresAt(current.value);
-      if (current && (lapse === undefined || lapse > Date.now())) {
+      if (!current || lapse === undefined || lapse > Date.now()) {
         throw alreadyExists(namespace, key);
       }
-      revision = await this.store.put(entry);
+      try {
+        revision = await this.store.update(entry, current.revision);
+      } catch (raced) {
+        if (raced instanceof KeyChangedError) throw alreadyExists(namespace, key);
+        throw raced;
+      }
     }
     await this.evict(namespace, victims);
     await this.applied(revision);

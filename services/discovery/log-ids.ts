@@ -17,7 +17,7 @@ export const LogIds = {
   leasesExpired: 'HALD0020I',
   selfPreservationEntered: 'HALD0021W',
   selfPreservationExited: 'HALD0022I',
-  sweepFailed: 'HALD0023E',
+  holdFailed: 'HALD0023E',
   probeDown: 'HALD0030W',
   probeUp: 'HALD0031I',
   probeWriteFailed: 'HALD0032E',

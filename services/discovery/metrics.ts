@@ -14,12 +14,17 @@ export const discoveryMetrics = {
   }),
   expired: new Counter({
     name: 'halyard_discovery_leases_expired_total',
-    help: 'Registry entries removed by this replica because their lease lapsed',
+    help: 'Lapsed leases this replica saw the bus remove and reported',
+    labelNames: ['replica'],
+  }),
+  held: new Counter({
+    name: 'halyard_discovery_leases_held_total',
+    help: 'Lapsed leases this replica wrote back during self-preservation',
     labelNames: ['replica'],
   }),
   selfPreservation: new Gauge({
     name: 'halyard_discovery_self_preservation',
-    help: '1 while this replica holds lapsed leases back from eviction',
+    help: '1 while this replica holds lapsed leases (self-preservation)',
     labelNames: ['replica'],
   }),
   probes: new Counter({

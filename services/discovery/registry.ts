@@ -1,13 +1,21 @@
 /**
  * The registry's rules, independent of gRPC: what a registration, renewal,
- * deregistration and status change do to the `halyard-registry` bucket. Writes are
- * last-writer-wins (nats-server 2.9 does not enforce compare-and-set on R3 streams);
- * every decision reads the authoritative value first and is safe to repeat.
+ * deregistration and status change do to the `halyard-registry` bucket. Every decision
+ * reads the authoritative value and writes with compare-and-set on its revision, so two
+ * replicas deciding at once cannot both win: the loser decides again on what won.
  */
 
 import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { Keys, type KvStore, type LocalView, type ServiceInstance } from '../../bus/index.js';
+import {
+  KeyChangedError,
+  KeyExistsError,
+  Keys,
+  type KvStore,
+  type LocalView,
+  type Revisioned,
+  type ServiceInstance,
+} from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { RegistryError } from './errors.js';
 import { DiscoveryEventKind, type DiscoveryEvents } from './events.js';
@@ -31,10 +39,11 @@ export interface RegistryOptions {
   readonly leases: LeaseBounds;
   readonly logger: Logger;
   /**
-   * True while self-preservation holds lapsed entries: their renewals are accepted,
-   * so instances cut off by a bus or network problem come back without re-registering.
+   * The registration of an instance whose lease lapsed while self-preservation holds
+   * lapsed leases: its renewal is accepted, so instances cut off by a bus or network
+   * problem come back without re-registering.
    */
-  readonly holdingLapsed: () => boolean;
+  readonly heldCopy: (serviceId: string, instanceId: string) => ServiceInstance | undefined;
 }
 
 export interface Registration {
@@ -43,6 +52,8 @@ export interface Registration {
 }
 
 const expiresAt = (i: ServiceInstance) => i.renewedAtMs + i.leaseSeconds * 1000;
+/** Decisions retried on a value that changed under them before the caller is told ABORTED. */
+const DECISION_ATTEMPTS = 5;
 const describeRef = (ref: InstanceRef) => `instance ${ref.serviceId}/${ref.instanceId}`;
 
 export class Registry {
@@ -59,18 +70,20 @@ export class Registry {
   async register(raw: Record<string, unknown> | null | undefined): Promise<Registration> {
     const now = Date.now();
     const instance = validateRegistration(raw, this.options.leases, now);
-    const current = await this.authoritative(instance);
-    const live = current && expiresAt(current) > now;
-    if (live && current.address !== instance.address) {
-      throw new RegistryError(
-        status.ALREADY_EXISTS,
-        `instance.instance_id: ${describeRef(instance)} is registered at ${current.address}; deregister it or pick another instance_id`,
-        'instance.instance_id',
-      );
-    }
-    // A re-registration of the same instance keeps its original registration time.
-    const stored = live ? { ...instance, registeredAtMs: current.registeredAtMs } : instance;
-    const revision = await this.options.store.put(stored);
+    const { stored, revision, live } = await this.decide(instance, async (entry) => {
+      const current = entry?.value;
+      const live = current !== undefined && expiresAt(current) > now;
+      if (live && current.address !== instance.address) {
+        throw new RegistryError(
+          status.ALREADY_EXISTS,
+          `instance.instance_id: ${describeRef(instance)} is registered at ${current.address}; deregister it or pick another instance_id`,
+          'instance.instance_id',
+        );
+      }
+      // A re-registration of the same instance keeps its original registration time.
+      const stored = live ? { ...instance, registeredAtMs: current.registeredAtMs } : instance;
+      return { stored, revision: await this.write(stored, entry), live };
+    });
     this.options.logger.info(
       {
         msgId: live ? LogIds.reregistered : LogIds.registered,
@@ -94,16 +107,28 @@ export class Registry {
   async renew(rawRef: Record<string, unknown> | null | undefined): Promise<number> {
     const ref = validateRef(rawRef);
     const now = Date.now();
-    const current = await this.authoritative(ref);
-    if (!current || (expiresAt(current) <= now && !this.options.holdingLapsed())) {
-      throw new RegistryError(
-        status.NOT_FOUND,
-        `${describeRef(ref)} is not registered (its lease lapsed or it was removed); register again`,
-      );
-    }
-    const renewed = { ...current, renewedAtMs: now };
-    await this.options.store.put(renewed);
-    return expiresAt(renewed);
+    return this.decide(ref, async (entry) => {
+      const held = this.options.heldCopy(ref.serviceId, ref.instanceId);
+      const current = entry?.value ?? held;
+      if (!current || (expiresAt(current) <= now && !held)) {
+        throw new RegistryError(
+          status.NOT_FOUND,
+          `${describeRef(ref)} is not registered (its lease lapsed or it was removed); register again`,
+        );
+      }
+      const renewed = { ...current, renewedAtMs: now };
+      await this.write(renewed, entry);
+      return expiresAt(renewed);
+    });
+  }
+
+  /** Writes a lapsed registration back with a fresh lease, unless it is live again. */
+  async hold(instance: ServiceInstance): Promise<void> {
+    await this.decide(instance, async (entry) => {
+      const now = Date.now();
+      if (entry && expiresAt(entry.value) > now) return;
+      await this.write({ ...(entry?.value ?? instance), renewedAtMs: now }, entry);
+    });
   }
 
   async deregister(rawRef: Record<string, unknown> | null | undefined): Promise<void> {
@@ -127,13 +152,17 @@ export class Registry {
   ): Promise<ServiceInstance> {
     const ref = validateRef(rawRef);
     const next = checkStatus(rawStatus, 'status') as ServiceInstance['status'];
-    const current = await this.authoritative(ref);
-    if (!current || expiresAt(current) <= Date.now()) {
-      throw new RegistryError(status.NOT_FOUND, `${describeRef(ref)} is not registered`);
-    }
-    if (current.status === next) return current;
-    const updated = { ...current, status: next };
-    const revision = await this.options.store.put(updated);
+    const decided = await this.decide(ref, async (entry) => {
+      const current = entry?.value;
+      if (!current || expiresAt(current) <= Date.now()) {
+        throw new RegistryError(status.NOT_FOUND, `${describeRef(ref)} is not registered`);
+      }
+      if (current.status === next) return { current, updated: current, revision: undefined };
+      const updated = { ...current, status: next };
+      return { current, updated, revision: await this.write(updated, entry) };
+    });
+    const { current, updated, revision } = decided;
+    if (revision === undefined) return current;
     this.options.logger.info(
       {
         msgId: LogIds.statusChanged,
@@ -180,5 +209,36 @@ export class Registry {
 
   private async authoritative(ref: InstanceRef): Promise<ServiceInstance | undefined> {
     return (await this.options.store.get(Keys.registry(ref.serviceId, ref.instanceId)))?.value;
+  }
+
+  /**
+   * Runs a decision on the authoritative entry of an instance; when the entry changed
+   * before the decision's compare-and-set write landed, decides again on the new one.
+   */
+  private async decide<R>(
+    ref: InstanceRef,
+    decision: (entry: Revisioned<ServiceInstance> | undefined) => Promise<R>,
+  ): Promise<R> {
+    const key = Keys.registry(ref.serviceId, ref.instanceId);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await decision(await this.options.store.get(key));
+      } catch (error) {
+        const raced = error instanceof KeyExistsError || error instanceof KeyChangedError;
+        if (!raced) throw error;
+        if (attempt >= DECISION_ATTEMPTS) {
+          throw new RegistryError(
+            status.ABORTED,
+            `${describeRef(ref)} kept changing while this request was decided; retry`,
+          );
+        }
+      }
+    }
+  }
+
+  /** A compare-and-set write over `entry` (a create when there is none). */
+  private write(instance: ServiceInstance, entry: Revisioned<ServiceInstance> | undefined) {
+    const store = this.options.store;
+    return entry ? store.update(instance, entry.revision) : store.create(instance);
   }
 }

@@ -12,7 +12,7 @@ import { type AdminServer, startAdmin } from '../common/admin.js';
 import { Announcer } from './announcer.js';
 import { DiscoveryEventKind, DiscoveryEvents } from './events.js';
 import { HealthChecker, type HealthCheckOptions } from './health-checker.js';
-import { LeaseSweeper } from './lease-sweeper.js';
+import { LeaseExpiry } from './lease-expiry.js';
 import { LogIds } from './log-ids.js';
 import { Registry } from './registry.js';
 import { DEFAULT_SELF_PRESERVATION, type SelfPreservationPolicy } from './self-preservation.js';
@@ -57,7 +57,7 @@ export class DiscoveryReplica {
     private readonly health: HealthImplementation,
     private readonly parts: {
       readonly registry: Registry;
-      readonly sweeper: LeaseSweeper;
+      readonly expiry: LeaseExpiry;
       readonly checker: HealthChecker;
       readonly announcer: Announcer;
       readonly statics: StaticPublisher;
@@ -80,7 +80,7 @@ export class DiscoveryReplica {
   }
 
   get selfPreserving(): boolean {
-    return this.parts.sweeper.holding;
+    return this.parts.expiry.preserving;
   }
 
   /**
@@ -104,14 +104,22 @@ export class DiscoveryReplica {
       const store = await bus.store(RegistryBucket);
       const view = store.view();
       const events = new DiscoveryEvents(replicaId, bus.publisher(), logger);
-      const sweeper = new LeaseSweeper(
-        view,
+      const registry: Registry = new Registry({
         store,
+        view,
+        events,
+        leases,
+        logger,
+        heldCopy: (serviceId, instanceId) => expiry.heldCopy(serviceId, instanceId),
+      });
+      const expiry = new LeaseExpiry(
+        view,
+        registry,
         events,
         {
           replicaId,
-          intervalMs: options.sweepIntervalMs ?? 1000,
-          graceMs: options.sweepGraceMs ?? 1000,
+          checkIntervalMs: options.sweepIntervalMs ?? 1000,
+          settleMs: options.sweepGraceMs ?? 1000,
           selfPreservation: {
             ...DEFAULT_SELF_PRESERVATION,
             windowMs: leases.defaultSeconds * 1000,
@@ -120,14 +128,6 @@ export class DiscoveryReplica {
         },
         logger,
       );
-      const registry = new Registry({
-        store,
-        view,
-        events,
-        leases,
-        logger,
-        holdingLapsed: () => sweeper.holding,
-      });
 
       let replica: DiscoveryReplica | undefined;
       const health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
@@ -168,7 +168,7 @@ export class DiscoveryReplica {
         health,
         {
           registry,
-          sweeper,
+          expiry,
           checker,
           announcer,
           statics: new StaticPublisher(registry, statics, logger),
@@ -192,8 +192,8 @@ export class DiscoveryReplica {
   private async load(viewReady: Promise<void>): Promise<void> {
     await viewReady;
     if (this.stopping) return;
-    const { sweeper, announcer, statics, checker, events } = this.parts;
-    sweeper.start();
+    const { expiry, announcer, statics, checker, events } = this.parts;
+    expiry.start();
     await announcer.start();
     await statics.start();
     checker.start();
@@ -228,10 +228,10 @@ export class DiscoveryReplica {
     this.stopping = true;
     this.health.setStatus('', 'NOT_SERVING');
     this.health.setStatus(SERVICE_NAME, 'NOT_SERVING');
-    const { checker, statics, sweeper, announcer, events, endWatches } = this.parts;
+    const { checker, statics, expiry, announcer, events, endWatches } = this.parts;
     checker.stop();
     await statics.stop();
-    await sweeper.stop();
+    await expiry.stop();
     await announcer.stop();
     await events.emit(DiscoveryEventKind.REPLICA_STOPPED, {}, '', String(Date.now()));
     endWatches();

@@ -11,3 +11,9 @@ export async function counterValue(
   );
   return match?.value ?? 0;
 }
+
+/** The sum of a counter over every label set. */
+export async function counterSum(counter: Counter): Promise<number> {
+  const { values } = await counter.get();
+  return values.reduce((sum, v) => sum + v.value, 0);
+}
