@@ -9,6 +9,7 @@ import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'pino';
 import { Bus, RegistryBucket } from '../../bus/index.js';
 import { type AdminServer, startAdmin } from '../common/admin.js';
+import { type BusSettings, busOptions } from '../common/bus-settings.js';
 import { Announcer } from './announcer.js';
 import { DiscoveryEventKind, DiscoveryEvents } from './events.js';
 import { HealthChecker, type HealthCheckOptions } from './health-checker.js';
@@ -22,7 +23,7 @@ import { DEFAULT_LEASES, type LeaseBounds } from './validation.js';
 
 export interface ReplicaOptions {
   readonly replicaId: string;
-  readonly natsServers: readonly string[];
+  readonly bus: BusSettings;
   /** host:port to listen on for gRPC; port 0 picks a free one. */
   readonly grpcListen: string;
   /** Address other replicas and clients reach this one at; default: the bound address. */
@@ -94,11 +95,7 @@ export class DiscoveryReplica {
     const statics = options.staticFile
       ? await loadStaticDefinitions(options.staticFile, leases.defaultSeconds)
       : [];
-    const bus = await Bus.connect({
-      servers: options.natsServers,
-      name: `discovery-${replicaId}`,
-      logger,
-    });
+    const bus = await Bus.connect(busOptions(options.bus, `discovery-${replicaId}`, logger));
     try {
       await bus.provision();
       const store = await bus.store(RegistryBucket);

@@ -28,7 +28,7 @@ export async function startReplica(
 ): Promise<DiscoveryReplica> {
   const replica = await DiscoveryReplica.start({
     replicaId,
-    natsServers: cluster.servers,
+    bus: { servers: cluster.servers },
     grpcListen: '127.0.0.1:0',
     adminPort: 0,
     logger,
