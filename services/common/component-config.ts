@@ -101,7 +101,7 @@ export async function loadComponentConfig<S extends z.ZodType>(
   for (const { setting, option } of flagged) {
     const key = option.attributeName();
     const fromEnv = command.getOptionValueSource(key) === 'env';
-    supply(setting, values[key], fromEnv ? `${setting.env}` : `${option.long}`);
+    supply(setting, values[key], (fromEnv ? setting.env : option.long) ?? setting.path);
   }
   for (const setting of envOnly) supply(setting, process.env[setting.env!], setting.env!);
 
