@@ -126,7 +126,7 @@ export class CacheServer {
       state
         .sweep()
         .catch((error: Error) =>
-          logger.warn({ msgId: CacheLogIds.sweepFailed, err: error.message }, 'cache sweep failed'),
+          logger.warn({ msgId: CacheLogIds.sweepFailed, err: error }, 'cache sweep failed'),
         );
     }, config.sweep.intervalMs);
     sweeper.unref();
@@ -368,6 +368,6 @@ function fail(method: string, error: unknown, logger: Logger): Partial<grpc.Serv
   }
   cacheMetrics.requests.inc({ method, code: 'UNAVAILABLE' });
   const message = `cache write failed on the bus: ${(error as Error).message}; retry`;
-  logger.error({ msgId: CacheLogIds.writeFailed, method, err: (error as Error).message }, message);
+  logger.error({ msgId: CacheLogIds.writeFailed, method, err: error }, message);
   return Object.assign(new Error(message), { code: grpc.status.UNAVAILABLE, details: message });
 }

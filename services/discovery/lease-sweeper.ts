@@ -105,7 +105,7 @@ export class LeaseSweeper {
       }
     } catch (error) {
       this.logger.error(
-        { msgId: LogIds.sweepFailed, err: (error as Error).message },
+        { msgId: LogIds.sweepFailed, err: error },
         'lease sweep failed; next round will retry',
       );
     }

@@ -178,7 +178,7 @@ export class DiscoveryReplica {
       return replica;
     } catch (error) {
       logger.error(
-        { msgId: LogIds.startFailed, replicaId, err: (error as Error).message },
+        { msgId: LogIds.startFailed, replicaId, err: error },
         'discovery replica failed to start',
       );
       await bus.close();
