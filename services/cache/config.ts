@@ -1,9 +1,8 @@
 /**
  * The cache service's configuration: a YAML file, overridden by environment variables,
  * overridden by flags (see services/common/component-config.ts), validated here by a
- * strict schema. Service tokens are stored
- * only as SHA-256 digests (hex) with the namespace they stand for: the config file
- * never holds a token.
+ * strict schema. Service tokens are stored only as SHA-256 digests (hex) with the
+ * namespace they stand for: the config file never holds a token.
  *
  * ```yaml
  * id: cache-1
