@@ -86,7 +86,7 @@ function instance(serviceId: string, i: number, leaseSeconds = 15): ServiceInsta
 async function startReplica(cluster: NatsCluster, replicaId: string, server: number) {
   const replica = await DiscoveryReplica.start({
     replicaId,
-    natsServers: [cluster.servers[server]!],
+    bus: { servers: [cluster.servers[server]!] },
     grpcListen: '127.0.0.1:0',
     adminPort: 0,
     logger,

@@ -182,7 +182,7 @@ async function main(): Promise<void> {
     const config = (id: string, servers: string[]) =>
       gatewayConfigSchema.parse({
         id,
-        nats: { servers },
+        bus: { servers },
         listen: { host: '127.0.0.1', port: 0 },
         admin: { port: 0 },
         affinity: { meshSecret: MESH, jwt: { hs256Secret: JWT } },

@@ -4,6 +4,8 @@
  *
  *   node --import tsx examples/restart-counter.ts --servers nats://127.0.0.1:4222 --state ./exits.json
  *
+ * The bus is found as the `halyard` command finds it: `--servers`, else HALYARD_NATS.
+ *
  * How it gets "exactly once in effect" from at-least-once delivery:
  *   - a durable subscription resumes after a crash where it left off;
  *   - the state and the sequence of the last event counted are written together,
@@ -12,24 +14,28 @@
  *     sequence at or below the saved one and is skipped.
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
+import { Command, Option } from 'commander';
 import { Bus } from '../bus/index.js';
 import { halyard } from '../proto/gen/halyard.js';
 
-const { values } = parseArgs({
-  options: {
-    servers: { type: 'string', default: 'nats://127.0.0.1:4222' },
-    state: { type: 'string', default: './restart-counter.json' },
-    durable: { type: 'string', default: 'restart-counter' },
-  },
-});
+const options = new Command('restart-counter')
+  .description('counts the exits of every component in the mesh')
+  .addOption(
+    new Option('--servers <urls>', 'comma-separated NATS URLs')
+      .env('HALYARD_NATS')
+      .default('nats://127.0.0.1:4222'),
+  )
+  .option('--state <file>', 'where the counts are kept', './restart-counter.json')
+  .option('--durable <name>', 'name of the durable subscription', 'restart-counter')
+  .parse()
+  .opts<{ servers: string; state: string; durable: string }>();
 
 interface State {
   lastSeq: number;
   exits: Record<string, number>;
 }
 
-const stateFile = values.state;
+const stateFile = options.state;
 
 function load(): State {
   try {
@@ -46,12 +52,12 @@ function save(state: State): void {
 
 const state = load();
 const bus = await Bus.connect({
-  servers: values.servers.split(','),
-  name: `example-${values.durable}`,
+  servers: options.servers.split(','),
+  name: `example-${options.durable}`,
 });
 
 const subscription = await bus.subscribe(
-  { kind: 'lifecycle', durable: values.durable, from: 'all', prefetch: 32 },
+  { kind: 'lifecycle', durable: options.durable, from: 'all', prefetch: 32 },
   ({ event }, { seq }) => {
     if (seq <= state.lastSeq) return; // counted before a crash; acknowledge again, count never twice
     if (event.kind === halyard.launcher.v1.LifecycleEvent.Kind.EXITED) {

@@ -1,7 +1,8 @@
 /**
- * The cache service's configuration (YAML, validated here). Service tokens are stored
- * only as SHA-256 digests (hex) with the namespace they stand for: the config file
- * never holds a token.
+ * The cache service's configuration: a YAML file, overridden by environment variables,
+ * overridden by flags (see services/common/component-config.ts), validated here by a
+ * strict schema. Service tokens are stored only as SHA-256 digests (hex) with the
+ * namespace they stand for: the config file never holds a token.
  *
  * ```yaml
  * id: cache-1
@@ -24,93 +25,104 @@
  */
 import { z } from 'zod';
 import { id as namespaceName } from '../../bus/index.js';
+import { busFlags, busSettings } from '../common/bus-settings.js';
+import {
+  type ComponentSpec,
+  loadComponentConfig,
+  type Setting,
+} from '../common/component-config.js';
 import { loadYamlConfig } from '../common/config.js';
 import { DEFAULT_LIMITS, DEFAULT_POLICY } from './rules.js';
 
 const port = z.number().int().min(0).max(65535);
 const endpoint = (defaultPort: number) =>
-  z
-    .object({ host: z.string().min(1).default('127.0.0.1'), port: port.default(defaultPort) })
-    .strict();
+  z.strictObject({ host: z.string().min(1).default('127.0.0.1'), port: port.default(defaultPort) });
 
-const policy = z
-  .object({
-    maxRecords: z.number().int().positive().default(DEFAULT_POLICY.maxRecords),
-    eviction: z.enum(['reject', 'remove-oldest']).default(DEFAULT_POLICY.eviction),
-    ttlSeconds: z.number().int().nonnegative().default(DEFAULT_POLICY.ttlSeconds),
-  })
-  .strict();
+const policy = z.strictObject({
+  maxRecords: z.number().int().positive().default(DEFAULT_POLICY.maxRecords),
+  eviction: z.enum(['reject', 'remove-oldest']).default(DEFAULT_POLICY.eviction),
+  ttlSeconds: z.number().int().nonnegative().default(DEFAULT_POLICY.ttlSeconds),
+});
 
-export const cacheConfig = z
-  .object({
-    id: namespaceName.default('cache-1'),
-    bus: z
-      .object({
-        servers: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
-        replicas: z.number().int().min(1).max(5).optional(),
-      })
-      .strict()
-      .default({ servers: 'nats://127.0.0.1:4222' }),
-    grpc: endpoint(7470).default({ host: '127.0.0.1', port: 7470 }),
-    admin: endpoint(7471).default({ host: '127.0.0.1', port: 7471 }),
-    tls: z
-      .object({
-        certFile: z.string().min(1),
-        keyFile: z.string().min(1),
-        clientCaFile: z.string().min(1).optional(),
-        requireClientCert: z.boolean().default(false),
-      })
-      .strict()
-      .refine((tls) => !tls.requireClientCert || tls.clientCaFile, {
-        message: 'requireClientCert needs clientCaFile',
-      })
-      .optional(),
-    tokens: z
-      .array(
-        z
-          .object({
-            sha256: z
-              .string()
-              .regex(
-                /^[0-9a-f]{64}$/,
-                'must be the SHA-256 of the token, 64 lower-case hex digits',
-              ),
-            namespace: namespaceName,
-          })
-          .strict(),
-      )
-      .default([])
-      .refine((tokens) => new Set(tokens.map((t) => t.sha256)).size === tokens.length, {
-        message: 'the same token digest is listed twice',
+export const cacheConfig = z.strictObject({
+  id: namespaceName.default('cache-1'),
+  bus: busSettings,
+  grpc: endpoint(7470).default({ host: '127.0.0.1', port: 7470 }),
+  admin: endpoint(7471).default({ host: '127.0.0.1', port: 7471 }),
+  tls: z
+    .strictObject({
+      certFile: z.string().min(1),
+      keyFile: z.string().min(1),
+      clientCaFile: z.string().min(1).optional(),
+      requireClientCert: z.boolean().default(false),
+    })
+    .refine((tls) => !tls.requireClientCert || tls.clientCaFile, {
+      message: 'requireClientCert needs clientCaFile',
+    })
+    .optional(),
+  tokens: z
+    .array(
+      z.strictObject({
+        sha256: z
+          .string()
+          .regex(/^[0-9a-f]{64}$/, 'must be the SHA-256 of the token, 64 lower-case hex digits'),
+        namespace: namespaceName,
       }),
-    limits: z
-      .object({
-        maxKeyBytes: z.number().int().min(1).max(1024).default(DEFAULT_LIMITS.maxKeyBytes),
-        maxValueBytes: z
-          .number()
-          .int()
-          .min(1)
-          .max(64 * 1024 * 1024)
-          .default(DEFAULT_LIMITS.maxValueBytes),
-      })
-      .strict()
-      .default(DEFAULT_LIMITS),
-    defaults: policy.default(DEFAULT_POLICY),
-    namespaces: z.record(namespaceName, policy).default({}),
-    sweep: z
-      .object({
-        intervalMs: z.number().int().min(50).default(1000),
-        graceMs: z.number().int().nonnegative().default(2000),
-      })
-      .strict()
-      .default({ intervalMs: 1000, graceMs: 2000 }),
-  })
-  .strict();
+    )
+    .default([])
+    .refine((tokens) => new Set(tokens.map((t) => t.sha256)).size === tokens.length, {
+      message: 'the same token digest is listed twice',
+    }),
+  limits: z
+    .strictObject({
+      maxKeyBytes: z.number().int().min(1).max(1024).default(DEFAULT_LIMITS.maxKeyBytes),
+      maxValueBytes: z
+        .number()
+        .int()
+        .min(1)
+        .max(64 * 1024 * 1024)
+        .default(DEFAULT_LIMITS.maxValueBytes),
+    })
+    .default(DEFAULT_LIMITS),
+  defaults: policy.default(DEFAULT_POLICY),
+  namespaces: z.record(namespaceName, policy).default({}),
+  sweep: z
+    .strictObject({
+      intervalMs: z.number().int().min(50).default(1000),
+      graceMs: z.number().int().nonnegative().default(2000),
+    })
+    .default({ intervalMs: 1000, graceMs: 2000 }),
+});
 
 export type CacheConfig = z.infer<typeof cacheConfig>;
-/** What a test or an embedding program writes: every field has a default but the bus. */
+/** What a test or an embedding program writes: every field has a default. */
 export type CacheConfigInput = z.input<typeof cacheConfig>;
 
 export function loadCacheConfig(file: string): Promise<CacheConfig> {
   return loadYamlConfig(cacheConfig, file);
+}
+
+const settings: readonly Setting[] = [
+  ...busFlags,
+  { flag: '--id <id>', path: 'id', description: 'this replica’s id' },
+  { flag: '--grpc-port <port>', path: 'grpc.port', description: 'gRPC port', parse: Number },
+  {
+    flag: '--admin-port <port>',
+    path: 'admin.port',
+    description: 'admin HTTP port',
+    parse: Number,
+  },
+];
+
+const spec: ComponentSpec<typeof cacheConfig> = {
+  name: 'halyard-cache',
+  description: 'Halyard cache replica: the Cache gRPC API on the bus',
+  schema: cacheConfig,
+  configEnv: 'HALYARD_CACHE_CONFIG',
+  settings,
+};
+
+/** A replica's config from a file (`--config`), the environment and `argv`. */
+export async function loadCacheSettings(argv: readonly string[]): Promise<CacheConfig> {
+  return (await loadComponentConfig(spec, argv)).config;
 }

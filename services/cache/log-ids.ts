@@ -8,7 +8,6 @@ export const CacheLogIds = {
   ready: 'HALC0003I',
   stopping: 'HALC0004I',
   stopped: 'HALC0005I',
-  provisionRetry: 'HALC0006W',
   valueLimitLowered: 'HALC0010W',
   plaintextTokens: 'HALC0011W',
   rejected: 'HALC0020I',

@@ -4,11 +4,10 @@
  * health and /readyz — only once the local view of the bucket is loaded.
  */
 import { readFileSync } from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'pino';
-import { type Bus, BusConfigError, CacheBucket, type CacheEntry } from '../../bus/index.js';
+import { type Bus, CacheBucket, type CacheEntry } from '../../bus/index.js';
 import { type AdminServer, startAdmin } from '../common/admin.js';
 import { serviceDefinition } from '../common/grpc.js';
 import type { CacheConfig } from './config.js';
@@ -19,8 +18,6 @@ import { CacheError, DEFAULT_POLICY, type Limits, type NamespacePolicy } from '.
 import { type CacheChange, CacheState } from './state.js';
 
 export const CACHE_SERVICE = 'halyard.cache.v1.Cache';
-
-const PROVISION_ATTEMPTS = 6;
 
 /** Room a CacheEntry needs beside its value: namespace, key, timestamps, field tags. */
 const ENTRY_OVERHEAD_BYTES = 256;
@@ -48,7 +45,8 @@ export class CacheServer {
   static async start(options: CacheServerOptions): Promise<CacheServer> {
     const { config, bus, logger } = options;
     logger.info({ msgId: CacheLogIds.starting, id: config.id }, 'cache replica starting');
-    await provisionPatiently(bus, logger);
+    // The bus retries what a forming cluster or a concurrent provisioning makes fail for a while.
+    await bus.provision();
     const store = await bus.store(CacheBucket);
     const view = store.view();
     const limits = effectiveLimits(config, bus.server.maxPayload, logger);
@@ -126,7 +124,7 @@ export class CacheServer {
       state
         .sweep()
         .catch((error: Error) =>
-          logger.warn({ msgId: CacheLogIds.sweepFailed, err: error.message }, 'cache sweep failed'),
+          logger.warn({ msgId: CacheLogIds.sweepFailed, err: error }, 'cache sweep failed'),
         );
     }, config.sweep.intervalMs);
     sweeper.unref();
@@ -160,25 +158,6 @@ export class CacheServer {
   close(): Promise<void> {
     this.closing ??= this.shutdown();
     return this.closing;
-  }
-}
-
-/**
- * Provisioning right after a cluster forms, or while another component provisions,
- * can time out; that is worth retrying. A configuration mismatch is not.
- */
-async function provisionPatiently(bus: Bus, logger: Logger): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await bus.provision();
-    } catch (error) {
-      if (error instanceof BusConfigError || attempt >= PROVISION_ATTEMPTS) throw error;
-      logger.warn(
-        { msgId: CacheLogIds.provisionRetry, attempt, err: (error as Error).message },
-        'bus provisioning failed, retrying',
-      );
-      await sleep(Math.min(5000, 250 * 2 ** attempt));
-    }
   }
 }
 
@@ -368,6 +347,6 @@ function fail(method: string, error: unknown, logger: Logger): Partial<grpc.Serv
   }
   cacheMetrics.requests.inc({ method, code: 'UNAVAILABLE' });
   const message = `cache write failed on the bus: ${(error as Error).message}; retry`;
-  logger.error({ msgId: CacheLogIds.writeFailed, method, err: (error as Error).message }, message);
+  logger.error({ msgId: CacheLogIds.writeFailed, method, err: error }, message);
   return Object.assign(new Error(message), { code: grpc.status.UNAVAILABLE, details: message });
 }

@@ -1,5 +1,5 @@
 /**
- * Loading a component's YAML config: parse, validate with zod, and on any problem
+ * Reading a component's YAML config: parse, validate with zod, and on any problem
  * throw a ConfigError that names the file, the path of the field and what was expected.
  */
 import { readFile } from 'node:fs/promises';
@@ -16,35 +16,38 @@ export class ConfigError extends Error {
   }
 }
 
-/** Validates an already parsed value; `file` names its origin in errors. */
+/**
+ * Validates an already parsed value; `file` names its origin in errors. `originOf` may
+ * name a more precise origin of a field (the flag or environment variable that set it).
+ */
 export function validateConfig<S extends z.ZodType>(
   schema: S,
   value: unknown,
   file: string,
+  originOf: (path: readonly PropertyKey[]) => string | undefined = () => undefined,
 ): z.infer<S> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
   throw new ConfigError(
     file,
-    result.error.issues.map(
-      (issue) => `${issue.path.length ? issue.path.join('.') : '(top level)'}: ${issue.message}`,
-    ),
+    result.error.issues.map((issue) => {
+      const where = issue.path.length ? issue.path.join('.') : '(top level)';
+      const origin = originOf(issue.path);
+      return `${where}${origin ? ` (from ${origin})` : ''}: ${issue.message}`;
+    }),
   );
 }
 
-export async function loadYamlConfig<S extends z.ZodType>(
-  schema: S,
-  file: string,
-): Promise<z.infer<S>> {
+/** The file's parsed YAML, not yet validated (an empty file is `{}`). */
+export async function readYamlFile(file: string): Promise<unknown> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
   } catch (error) {
     throw new ConfigError(file, [`cannot read: ${(error as Error).message}`]);
   }
-  let value: unknown;
   try {
-    value = parseYaml(text);
+    return parseYaml(text) ?? {};
   } catch (error) {
     if (error instanceof YAMLParseError) {
       const at = error.linePos?.[0];
@@ -54,5 +57,11 @@ export async function loadYamlConfig<S extends z.ZodType>(
     }
     throw error;
   }
-  return validateConfig(schema, value ?? {}, file);
+}
+
+export async function loadYamlConfig<S extends z.ZodType>(
+  schema: S,
+  file: string,
+): Promise<z.infer<S>> {
+  return validateConfig(schema, await readYamlFile(file), file);
 }

@@ -70,7 +70,7 @@ export class Announcer {
           {
             msgId: LogIds.announceFailed,
             replicaId: this.replicaId,
-            err: (failure as Error).message,
+            err: failure,
           },
           'could not renew this replica’s own registration; retrying',
         );

@@ -133,7 +133,7 @@ export class RegistrationClient {
       } catch (failure) {
         // The lease outlives several renewal intervals: the next attempt may still save it.
         this.logger.warn(
-          { msgId: LogIds.clientRenewFailed, ...this.ref, err: (failure as Error).message },
+          { msgId: LogIds.clientRenewFailed, ...this.ref, err: failure },
           'renewal failed; retrying at the next interval',
         );
       }

@@ -1,17 +1,23 @@
 /**
  * A discovery replica's settings: a YAML file, overridden by environment variables,
- * overridden by command-line flags; validated as a whole so an error names the setting.
+ * overridden by flags (see services/common/component-config.ts); validated as a whole
+ * by a strict schema so an error names the setting.
  */
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { id } from '../../bus/index.js';
-import { loadYamlConfig, validateConfig } from '../common/config.js';
+import { busFlags, busSettings } from '../common/bus-settings.js';
+import {
+  type ComponentSpec,
+  loadComponentConfig,
+  type Setting,
+} from '../common/component-config.js';
 import type { ReplicaOptions } from './replica.js';
 
 const positive = z.number().int().positive();
 
 export const discoveryConfigSchema = z.strictObject({
-  nats: z.array(z.string().min(1)).min(1).default(['nats://127.0.0.1:4222']),
+  bus: busSettings,
   replicaId: id.default(() =>
     hostname()
       .replace(/[^A-Za-z0-9_-]/g, '-')
@@ -30,8 +36,9 @@ export const discoveryConfigSchema = z.strictObject({
     .partial()
     .default({}),
   replicaLeaseSeconds: positive.optional(),
-  sweep: z
-    .strictObject({ intervalMs: positive, graceMs: z.number().int().nonnegative() })
+  /** How lapsed leases are decided on: see lease-expiry.ts. */
+  expiry: z
+    .strictObject({ checkIntervalMs: positive, settleMs: z.number().int().nonnegative() })
     .partial()
     .default({}),
   selfPreservation: z
@@ -46,45 +53,52 @@ export const discoveryConfigSchema = z.strictObject({
 
 export type DiscoveryConfig = z.infer<typeof discoveryConfigSchema>;
 
-export interface Overrides {
-  readonly config?: string;
-  readonly nats?: string;
-  readonly replicaId?: string;
-  readonly grpcListen?: string;
-  readonly adminPort?: string;
-  readonly staticFile?: string;
-}
+const settings: readonly Setting[] = [
+  ...busFlags,
+  {
+    flag: '--replica-id <id>',
+    env: 'HALYARD_REPLICA_ID',
+    path: 'replicaId',
+    description: 'this replica’s id',
+  },
+  {
+    flag: '--grpc-listen <host:port>',
+    env: 'HALYARD_GRPC_LISTEN',
+    path: 'grpcListen',
+    description: 'gRPC listen address',
+  },
+  {
+    flag: '--admin-port <port>',
+    env: 'HALYARD_ADMIN_PORT',
+    path: 'adminPort',
+    description: 'admin HTTP port, 0 for any',
+    parse: Number,
+  },
+  {
+    flag: '--static-file <file>',
+    env: 'HALYARD_STATIC_FILE',
+    path: 'staticFile',
+    description: 'YAML static definitions',
+  },
+];
 
-const ENV: Record<keyof Omit<Overrides, 'config'>, string> = {
-  nats: 'HALYARD_NATS',
-  replicaId: 'HALYARD_REPLICA_ID',
-  grpcListen: 'HALYARD_GRPC_LISTEN',
-  adminPort: 'HALYARD_ADMIN_PORT',
-  staticFile: 'HALYARD_STATIC_FILE',
+const spec: ComponentSpec<typeof discoveryConfigSchema> = {
+  name: 'halyard-discovery',
+  description: 'Halyard discovery replica: the Registry gRPC API on the bus',
+  schema: discoveryConfigSchema,
+  configEnv: 'HALYARD_DISCOVERY_CONFIG',
+  settings,
 };
 
-export async function resolveConfig(
-  flags: Overrides,
-  env: NodeJS.ProcessEnv,
-): Promise<DiscoveryConfig> {
-  const file = flags.config ?? env.HALYARD_DISCOVERY_CONFIG;
-  const base: Record<string, unknown> = file
-    ? { ...(await loadYamlConfig(discoveryConfigSchema, file)) }
-    : {};
-  for (const key of Object.keys(ENV) as Array<keyof typeof ENV>) {
-    const value = flags[key] ?? env[ENV[key]];
-    if (value === undefined) continue;
-    if (key === 'nats') base.nats = value.split(',').map((s) => s.trim());
-    else if (key === 'adminPort') base.adminPort = Number(value);
-    else base[key] = value;
-  }
-  return validateConfig(discoveryConfigSchema, base, file ?? 'flags and environment');
+/** A replica's config from a file (`--config`), the environment and `argv`. */
+export async function loadDiscoveryConfig(argv: readonly string[]): Promise<DiscoveryConfig> {
+  return (await loadComponentConfig(spec, argv)).config;
 }
 
 export function replicaOptions(config: DiscoveryConfig): Omit<ReplicaOptions, 'logger'> {
   return {
     replicaId: config.replicaId,
-    natsServers: config.nats,
+    bus: config.bus,
     grpcListen: config.grpcListen,
     advertiseAddress: config.advertiseAddress,
     adminHost: config.adminHost,
@@ -92,8 +106,8 @@ export function replicaOptions(config: DiscoveryConfig): Omit<ReplicaOptions, 'l
     staticFile: config.staticFile,
     leases: config.leases,
     replicaLeaseSeconds: config.replicaLeaseSeconds,
-    sweepIntervalMs: config.sweep.intervalMs,
-    sweepGraceMs: config.sweep.graceMs,
+    expiryCheckIntervalMs: config.expiry.checkIntervalMs,
+    expirySettleMs: config.expiry.settleMs,
     selfPreservation: config.selfPreservation,
     health: config.health,
   };

@@ -53,7 +53,7 @@ export class DiscoveryEvents {
         () => {},
         (error: Error) => {
           // Only a closing bus or a full queue gets here; the publisher logged the latter.
-          this.logger.debug({ eventId, err: error.message }, 'discovery event not published');
+          this.logger.debug({ eventId, err: error }, 'discovery event not published');
         },
       );
   }

@@ -227,7 +227,7 @@ export class HealthChecker {
     } catch (error) {
       // Lapsed or deregistered meanwhile, or the bus is away: the next probe decides again.
       this.logger.error(
-        { msgId: LogIds.probeWriteFailed, key, err: (error as Error).message },
+        { msgId: LogIds.probeWriteFailed, key, err: error },
         'could not record health check result',
       );
     }

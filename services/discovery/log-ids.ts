@@ -9,6 +9,7 @@ export const LogIds = {
   stopped: 'HALD0004I',
   startFailed: 'HALD0005E',
   stopFailed: 'HALD0006E',
+  configInvalid: 'HALD0007E',
   registered: 'HALD0010I',
   deregistered: 'HALD0011I',
   statusChanged: 'HALD0012I',

@@ -1,5 +1,5 @@
 /**
- * One discovery replica: the Registry gRPC service, its lease sweeper, health checker,
+ * One discovery replica: the Registry gRPC service, its lease expiry, health checker,
  * static definitions and self-announcement, on a bus connection. Replicas hold no
  * state another needs; any number run side by side.
  */
@@ -9,6 +9,7 @@ import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'pino';
 import { Bus, RegistryBucket } from '../../bus/index.js';
 import { type AdminServer, startAdmin } from '../common/admin.js';
+import { type BusSettings, busOptions } from '../common/bus-settings.js';
 import { Announcer } from './announcer.js';
 import { DiscoveryEventKind, DiscoveryEvents } from './events.js';
 import { HealthChecker, type HealthCheckOptions } from './health-checker.js';
@@ -22,7 +23,7 @@ import { DEFAULT_LEASES, type LeaseBounds } from './validation.js';
 
 export interface ReplicaOptions {
   readonly replicaId: string;
-  readonly natsServers: readonly string[];
+  readonly bus: BusSettings;
   /** host:port to listen on for gRPC; port 0 picks a free one. */
   readonly grpcListen: string;
   /** Address other replicas and clients reach this one at; default: the bound address. */
@@ -33,8 +34,8 @@ export interface ReplicaOptions {
   readonly leases?: Partial<LeaseBounds>;
   /** This replica's own lease in the registry (default: the default lease). */
   readonly replicaLeaseSeconds?: number;
-  readonly sweepIntervalMs?: number;
-  readonly sweepGraceMs?: number;
+  readonly expiryCheckIntervalMs?: number;
+  readonly expirySettleMs?: number;
   readonly selfPreservation?: Partial<SelfPreservationPolicy>;
   readonly health?: Partial<Omit<HealthCheckOptions, 'replicaId'>>;
   readonly logger: Logger;
@@ -94,11 +95,7 @@ export class DiscoveryReplica {
     const statics = options.staticFile
       ? await loadStaticDefinitions(options.staticFile, leases.defaultSeconds)
       : [];
-    const bus = await Bus.connect({
-      servers: options.natsServers,
-      name: `discovery-${replicaId}`,
-      logger,
-    });
+    const bus = await Bus.connect(busOptions(options.bus, `discovery-${replicaId}`, logger));
     try {
       await bus.provision();
       const store = await bus.store(RegistryBucket);
@@ -118,8 +115,8 @@ export class DiscoveryReplica {
         events,
         {
           replicaId,
-          checkIntervalMs: options.sweepIntervalMs ?? 1000,
-          settleMs: options.sweepGraceMs ?? 1000,
+          checkIntervalMs: options.expiryCheckIntervalMs ?? 1000,
+          settleMs: options.expirySettleMs ?? 1000,
           selfPreservation: {
             ...DEFAULT_SELF_PRESERVATION,
             windowMs: leases.defaultSeconds * 1000,
@@ -181,7 +178,7 @@ export class DiscoveryReplica {
       return replica;
     } catch (error) {
       logger.error(
-        { msgId: LogIds.startFailed, replicaId, err: (error as Error).message },
+        { msgId: LogIds.startFailed, replicaId, err: error },
         'discovery replica failed to start',
       );
       await bus.close();

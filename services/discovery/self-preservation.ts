@@ -1,11 +1,11 @@
 /**
  * When many leases lapse within one window, the bus or the network is the likelier
- * culprit than the instances: hold them back from eviction instead of emptying the
- * registry, and resume sweeping once renewals come back.
+ * culprit than the instances: hold them instead of emptying the registry, and let
+ * expiry take its course again once renewals come back.
  *
  * The window must span a whole lease: a healthy fleet's renewals are spread over the
- * renewal interval, so a broken bus makes leases lapse over that spread, not in one
- * sweep. Entries removed earlier in the window therefore count as lapsed too.
+ * renewal interval, so a broken bus makes leases lapse over that spread, not at one
+ * instant. Entries that lapsed earlier in the window therefore count as lapsed too.
  */
 export interface SelfPreservationPolicy {
   /** Share of entries lapsing within one window above which eviction is held (default 0.15). */
@@ -35,7 +35,7 @@ export class SelfPreservation {
     return this.held;
   }
 
-  /** Whether to hold this sweep back, given entries lapsed now and entries live now. */
+  /** Whether to hold lapsed leases, given entries lapsed now and entries live now. */
   decide(lapsed: number, live: number, now = Date.now()): boolean {
     this.removals = this.removals.filter((p) => p.at > now - this.policy.windowMs);
     const removed = this.removals.reduce((sum, p) => sum + p.count, 0);

@@ -121,7 +121,7 @@ export class StaticPublisher {
             msgId: LogIds.staticRenewFailed,
             serviceId: def.serviceId,
             instanceId: def.instanceId,
-            err: (error as Error).message,
+            err: error,
           },
           'static definition not renewed; next round retries',
         );

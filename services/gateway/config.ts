@@ -1,24 +1,33 @@
 /**
- * The gateway's settings: YAML file, then `HALYARD_GATEWAY_*` environment variables,
- * then flags, validated by one zod schema whose errors name the field.
+ * The gateway's settings: YAML file, then environment variables, then flags (see
+ * services/common/component-config.ts), validated by one strict zod schema whose
+ * errors name the field.
  */
 import { z } from 'zod';
 import { id } from '../../bus/index.js';
+import { busFlags, busSettings } from '../common/bus-settings.js';
+import {
+  type ComponentSpec,
+  loadComponentConfig,
+  type Setting,
+} from '../common/component-config.js';
 
 const port = z.number().int().min(0).max(65_535);
 
-export const gatewayConfigSchema = z.object({
+export const gatewayConfigSchema = z.strictObject({
   /** This replica's id: in events, logs and the `x-halyard-gateway` header. */
   id,
-  nats: z.object({
-    servers: z.array(z.string().min(1)).min(1, 'name at least one NATS server'),
-  }),
-  listen: z.object({ host: z.string().default('0.0.0.0'), port: port.default(8080) }).prefault({}),
+  bus: busSettings,
+  listen: z
+    .strictObject({ host: z.string().default('0.0.0.0'), port: port.default(8080) })
+    .prefault({}),
   /** Client-facing TLS (ALPN h2); plain h2c when absent. */
-  tls: z.object({ certFile: z.string().min(1), keyFile: z.string().min(1) }).optional(),
-  admin: z.object({ host: z.string().default('127.0.0.1'), port: port.default(9090) }).prefault({}),
+  tls: z.strictObject({ certFile: z.string().min(1), keyFile: z.string().min(1) }).optional(),
+  admin: z
+    .strictObject({ host: z.string().default('127.0.0.1'), port: port.default(9090) })
+    .prefault({}),
   limits: z
-    .object({
+    .strictObject({
       /** HTTP/2 header list size advertised to clients; larger requests are refused. */
       maxHeaderListBytes: z.number().int().min(1024).default(16_384),
       /** Concurrent calls per gateway before RESOURCE_EXHAUSTED; 0: no limit. */
@@ -35,7 +44,7 @@ export const gatewayConfigSchema = z.object({
     })
     .prefault({}),
   retry: z
-    .object({
+    .strictObject({
       maxAttempts: z.number().int().min(1).max(10).default(3),
       /** Retries in flight as a share of calls in flight (Envoy's budget_percent / 100). */
       budgetRatio: z.number().min(0).max(1).default(0.2),
@@ -45,19 +54,19 @@ export const gatewayConfigSchema = z.object({
     })
     .prefault({}),
   ejection: z
-    .object({
+    .strictObject({
       consecutiveFailures: z.number().int().min(1).default(3),
       baseSeconds: z.number().positive().default(5),
       maxSeconds: z.number().positive().default(300),
     })
     .prefault({}),
   upstream: z
-    .object({
+    .strictObject({
       backoffBaseMs: z.number().int().positive().default(100),
       backoffMaxMs: z.number().int().positive().default(10_000),
       /** Internal TLS towards instances (h2 by ALPN); h2c when absent. Cert and key: mTLS. */
       tls: z
-        .object({
+        .strictObject({
           caFile: z.string().min(1),
           certFile: z.string().min(1).optional(),
           keyFile: z.string().min(1).optional(),
@@ -67,14 +76,14 @@ export const gatewayConfigSchema = z.object({
     .prefault({}),
   /** Sticky routing (`lb.policy=user`): how callers are verified and keyed. */
   affinity: z
-    .object({
+    .strictObject({
       /**
        * Key of the HMAC that turns a user id into the user key stored on the bus; the
        * same on every gateway (env HALYARD_GATEWAY_MESH_SECRET). Never logged.
        */
       meshSecret: z.string().min(16, 'must be at least 16 characters').optional(),
       jwt: z
-        .object({
+        .strictObject({
           /** Shared secret of HS256 tokens (env HALYARD_GATEWAY_JWT_SECRET). */
           hs256Secret: z.string().min(32, 'must be at least 32 characters').optional(),
           /** PEM files of RS256 / ES256 public keys. */
@@ -100,3 +109,57 @@ export const gatewayConfigSchema = z.object({
 
 export type GatewayConfig = z.infer<typeof gatewayConfigSchema>;
 export type GatewayConfigInput = z.input<typeof gatewayConfigSchema>;
+
+/** `host:port`; an empty host is every interface. */
+function hostPort(text: string): { host: string; port: number } {
+  const colon = text.lastIndexOf(':');
+  return { host: text.slice(0, colon) || '0.0.0.0', port: Number(text.slice(colon + 1)) };
+}
+
+const settings: readonly Setting[] = [
+  ...busFlags,
+  { flag: '--id <id>', env: 'HALYARD_GATEWAY_ID', path: 'id', description: 'gateway replica id' },
+  {
+    flag: '--listen <host:port>',
+    env: 'HALYARD_GATEWAY_LISTEN',
+    path: 'listen',
+    description: 'gRPC listen address',
+    parse: hostPort,
+  },
+  {
+    flag: '--admin <host:port>',
+    env: 'HALYARD_GATEWAY_ADMIN',
+    path: 'admin',
+    description: 'admin HTTP address',
+    parse: hostPort,
+  },
+  {
+    flag: '--tls-cert <file>',
+    path: 'tls.certFile',
+    description: 'client-facing TLS certificate (PEM)',
+  },
+  { flag: '--tls-key <file>', path: 'tls.keyFile', description: 'client-facing TLS key (PEM)' },
+  {
+    env: 'HALYARD_GATEWAY_MESH_SECRET',
+    path: 'affinity.meshSecret',
+    description: 'key of the HMAC of user ids',
+  },
+  {
+    env: 'HALYARD_GATEWAY_JWT_SECRET',
+    path: 'affinity.jwt.hs256Secret',
+    description: 'shared secret of HS256 tokens',
+  },
+];
+
+const spec: ComponentSpec<typeof gatewayConfigSchema> = {
+  name: 'halyard-gateway',
+  description: 'Halyard gRPC gateway replica',
+  schema: gatewayConfigSchema,
+  configEnv: 'HALYARD_GATEWAY_CONFIG',
+  settings,
+};
+
+/** The gateway's config from a file (`--config`), the environment and `argv`. */
+export async function loadGatewayConfig(argv: readonly string[]): Promise<GatewayConfig> {
+  return (await loadComponentConfig(spec, argv)).config;
+}

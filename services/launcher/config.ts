@@ -1,71 +1,81 @@
 /**
  * The launcher's YAML config: which components run on which hosts, how each is
  * started, probed, restarted and stopped. One shared file may describe a whole
- * cluster; `forHost` keeps what one host runs.
+ * cluster; `forHost` keeps what one host runs. The launcher's own settings (host id,
+ * bus, control and admin addresses) may be in the file too, overridden by the
+ * environment and flags (see services/common/component-config.ts).
  */
 import { z } from 'zod';
 import { id } from '../../bus/index.js';
-import { loadYamlConfig } from '../common/config.js';
+import { busFlags, busSettings } from '../common/bus-settings.js';
+import {
+  type ComponentSpec,
+  loadComponentConfig,
+  type Setting,
+} from '../common/component-config.js';
+import { ConfigError, loadYamlConfig } from '../common/config.js';
 
 const seconds = z.number().nonnegative();
 const signal = z.enum(['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGKILL']);
 
 /** How the launcher knows an instance can take traffic. `${PORT}` is its assigned port. */
 const readiness = z.union([
-  z.object({ http: z.string().min(1) }).strict(),
-  z
-    .object({ grpc: z.object({ address: z.string().optional(), service: z.string().default('') }) })
-    .strict(),
+  z.strictObject({ http: z.string().min(1) }),
+  z.strictObject({
+    grpc: z.strictObject({ address: z.string().optional(), service: z.string().default('') }),
+  }),
   /** The instance is UP in discovery's registry, under this service id, on its port. */
-  z.object({ registered: z.object({ serviceId: id }).strict() }).strict(),
+  z.strictObject({ registered: z.strictObject({ serviceId: id }) }),
 ]);
 
-const component = z
-  .object({
-    command: z.string().min(1),
-    args: z.array(z.string()).default([]),
-    cwd: z.string().optional(),
-    env: z.record(z.string(), z.string()).default({}),
-    instances: z.number().int().min(0).max(256).default(1),
-    /** Env var that carries the instance number (1-based). */
-    instanceEnv: z.string().default('HALYARD_INSTANCE'),
-    /** Each instance gets a port in `env`: a free one, or `base + instance - 1`. */
-    port: z
-      .object({
-        env: z.string().default('PORT'),
-        base: z.number().int().min(1).max(65535).optional(),
-      })
-      .strict()
-      .optional(),
-    readiness: readiness.optional(),
-    readyTimeoutSeconds: seconds.default(30),
-    restart: z
-      .object({
-        intervals: z.array(seconds).min(1).default([1, 1, 1, 5, 5, 10, 20, 60, 120, 240]),
-        minUptimeSeconds: seconds.default(90),
-      })
-      .strict()
-      .default({ intervals: [1, 1, 1, 5, 5, 10, 20, 60, 120, 240], minUptimeSeconds: 90 }),
-    stop: z
-      .object({ signal: signal.default('SIGTERM'), timeoutSeconds: seconds.default(20) })
-      .strict()
-      .default({ signal: 'SIGTERM', timeoutSeconds: 20 }),
-    /** Rolling restart: time between taking an instance out and stopping it. */
-    drainSeconds: seconds.default(0),
-    dependsOn: z.array(id).default([]),
-    /** Hosts that run it; absent: every host. */
-    hosts: z.array(id).optional(),
-  })
-  .strict();
+const component = z.strictObject({
+  command: z.string().min(1),
+  args: z.array(z.string()).default([]),
+  cwd: z.string().optional(),
+  env: z.record(z.string(), z.string()).default({}),
+  instances: z.number().int().min(0).max(256).default(1),
+  /** Env var that carries the instance number (1-based). */
+  instanceEnv: z.string().default('HALYARD_INSTANCE'),
+  /** Each instance gets a port in `env`: a free one, or `base + instance - 1`. */
+  port: z
+    .strictObject({
+      env: z.string().default('PORT'),
+      base: z.number().int().min(1).max(65535).optional(),
+    })
+    .optional(),
+  readiness: readiness.optional(),
+  readyTimeoutSeconds: seconds.default(30),
+  restart: z
+    .strictObject({
+      intervals: z.array(seconds).min(1).default([1, 1, 1, 5, 5, 10, 20, 60, 120, 240]),
+      minUptimeSeconds: seconds.default(90),
+    })
+    .default({ intervals: [1, 1, 1, 5, 5, 10, 20, 60, 120, 240], minUptimeSeconds: 90 }),
+  stop: z
+    .strictObject({ signal: signal.default('SIGTERM'), timeoutSeconds: seconds.default(20) })
+    .default({ signal: 'SIGTERM', timeoutSeconds: 20 }),
+  /** Rolling restart: time between taking an instance out and stopping it. */
+  drainSeconds: seconds.default(0),
+  dependsOn: z.array(id).default([]),
+  /** Hosts that run it; absent: every host. */
+  hosts: z.array(id).optional(),
+});
 
 export const launcherConfig = z
-  .object({
+  .strictObject({
     hostId: id.optional(),
+    bus: busSettings,
+    /** gRPC control address; port 0 picks a free one. */
+    grpcListen: z
+      .string()
+      .regex(/^.+:\d{1,5}$/, 'must be host:port')
+      .default('127.0.0.1:7400'),
+    /** Admin HTTP port (/healthz /readyz /metrics); 0 picks a free one. */
+    adminPort: z.number().int().min(0).max(65_535).default(7401),
     /** What to do with children a killed launcher left running. */
     recovery: z.enum(['stop', 'adopt']).default('stop'),
     components: z.record(id, component).default({}),
   })
-  .strict()
   // Runs even when fields are invalid, so that one pass reports every problem; the
   // value may then be the raw input, hence the defensive reading.
   .superRefine(
@@ -133,6 +143,43 @@ function findCycle(components: Record<string, string[]>): string[] | undefined {
 /** Loads and validates the file; throws ConfigError listing every problem. */
 export function loadLauncherConfig(file: string): Promise<LauncherConfig> {
   return loadYamlConfig(launcherConfig, file);
+}
+
+const settings: readonly Setting[] = [
+  ...busFlags,
+  {
+    flag: '--host-id <id>',
+    path: 'hostId',
+    description: 'this host (overrides hostId in the file)',
+  },
+  { flag: '--grpc <host:port>', path: 'grpcListen', description: 'gRPC control address' },
+  {
+    flag: '--admin-port <port>',
+    path: 'adminPort',
+    description: 'admin HTTP port (/healthz /readyz /metrics)',
+    parse: Number,
+  },
+];
+
+const spec: ComponentSpec<typeof launcherConfig> = {
+  name: 'halyard-launcher',
+  description: 'Halyard launcher: starts, watches and restarts the components of one host',
+  schema: launcherConfig,
+  configEnv: 'HALYARD_LAUNCHER_CONFIG',
+  fileRequired: true,
+  settings,
+};
+
+/**
+ * The launcher's config from its file (`--config`, required), the environment and
+ * `argv`; returns the file too, which a refresh reads again.
+ */
+export async function loadLauncherSettings(
+  argv: readonly string[],
+): Promise<{ config: LauncherConfig; file: string }> {
+  const { config, file } = await loadComponentConfig(spec, argv);
+  if (!file) throw new ConfigError('(flags and environment)', ['--config: required']);
+  return { config, file };
 }
 
 /** The components `hostId` runs, dependencies first (a dependency on another host's component is ignored). */

@@ -89,7 +89,7 @@ export class LifecycleRecorder {
     // The publisher keeps order and retries through elections; supervision never waits on it.
     this.last = this.publisher.publish({ source: 'lifecycle', event }).catch((error) => {
       this.logger.error(
-        { msgId: LogIds.eventNotPublished, eventId: event.eventId, err: (error as Error).message },
+        { msgId: LogIds.eventNotPublished, eventId: event.eventId, err: error },
         'lifecycle event not published',
       );
     });

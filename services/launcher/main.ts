@@ -3,49 +3,26 @@
  *
  * Runs a host's launcher until SIGTERM or SIGINT, then stops every child in reverse
  * dependency order, waits for the lifecycle events to be stored and closes the bus.
- * An invalid config exits with status 2 and every problem listed.
+ * Settings: the YAML file, then environment variables, then flags (`--help` lists
+ * them). An invalid config exits with status 2 and every problem listed.
  */
-import { Command } from 'commander';
-import { pino } from 'pino';
 import { Bus } from '../../bus/index.js';
 import { startAdmin } from '../common/admin.js';
-import { ConfigError } from '../common/config.js';
-import { type LauncherConfig, loadLauncherConfig } from './config.js';
+import { busOptions } from '../common/bus-settings.js';
+import { configOrExit } from '../common/component-config.js';
+import { componentLogger } from '../common/logger.js';
+import { loadLauncherSettings } from './config.js';
 import { Launcher } from './launcher.js';
 import { LogIds } from './log-ids.js';
 
-const program = new Command('halyard-launcher')
-  .requiredOption('--config <file>', 'launcher YAML config')
-  .option('--host-id <id>', 'this host (overrides hostId in the config)')
-  .option('--nats <servers>', 'comma-separated NATS URLs', 'nats://127.0.0.1:4222')
-  .option('--grpc <address>', 'gRPC control address', '127.0.0.1:7400')
-  .option('--admin-port <port>', 'admin HTTP port (/healthz /readyz /metrics)', '7401')
-  .parse();
-
-const opts = program.opts<{
-  config: string;
-  hostId?: string;
-  nats: string;
-  grpc: string;
-  adminPort: string;
-}>();
-const logger = pino({ name: 'halyard-launcher', level: process.env.HALYARD_LOG_LEVEL ?? 'info' });
+const logger = componentLogger('halyard-launcher');
 
 // Fail fast on a bad file, before touching the bus.
-let config: LauncherConfig;
-try {
-  config = await loadLauncherConfig(opts.config);
-} catch (error) {
-  if (!(error instanceof ConfigError)) throw error;
-  logger.error(
-    { msgId: LogIds.configInvalid, file: error.file, problems: error.problems },
-    'invalid config',
-  );
-  process.stderr.write(
-    `invalid config ${error.file}:\n${error.problems.map((p) => `  - ${p}\n`).join('')}`,
-  );
-  process.exit(2);
-}
+const { config, file } = await configOrExit(
+  loadLauncherSettings(process.argv.slice(2)),
+  logger,
+  LogIds.configInvalid,
+);
 
 let launcher: Launcher | undefined;
 // Before any child can exist a signal simply ends the process; once children may be
@@ -70,23 +47,20 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
 }
 
 const admin = await startAdmin({
-  port: Number(opts.adminPort),
+  port: config.adminPort,
   notReady: () => (launcher ? undefined : 'starting components'),
 });
-const bus = await Bus.connect({
-  servers: opts.nats.split(','),
-  name: `launcher-${opts.hostId ?? 'host'}`,
-  logger,
-});
+const bus = await Bus.connect(
+  busOptions(config.bus, `launcher-${config.hostId ?? 'host'}`, logger),
+);
 await bus.provision();
 childrenMayRun = true;
 launcher = await Launcher.start({
-  configFile: opts.config,
+  configFile: file,
   config,
-  hostId: opts.hostId,
   bus,
   logger,
-  grpcAddress: opts.grpc,
+  grpcAddress: config.grpcListen,
 });
 logger.info(
   {

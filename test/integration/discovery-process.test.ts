@@ -39,7 +39,7 @@ describe('discovery replicas and a registered service as real processes', () => 
       [
         'leases: { defaultSeconds: 15, minSeconds: 1, maxSeconds: 300 }',
         `replicaLeaseSeconds: ${REPLICA_LEASE_S}`,
-        'sweep: { intervalMs: 300, graceMs: 200 }',
+        'expiry: { checkIntervalMs: 300, settleMs: 200 }',
         'selfPreservation: { windowMs: 2000 }',
         'health: { intervalMs: 400, timeoutMs: 300, failureThreshold: 2 }',
       ].join('\n'),

@@ -269,7 +269,7 @@ describe('readiness', () => {
     const { pino } = await import('pino');
     const replica = await DiscoveryReplica.start({
       replicaId: 'late',
-      natsServers: cluster.servers,
+      bus: { servers: cluster.servers },
       grpcListen: '127.0.0.1:0',
       adminPort: 0,
       logger: pino({ level: 'warn' }),

@@ -14,8 +14,8 @@ import { until } from './wait.js';
 export const FAST = {
   leases: { defaultSeconds: 15, minSeconds: 1, maxSeconds: 300 },
   replicaLeaseSeconds: 2,
-  sweepIntervalMs: 300,
-  sweepGraceMs: 200,
+  expiryCheckIntervalMs: 300,
+  expirySettleMs: 200,
   selfPreservation: { windowMs: 2000 },
   health: { intervalMs: 400, timeoutMs: 300, failureThreshold: 2 },
 } satisfies Partial<ReplicaOptions>;
@@ -28,7 +28,7 @@ export async function startReplica(
 ): Promise<DiscoveryReplica> {
   const replica = await DiscoveryReplica.start({
     replicaId,
-    natsServers: cluster.servers,
+    bus: { servers: cluster.servers },
     grpcListen: '127.0.0.1:0',
     adminPort: 0,
     logger,

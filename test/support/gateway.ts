@@ -18,7 +18,7 @@ export async function startGateway(
 ): Promise<Gateway> {
   const config = gatewayConfigSchema.parse({
     id: 'gw-test',
-    nats: { servers },
+    bus: { servers },
     listen: { host: '127.0.0.1', port: 0 },
     admin: { port: 0 },
     ...overrides,

@@ -4,7 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { z } from 'zod';
+import { loadCacheSettings } from '../../services/cache/config.js';
 import { ConfigError, loadYamlConfig } from '../../services/common/config.js';
+import { loadDiscoveryConfig } from '../../services/discovery/config.js';
+import { loadGatewayConfig } from '../../services/gateway/config.js';
+import { loadLauncherSettings } from '../../services/launcher/config.js';
 
 const schema = z
   .object({ listen: z.object({ port: z.number().int().min(1).max(65535) }) })
@@ -42,4 +46,153 @@ test('a missing file is a config error, not a crash', async () => {
     loadYamlConfig(schema, '/nonexistent/halyard.yaml'),
     /\/nonexistent\/halyard\.yaml: cannot read/,
   );
+});
+
+/** Runs `body` with these environment variables set (undefined: unset), then restores them. */
+async function withEnv<T>(vars: Record<string, string | undefined>, body: () => Promise<T>) {
+  const saved = Object.fromEntries(Object.keys(vars).map((name) => [name, process.env[name]]));
+  const assign = (values: Record<string, string | undefined>) => {
+    for (const [name, value] of Object.entries(values)) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
+  };
+  assign(vars);
+  try {
+    return await body();
+  } finally {
+    assign(saved);
+  }
+}
+
+/** No variable of the developer's shell may leak into these tests. */
+const clean = {
+  HALYARD_NATS: undefined,
+  HALYARD_GATEWAY_CONFIG: undefined,
+  HALYARD_GATEWAY_ID: undefined,
+  HALYARD_GATEWAY_LISTEN: undefined,
+  HALYARD_GATEWAY_ADMIN: undefined,
+  HALYARD_GATEWAY_MESH_SECRET: undefined,
+  HALYARD_GATEWAY_JWT_SECRET: undefined,
+  HALYARD_DISCOVERY_CONFIG: undefined,
+  HALYARD_REPLICA_ID: undefined,
+  HALYARD_GRPC_LISTEN: undefined,
+  HALYARD_ADMIN_PORT: undefined,
+  HALYARD_STATIC_FILE: undefined,
+  HALYARD_CACHE_CONFIG: undefined,
+  HALYARD_LAUNCHER_CONFIG: undefined,
+};
+
+test('a typo in a gateway config is refused, naming the field and the file', async () => {
+  const path = await file(
+    'id: gw-1\nlimits:\n  maxConcurentCalls: 10\nretyr: { maxAttempts: 2 }\n',
+  );
+  await withEnv(clean, () =>
+    assert.rejects(loadGatewayConfig(['--config', path]), (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(error.file, path);
+      assert.match(error.message, new RegExp(`^${path}: `));
+      assert.match(error.message, /limits: Unrecognized key: "maxConcurentCalls"/);
+      assert.match(error.message, /\(top level\): Unrecognized key: "retyr"/);
+      return true;
+    }),
+  );
+});
+
+test('a typo in a cache or discovery config is refused, naming the field and the file', async () => {
+  const cache = await file('bus: { server: [nats://a:4222] }\n');
+  const discovery = await file('health: { intervalMs: 500, timeout: 300 }\n');
+  await withEnv(clean, async () => {
+    await assert.rejects(loadCacheSettings(['-c', cache]), (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(error.file, cache);
+      assert.match(error.message, /bus: Unrecognized key: "server"/);
+      return true;
+    });
+    await assert.rejects(loadDiscoveryConfig(['-c', discovery]), (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(error.file, discovery);
+      assert.match(error.message, /health: Unrecognized key: "timeout"/);
+      return true;
+    });
+  });
+});
+
+test('every component reads the bus from `bus.servers`, HALYARD_NATS and --nats, in that order', async () => {
+  const gateway = await file('id: gw-1\nbus: { servers: [nats://file:4222] }\n');
+  const discovery = await file('bus: { servers: [nats://file:4222] }\n');
+  const cache = await file('bus: { servers: nats://file:4222 }\n');
+  const launcher = await file('hostId: h1\nbus: { servers: [nats://file:4222] }\n');
+  const loaders = [
+    (argv: string[]) => loadGatewayConfig(['-c', gateway, ...argv]),
+    (argv: string[]) => loadDiscoveryConfig(['-c', discovery, ...argv]),
+    (argv: string[]) => loadCacheSettings(['-c', cache, ...argv]),
+    async (argv: string[]) => (await loadLauncherSettings(['-c', launcher, ...argv])).config,
+  ];
+  for (const load of loaders) {
+    await withEnv(clean, async () => {
+      assert.deepEqual((await load([])).bus.servers, ['nats://file:4222']);
+    });
+    await withEnv({ ...clean, HALYARD_NATS: 'nats://env-a:4222, nats://env-b:4222' }, async () => {
+      assert.deepEqual((await load([])).bus.servers, ['nats://env-a:4222', 'nats://env-b:4222']);
+      assert.deepEqual((await load(['--nats', 'nats://flag:4222'])).bus.servers, [
+        'nats://flag:4222',
+      ]);
+    });
+  }
+});
+
+test('env overrides the file and a flag overrides env, setting by setting', async () => {
+  const path = await file(
+    'replicaId: from-file\nadminPort: 9001\ngrpcListen: "127.0.0.1:7000"\nhealth: { intervalMs: 500 }\n',
+  );
+  await withEnv(
+    {
+      ...clean,
+      HALYARD_DISCOVERY_CONFIG: path,
+      HALYARD_ADMIN_PORT: '9002',
+      HALYARD_REPLICA_ID: 'from-env',
+    },
+    async () => {
+      const config = await loadDiscoveryConfig(['--replica-id', 'from-flag']);
+      assert.equal(config.replicaId, 'from-flag');
+      assert.equal(config.adminPort, 9002);
+      assert.equal(config.grpcListen, '127.0.0.1:7000');
+      assert.equal(config.health.intervalMs, 500);
+    },
+  );
+});
+
+test('the gateway: env and flags reach nested settings; secrets only from the environment', async () => {
+  const path = await file(
+    'id: gw-file\nlisten: { host: 127.0.0.1, port: 8000 }\naffinity: { jwt: { issuer: halyard } }\n',
+  );
+  const secrets = {
+    HALYARD_GATEWAY_MESH_SECRET: 'a-mesh-secret-of-16+',
+    HALYARD_GATEWAY_JWT_SECRET: 'a-jwt-secret-that-is-32-characters-long',
+  };
+  await withEnv(
+    { ...clean, ...secrets, HALYARD_GATEWAY_ID: 'gw-env', HALYARD_GATEWAY_LISTEN: ':8001' },
+    async () => {
+      const config = await loadGatewayConfig(['-c', path, '--listen', '127.0.0.1:8002']);
+      assert.equal(config.id, 'gw-env');
+      assert.deepEqual(config.listen, { host: '127.0.0.1', port: 8002 });
+      assert.equal(config.affinity.meshSecret, secrets.HALYARD_GATEWAY_MESH_SECRET);
+      assert.equal(config.affinity.jwt.hs256Secret, secrets.HALYARD_GATEWAY_JWT_SECRET);
+      assert.equal(config.affinity.jwt.issuer, 'halyard', 'the rest of the file is kept');
+    },
+  );
+});
+
+test('a bad value given by flag or environment names it', async () => {
+  await withEnv({ ...clean, HALYARD_ADMIN_PORT: 'x' }, async () => {
+    await assert.rejects(
+      loadDiscoveryConfig([]),
+      /^ConfigError: \(flags and environment\): adminPort \(from HALYARD_ADMIN_PORT\): /,
+    );
+    await assert.rejects(
+      loadDiscoveryConfig(['--admin-port', '70000']),
+      /adminPort \(from --admin-port\): Too big/,
+    );
+  });
 });

@@ -7,7 +7,6 @@ import { status } from '@grpc/grpc-js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { ConfigError } from '../../services/common/config.js';
 import { ownerOf } from '../../services/common/rendezvous.js';
-import { resolveConfig } from '../../services/discovery/config.js';
 import { RegistryError } from '../../services/discovery/errors.js';
 import { SelfPreservation } from '../../services/discovery/self-preservation.js';
 import { loadStaticDefinitions } from '../../services/discovery/static-definitions.js';
@@ -93,35 +92,6 @@ test('registration field errors are INVALID_ARGUMENT naming the field', () => {
         e instanceof RegistryError && e.code === status.INVALID_ARGUMENT && e.field === field,
       field,
     );
-  }
-});
-
-test('discovery config: flags override environment override file; errors name the setting', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'halyard-config-'));
-  try {
-    const file = join(dir, 'discovery.yaml');
-    writeFileSync(
-      file,
-      'nats: [nats://a:4222]\nreplicaId: from-file\nadminPort: 9001\nhealth: { intervalMs: 500 }\n',
-    );
-    const config = await resolveConfig(
-      { config: file, replicaId: 'from-flag' },
-      { HALYARD_ADMIN_PORT: '9002', HALYARD_NATS: 'nats://b:4222,nats://c:4222' },
-    );
-    assert.equal(config.replicaId, 'from-flag');
-    assert.equal(config.adminPort, 9002);
-    assert.deepEqual(config.nats, ['nats://b:4222', 'nats://c:4222']);
-    assert.equal(config.health.intervalMs, 500);
-    writeFileSync(file, 'health: { intervalMs: -1 }\nsweep: { every: 5 }\n');
-    await assert.rejects(resolveConfig({ config: file }, {}), (e: unknown) => {
-      assert.ok(e instanceof ConfigError);
-      assert.match(e.message, /health\.intervalMs: /);
-      assert.match(e.message, /sweep: .*every/);
-      return true;
-    });
-    await assert.rejects(resolveConfig({ adminPort: 'x' }, {}), /adminPort: /);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
   }
 });
 

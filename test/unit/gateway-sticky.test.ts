@@ -265,7 +265,7 @@ test('identities: HS256, RS256, ES256 and JWKS verify; forged, expired and unsig
 test('gateway config: weak sticky secrets are refused with the field named, and never echoed', async () => {
   const { gatewayConfigSchema } = await import('../../services/gateway/config.js');
   const { validateConfig, ConfigError } = await import('../../services/common/config.js');
-  const base = { id: 'gw-1', nats: { servers: ['nats://127.0.0.1:4222'] } };
+  const base = { id: 'gw-1', bus: { servers: ['nats://127.0.0.1:4222'] } };
   assert.throws(
     () =>
       validateConfig(
