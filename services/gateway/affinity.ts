@@ -23,8 +23,6 @@ import {
 import { CompactPreferences } from './compact-preferences.js';
 import { GatewayLogIds } from './log-ids.js';
 
-const PROBE_KEY = 'A'.repeat(43);
-
 interface Pending {
   readonly value: AffinityPreference;
   /** Revision of our write once acknowledged; the view showing it retires the entry. */
@@ -155,13 +153,13 @@ export class AffinityTable {
   }
 
   /**
-   * The bucket key, as `Keys.affinity` forms it; the service's prefix is derived from
-   * `Keys.affinity` once. `userKey` comes from identity.ts (always a valid digest).
+   * The bucket key, as `Keys.affinity` forms it, without validating the user key on
+   * every call: it comes from identity.ts (always a valid digest).
    */
   private keyOf(serviceId: string, userKey: string): string {
     let prefix = this.prefixes.get(serviceId);
     if (prefix === undefined) {
-      prefix = Keys.affinity(serviceId, PROBE_KEY).slice(0, -PROBE_KEY.length);
+      prefix = Keys.affinityPrefix(serviceId);
       this.prefixes.set(serviceId, prefix);
     }
     return prefix + userKey;

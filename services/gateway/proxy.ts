@@ -18,11 +18,12 @@ import {
 } from 'node:http2';
 import type { Logger } from 'pino';
 import type { Counter, Histogram } from 'prom-client';
-import type { CallContext } from './balancer.js';
+import { type CallContext, Refusal } from './balancer.js';
 import type { Ejector } from './ejection.js';
 import type { Endpoint } from './endpoint.js';
 import {
   encodeMessage,
+  INSTANCE_HEADER,
   parseTimeout,
   resetName,
   respondHttp,
@@ -43,7 +44,6 @@ const { NGHTTP2_CANCEL, HTTP2_FLAG_END_STREAM } = constants as typeof constants 
 };
 /** END_STREAM flag of a HEADERS frame: the response is trailers-only. */
 const END_STREAM = HTTP2_FLAG_END_STREAM ?? 0x1;
-const INSTANCE_HEADER = 'x-halyard-instance';
 const kCall = Symbol('halyard.call');
 
 export interface ProxyOptions {
@@ -321,7 +321,6 @@ function countCall(stats: MethodStats, code: number, seconds: number): void {
 type Tagged<S> = S & { [kCall]?: Call };
 
 class Call implements CallContext {
-  refusal: CallContext['refusal'] = undefined;
   private readonly started = performance.now();
   private readonly deadline: number;
   private timer: NodeJS.Timeout | undefined;
@@ -368,12 +367,11 @@ class Call implements CallContext {
   attempt(): void {
     const route = this.route;
     const endpoint = route.balancer.pick(route.endpoints, this.tried, this);
+    if (endpoint instanceof Refusal) {
+      this.answer(endpoint.code, endpoint.message);
+      return;
+    }
     if (endpoint === undefined) {
-      const refusal = this.refusal;
-      if (refusal !== undefined) {
-        this.answer(refusal.code, refusal.message);
-        return;
-      }
       const why =
         this.attempts === 0
           ? describeUnavailable(route)

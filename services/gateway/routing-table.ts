@@ -35,8 +35,12 @@ const DEFAULT_SETTINGS: InstanceSettings = (() => {
   return parsed.settings;
 })();
 
-function settingsKey(serviceId: string, s: BalancingSettings): string {
-  return `${serviceId}|${s.policy}|${s.idleSeconds}|${s.maxUsersPerInstance}|${s.whenFull}|${s.whenDown}|${s.requireUser}`;
+/**
+ * Identifies a service's balancer: kept across rebuilds while the service and all of
+ * its `lb.*` settings stay the same (every field, so a new one needs no change here).
+ */
+function settingsKey(serviceId: string, settings: BalancingSettings): string {
+  return `${serviceId}|${JSON.stringify(settings)}`;
 }
 
 export class RoutingTable {

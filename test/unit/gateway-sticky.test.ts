@@ -15,7 +15,12 @@ import {
 import { halyard } from '../../proto/gen/halyard.js';
 import { parseInstanceMetadata } from '../../services/common/lb-metadata.js';
 import { AffinityTable } from '../../services/gateway/affinity.js';
-import { type CallContext, UserBalancer } from '../../services/gateway/balancer.js';
+import {
+  type CallContext,
+  type Pick,
+  Refusal,
+  UserBalancer,
+} from '../../services/gateway/balancer.js';
 import { Endpoint } from '../../services/gateway/endpoint.js';
 import { Identities } from '../../services/gateway/identity.js';
 import type { Upstream } from '../../services/gateway/upstream.js';
@@ -74,11 +79,12 @@ const settings = (metadata: Record<string, string>) => {
   assert.ok(parsed.ok);
   return parsed.settings.lb;
 };
-const ctx = (key: string | undefined): CallContext => ({
-  headers: {},
-  userKey: key,
-  refusal: undefined,
-});
+const ctx = (key: string | undefined): CallContext => ({ headers: {}, userKey: key });
+/** The endpoint a pick chose; fails the test on a refusal or no choice. */
+const chosen = (pick: Pick): Endpoint => {
+  assert.ok(pick !== undefined && !(pick instanceof Refusal), `expected an endpoint, got ${pick}`);
+  return pick;
+};
 
 test('two gateways with the same instances place a new user alike, and keep it there when instances are added', async () => {
   const endpoints = ['o-1', 'o-2', 'o-3'].map((id) => endpoint(id));
@@ -89,15 +95,15 @@ test('two gateways with the same instances place a new user alike, and keep it t
   const placed = new Map<string, string>();
   for (let i = 0; i < 300; i++) {
     const key = userKey(`u${i}`);
-    const x = b1.pick(endpoints, undefined, ctx(key))!;
-    assert.equal(b2.pick(endpoints, undefined, ctx(key))!.id, x.id);
+    const x = chosen(b1.pick(endpoints, undefined, ctx(key)));
+    assert.equal(chosen(b2.pick(endpoints, undefined, ctx(key))).id, x.id);
     placed.set(key, x.id);
   }
   const spread = new Map<string, number>();
   for (const id of placed.values()) spread.set(id, (spread.get(id) ?? 0) + 1);
   for (const n of spread.values()) assert.ok(n > 60, `balanced: ${[...spread]}`);
   const more = [...endpoints, endpoint('o-4')];
-  for (const [key, id] of placed) assert.equal(b1.pick(more, undefined, ctx(key))!.id, id);
+  for (const [key, id] of placed) assert.equal(chosen(b1.pick(more, undefined, ctx(key))).id, id);
   await until('written', () => one.affinity.queued === 0);
   assert.equal(one.written.length, 300, 'one write per decision, none per hit');
 });
@@ -111,19 +117,19 @@ test('counts follow the effective preferences; full instances reject or overflow
     affinity,
     () => {},
   );
-  for (let i = 0; i < 4; i++) assert.ok(reject.pick(endpoints, undefined, ctx(userKey(`u${i}`))));
+  for (let i = 0; i < 4; i++) chosen(reject.pick(endpoints, undefined, ctx(userKey(`u${i}`))));
   assert.deepEqual([affinity.usersOf('orders', 'o-1'), affinity.usersOf('orders', 'o-2')], [2, 2]);
-  const call = ctx(userKey('late'));
-  assert.equal(reject.pick(endpoints, undefined, call), undefined);
-  assert.equal(call.refusal?.code, 8);
-  assert.match(call.refusal!.message, /orders already has its limit of 2 users/);
+  const refusal = reject.pick(endpoints, undefined, ctx(userKey('late')));
+  assert.ok(refusal instanceof Refusal);
+  assert.equal(refusal.code, 8);
+  assert.match(refusal.message, /orders already has its limit of 2 users/);
   const overflow = new UserBalancer(
     'orders',
     settings({ 'lb.maxUsersPerInstance': '2', 'lb.whenFull': 'overflow' }),
     affinity,
     () => {},
   );
-  assert.ok(overflow.pick(endpoints, undefined, ctx(userKey('late'))));
+  chosen(overflow.pick(endpoints, undefined, ctx(userKey('late'))));
   assert.equal(affinity.usersOf('orders', 'o-1') + affinity.usersOf('orders', 'o-2'), 5);
   assert.equal(affinity.size, 5);
 });
@@ -143,15 +149,19 @@ test('a dead preferred instance: failover moves the user and says so, strict ref
     affinity,
     () => {},
   );
-  const call = ctx(key);
-  assert.equal(strict.pick(endpoints, undefined, call), undefined);
-  assert.equal(call.refusal?.code, 14);
-  assert.match(call.refusal!.message, /o-1 of orders is DOWN, and lb\.whenDown=strict/);
-  const to = failover.pick(endpoints, undefined, ctx(key))!;
+  const refusal = strict.pick(endpoints, undefined, ctx(key));
+  assert.ok(refusal instanceof Refusal);
+  assert.equal(refusal.code, 14);
+  assert.match(refusal.message, /o-1 of orders is DOWN, and lb\.whenDown=strict/);
+  const to = chosen(failover.pick(endpoints, undefined, ctx(key)));
   assert.notEqual(to.id, 'o-1');
   assert.deepEqual(moves, [`true o-1->${to.id}`]);
   assert.equal(affinity.get('orders', key)?.instanceId, to.id);
-  assert.equal(failover.pick(endpoints, undefined, ctx(key))!.id, to.id, 'sticks to the new one');
+  assert.equal(
+    chosen(failover.pick(endpoints, undefined, ctx(key))).id,
+    to.id,
+    'sticks to the new one',
+  );
 });
 
 test('while the bus is away decisions route locally and queue; a newer value made elsewhere wins', async () => {
