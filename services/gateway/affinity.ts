@@ -276,7 +276,7 @@ export class AffinityTable {
             local.writing = false;
             failed = true;
             this.logger.warn(
-              { msgId: GatewayLogIds.affinityWriteFailed, err: error.message },
+              { msgId: GatewayLogIds.affinityWriteFailed, err: error },
               'affinity preference not written yet; will retry',
             );
           },

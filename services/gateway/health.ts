@@ -6,9 +6,9 @@
  */
 import type { ServerHttp2Stream } from 'node:http2';
 import { grpc } from '../../proto/gen/halyard.js';
+import type { LocalHandler } from './admission.js';
 import { GATEWAY_HEADER, respondStatus, Status, StatusNames } from './grpc-status.js';
 import { gatewayMetrics } from './metrics.js';
-import type { LocalHandler } from './proxy.js';
 import type { RoutingTable } from './routing-table.js';
 
 const { HealthCheckRequest, HealthCheckResponse } = grpc.health.v1;
