@@ -85,6 +85,8 @@ export class Gateway {
   private admin: AdminServer | undefined;
   private stopping = false;
   private loaded = false;
+  /** Settles (never rejects) once the views are loaded (true) or cannot be (false). */
+  private loading: Promise<boolean> | undefined;
   private readonly clientSessions = new Set<Http2Session>();
   /** Every client connection, HTTP/2 or not (refused HTTP/1.x, failed TLS handshakes). */
   private readonly sockets = new Set<Socket>();
@@ -240,15 +242,30 @@ export class Gateway {
       },
       'gateway listening',
     );
-    void Promise.all([this.registry.ready, this.affinityView.ready]).then(() => {
-      this.loaded = true;
-      logger.info(
-        { msgId: GatewayLogIds.ready, routes: this.table.size, preferences: this.affinity.size },
-        'registry and affinity views loaded: ready',
-      );
-      this.events.publish(Kind.GATEWAY_STARTED, { reason: 'registry and affinity views loaded' });
-      this.scheduleSweep();
-    });
+    this.loading = Promise.all([this.registry.ready, this.affinityView.ready]).then(
+      () => {
+        this.loaded = true;
+        logger.info(
+          { msgId: GatewayLogIds.ready, routes: this.table.size, preferences: this.affinity.size },
+          'registry and affinity views loaded: ready',
+        );
+        void this.events.publish(Kind.GATEWAY_STARTED, {
+          reason: 'registry and affinity views loaded',
+        });
+        this.scheduleSweep();
+        return true;
+      },
+      (error: Error) => {
+        // Stopped before the views loaded: they were stopped on purpose.
+        if (!this.stopping) {
+          logger.error(
+            { msgId: GatewayLogIds.viewsFailed, err: error },
+            'registry or affinity view failed to load: this gateway stays not ready',
+          );
+        }
+        return false;
+      },
+    );
   }
 
   private balancerFor(
@@ -300,10 +317,12 @@ export class Gateway {
     return undefined;
   }
 
-  /** Resolves when the registry and affinity views are loaded and calls are routed. */
+  /**
+   * Resolves when the registry and affinity views are loaded and calls are routed;
+   * rejects when they will not be (the gateway stopped first, or a view failed).
+   */
   async ready(): Promise<void> {
-    await Promise.all([this.registry.ready, this.affinityView.ready]);
-    await waitFor(() => this.loaded, 1000);
+    if (!(await this.loading)) throw new Error(`gateway ${this.config.id} ${this.notReady()}`);
   }
 
   /** Graceful stop: GOAWAY, in-flight calls finish (up to the stop timeout), then close. */
