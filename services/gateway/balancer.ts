@@ -174,7 +174,7 @@ export class UserBalancer implements Balancer {
       }
       return this.decide(endpoints, tried, userKey, failed.id);
     }
-    const now = Date.now();
+    const now = this.affinity.now();
     const preferred = this.affinity.instanceOf(service, userKey, now);
     if (preferred === undefined) return this.decide(endpoints, undefined, userKey, undefined);
     const endpoint = find(endpoints, preferred);

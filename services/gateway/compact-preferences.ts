@@ -110,7 +110,7 @@ export class CompactPreferences {
   /** Values lapsed more than `graceMs` ago (what a sweeper may remove). */
   lapsedFor(
     graceMs: number,
-    now = Date.now(),
+    now: number,
   ): Array<{ key: string; value: AffinityPreference; revision: number }> {
     const cutoff = now - graceMs;
     const found: Array<{ key: string; value: AffinityPreference; revision: number }> = [];

@@ -35,7 +35,7 @@ import { halyard } from '../../proto/gen/halyard.js';
 import { type AdminServer, startAdmin } from '../common/admin.js';
 import type { BalancingSettings } from '../common/lb-metadata.js';
 import { Admission } from './admission.js';
-import { AffinityTable } from './affinity.js';
+import { AffinityTable, type Clock } from './affinity.js';
 import { type Balancer, HeaderBalancer, RoundRobin, UserBalancer } from './balancer.js';
 import type { GatewayConfig } from './config.js';
 import { Ejector } from './ejection.js';
@@ -54,8 +54,13 @@ const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 const HTTP1_BODY = 'this is a gRPC gateway: it speaks HTTP/2 only (gRPC over h2 or h2c)\n';
 const HTTP1_REFUSAL = `HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: ${HTTP1_BODY.length}\r\n\r\n${HTTP1_BODY}`;
 
+export interface GatewayOptions {
+  /** The sticky preferences' clock (`Date.now`): tests move it instead of waiting. */
+  readonly now?: Clock;
+}
+
 /** What `Gateway.start` loads before the gateway is built: stores, keys, certificates. */
-interface GatewayParts {
+interface GatewayParts extends GatewayOptions {
   readonly config: GatewayConfig;
   readonly bus: Bus;
   readonly logger: Logger;
@@ -96,7 +101,12 @@ export class Gateway {
    * Starts serving; calls get UNAVAILABLE until the registry and affinity views are
    * loaded (see `ready`).
    */
-  static async start(config: GatewayConfig, bus: Bus, logger: Logger): Promise<Gateway> {
+  static async start(
+    config: GatewayConfig,
+    bus: Bus,
+    logger: Logger,
+    options: GatewayOptions = {},
+  ): Promise<Gateway> {
     const identities = await Identities.load({
       meshSecret: config.affinity.meshSecret,
       ...config.affinity.jwt,
@@ -112,6 +122,7 @@ export class Gateway {
       key: await readFile(config.tls.keyFile),
     };
     const gateway = new Gateway({
+      ...options,
       config,
       bus,
       logger,
@@ -139,7 +150,7 @@ export class Gateway {
     this.affinity = new AffinityTable(
       this.affinityView,
       this.affinityStore,
-      { gatewayId: config.id, connected: () => bus.connected },
+      { gatewayId: config.id, connected: () => bus.connected, now: parts.now },
       logger,
     );
     const ejector = new Ejector(

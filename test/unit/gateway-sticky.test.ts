@@ -54,7 +54,7 @@ class FakeView {
   }
 }
 
-function table(connected: () => boolean = () => true) {
+function table(connected: () => boolean = () => true, now: () => number = Date.now) {
   const view = new FakeView();
   const written: AffinityPreference[] = [];
   const writer = {
@@ -66,7 +66,7 @@ function table(connected: () => boolean = () => true) {
   const affinity = new AffinityTable(
     view as unknown as LocalView<AffinityPreference>,
     writer,
-    { gatewayId: 'gw-1', connected, retryMs: 10, expiryCheckMs: 50 },
+    { gatewayId: 'gw-1', connected, retryMs: 10, expiryCheckMs: 50, now },
     silent,
   );
   return { view, written, affinity };
@@ -166,13 +166,17 @@ test('a dead preferred instance: failover moves the user and says so, strict ref
 
 test('while the bus is away decisions route locally and queue; a newer value made elsewhere wins', async () => {
   let connected = false;
-  const { view, written, affinity } = table(() => connected);
+  let checks = 0;
+  const { view, written, affinity } = table(() => {
+    checks++;
+    return connected;
+  });
   const mine = userKey('mine');
   const theirs = userKey('theirs');
   affinity.assign('orders', mine, 'o-1', 600, Date.now() - 1000);
   affinity.assign('orders', theirs, 'o-1', 600, Date.now() - 1000);
   assert.equal(affinity.get('orders', mine)?.instanceId, 'o-1', 'routed from memory');
-  await new Promise((r) => setTimeout(r, 50));
+  await until('the writer found the bus away on two rounds', () => checks >= 2);
   assert.equal(written.length, 0, 'nothing written while disconnected');
   assert.equal(affinity.queued, 2);
   // Another gateway decided `theirs` later and its write reached the bucket first.
@@ -203,7 +207,7 @@ test('last seen is refreshed at most once per tenth of the idle period', async (
   await until('written', () => written.length === 2);
   const refreshed = affinity.get('orders', key)!;
   affinity.touch(refreshed, refreshed.lastSeenAtMs + 1);
-  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(affinity.queued, 0, 'just refreshed: nothing queued, so nothing to write');
   assert.equal(written.length, 2);
 });
 
@@ -336,12 +340,14 @@ test('compact preferences: values round-trip, lapse, leave the counts once, free
 });
 
 test('users leave the per-instance counts when their preference lapses', async () => {
-  const { affinity } = table();
-  affinity.assign('orders', userKey('short'), 'o-1', 1, Date.now() - 900);
+  let now = Date.now();
+  const { affinity } = table(undefined, () => now);
+  affinity.assign('orders', userKey('short'), 'o-1', 1);
   affinity.assign('orders', userKey('long'), 'o-1', 600);
   await until('written', () => affinity.queued === 0);
   assert.equal(affinity.usersOf('orders', 'o-1'), 2);
-  await until('lapsed one left the count', () => affinity.usersOf('orders', 'o-1') === 1, 5000);
+  now += 1000;
+  await until('lapsed one left the count', () => affinity.usersOf('orders', 'o-1') === 1);
   assert.equal(affinity.get('orders', userKey('short')), undefined);
   assert.equal(affinity.size, 1);
   affinity.close();
