@@ -14,7 +14,7 @@ import type { IncomingHttpHeaders } from 'node:http2';
 import type { BalancingSettings } from '../common/lb-metadata.js';
 import { ownerAmong } from '../common/rendezvous.js';
 import type { AffinityTable } from './affinity.js';
-import { type Endpoint, statusName } from './endpoint.js';
+import type { Endpoint } from './endpoint.js';
 import { INSTANCE_HEADER, Status } from './grpc-status.js';
 import { affinityHitCount, gatewayMetrics } from './metrics.js';
 
@@ -79,12 +79,6 @@ function find(endpoints: readonly Endpoint[], instanceId: string): Endpoint | un
   return undefined;
 }
 
-function stateOf(endpoint: Endpoint): string {
-  return endpoint.ejected
-    ? 'ejected after connection failures'
-    : statusName(endpoint.instance.status);
-}
-
 /** `x-halyard-instance: <instanceId>` picks that instance; without it, round robin. */
 export class HeaderBalancer implements Balancer {
   private readonly rotation = new RoundRobin();
@@ -122,7 +116,7 @@ export class HeaderBalancer implements Balancer {
       return endpoint;
     }
     if (this.settings.whenDown === 'strict') {
-      const why = tried === undefined ? `is ${stateOf(endpoint)}` : 'did not take the call';
+      const why = tried === undefined ? `is ${endpoint.state}` : 'did not take the call';
       return refuse(
         service,
         'down',
@@ -184,7 +178,7 @@ export class UserBalancer implements Balancer {
       return endpoint;
     }
     if (this.settings.whenDown === 'strict') {
-      const state = endpoint ? stateOf(endpoint) : 'not registered';
+      const state = endpoint ? endpoint.state : 'not registered';
       return refuse(
         service,
         'down',

@@ -45,6 +45,11 @@ export class Endpoint {
     return this.isEjected;
   }
 
+  /** Why it takes calls or not, in words: `UP`, `DOWN`, `DRAINING`, or ejected. */
+  get state(): string {
+    return this.isEjected ? 'ejected after connection failures' : statusName(this.entry.status);
+  }
+
   /** Connection-level failures in a row. */
   get consecutiveFailures(): number {
     return this.failures;
@@ -93,6 +98,6 @@ export class Endpoint {
   }
 }
 
-export function statusName(status: number): string {
+function statusName(status: number): string {
   return InstanceStatus[status] ?? `status ${status}`;
 }
