@@ -1,7 +1,7 @@
 /**
  * Balancer policies: which instance of a route gets the next attempt. One small
  * interface (as grpc-js' load-balancer-*.ts) so that sticky policies slot in per
- * service without the proxy knowing which one runs:
+ * service without the forwarder knowing which one runs:
  *
  * - round robin (default);
  * - header: the client names an instance in `x-halyard-instance`;

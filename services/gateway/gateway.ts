@@ -1,8 +1,8 @@
 /**
  * A gateway replica: the HTTP/2 listener (h2c, or TLS with ALPN h2), the routing table
- * fed by the registry's local view, the proxy, gRPC health and the admin endpoint.
- * `stop()` is the graceful shutdown: GOAWAY to clients, calls in flight finish within
- * a timeout, GATEWAY_STOPPING is published.
+ * fed by the registry's local view, admission and forwarding of calls, gRPC health and
+ * the admin endpoint. `stop()` is the graceful shutdown: GOAWAY to clients, calls in
+ * flight finish within a timeout, GATEWAY_STOPPING is published.
  */
 import { readFile } from 'node:fs/promises';
 import {

@@ -1,7 +1,7 @@
 /**
  * One HTTP/2 client session per instance, shared by every call to it. The session is
  * kept up: lost sessions are re-established with backoff, and while a connect is
- * failing, calls fail fast (the proxy retries them elsewhere) instead of queueing.
+ * failing, calls fail fast (the forwarder retries them elsewhere) instead of queueing.
  * A GOAWAY from the instance retires the session for new calls; calls already on it
  * finish there.
  */
