@@ -221,7 +221,7 @@ async function main(): Promise<void> {
     const headers = tokens.map((t) => `Bearer ${t}`);
     const contexts: CallContext[] = [];
     for (let i = 0; i < PREFS; i += Math.max(1, Math.floor(PREFS / 100_000))) {
-      contexts.push({ headers: {}, userKey: userKeyOf(`user-${i}`), refusal: undefined });
+      contexts.push({ headers: {}, userKey: userKeyOf(`user-${i}`) });
     }
     const ITER = 1_000_000;
     const rr = new RoundRobin();

@@ -86,6 +86,10 @@ export const Keys = {
   registryOfService: (serviceId: string) => `${assertToken('service id', serviceId)}.*`,
   affinity: (serviceId: string, userKey: string) =>
     `${assertToken('service id', serviceId)}.${assertUserKey(userKey)}`,
+  /** What every affinity key of one service starts with (a user key completes it). */
+  affinityPrefix: (serviceId: string) => `${assertToken('service id', serviceId)}.`,
+  /** The user key of an affinity key (service ids hold no dot). */
+  userKeyOf: (affinityKey: string) => affinityKey.slice(affinityKey.indexOf('.') + 1),
   /** Cache keys are any UTF-8 string: base64url keeps them inside the KV key alphabet. */
   cache: (namespace: string, key: string) =>
     `${assertToken('namespace', namespace)}.${Buffer.from(key, 'utf8').toString('base64url')}`,

@@ -11,13 +11,25 @@ export function weight(replica: string, key: string): bigint {
 }
 
 export function ownerOf(key: string, replicas: Iterable<string>): string | undefined {
-  let best: string | undefined;
+  return ownerAmong(key, replicas, (replica) => replica);
+}
+
+/** The candidate whose id owns `key`, for callers holding objects rather than ids. */
+export function ownerAmong<T>(
+  key: string,
+  candidates: Iterable<T>,
+  idOf: (candidate: T) => string,
+): T | undefined {
+  let best: T | undefined;
+  let bestId = '';
   let bestWeight = -1n;
-  for (const replica of replicas) {
-    const w = weight(replica, key);
+  for (const candidate of candidates) {
+    const id = idOf(candidate);
+    const w = weight(id, key);
     // Ties (astronomically rare) go to the smaller id so every replica agrees.
-    if (w > bestWeight || (w === bestWeight && best !== undefined && replica < best)) {
-      best = replica;
+    if (w > bestWeight || (w === bestWeight && best !== undefined && id < bestId)) {
+      best = candidate;
+      bestId = id;
       bestWeight = w;
     }
   }

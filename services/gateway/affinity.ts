@@ -23,14 +23,15 @@ import {
 import { CompactPreferences } from './compact-preferences.js';
 import { GatewayLogIds } from './log-ids.js';
 
-const PROBE_KEY = 'A'.repeat(43);
-
 interface Pending {
   readonly value: AffinityPreference;
   /** Revision of our write once acknowledged; the view showing it retires the entry. */
   revision: number | undefined;
   writing: boolean;
 }
+
+/** Milliseconds since the epoch: `Date.now` but in tests, which move time without waiting. */
+export type Clock = () => number;
 
 /** Where the bucket's values go; a KvStore in production. */
 export type AffinityWriter = Pick<KvStore<AffinityPreference>, 'put'>;
@@ -43,6 +44,8 @@ export interface AffinityTableOptions {
   readonly retryMs?: number;
   /** How often lapsed preferences leave the per-instance counts. */
   readonly expiryCheckMs?: number;
+  /** What "now" is when preferences are decided, refreshed and lapse. */
+  readonly now?: Clock;
 }
 
 export class AffinityTable {
@@ -59,6 +62,7 @@ export class AffinityTable {
   private readonly unsubscribe: () => void;
   /** `serviceId` → its key prefix in the bucket, so a look-up builds no key by regex. */
   private readonly prefixes = new Map<string, string>();
+  readonly now: Clock;
 
   constructor(
     private readonly view: LocalView<AffinityPreference>,
@@ -66,6 +70,7 @@ export class AffinityTable {
     private readonly options: AffinityTableOptions,
     private readonly logger: Logger,
   ) {
+    this.now = options.now ?? Date.now;
     this.unsubscribe = view.onEntry((change) => this.applyEntry(change));
     this.expiryTimer = setInterval(() => this.expire(), options.expiryCheckMs ?? 2000);
     this.expiryTimer.unref();
@@ -87,7 +92,7 @@ export class AffinityTable {
   get(serviceId: string, userKey: string): AffinityPreference | undefined {
     const key = this.keyOf(serviceId, userKey);
     const local = this.pending.get(key);
-    const now = Date.now();
+    const now = this.now();
     if (local !== undefined && !lapsed(local.value, now)) return local.value;
     return this.store.get(key, now);
   }
@@ -114,7 +119,7 @@ export class AffinityTable {
 
   /** Values lapsed more than `graceMs` ago, for the sweeper. */
   lapsedFor(graceMs: number): Array<{ key: string; value: AffinityPreference; revision: number }> {
-    return this.store.lapsedFor(graceMs);
+    return this.store.lapsedFor(graceMs, this.now());
   }
 
   /** Users whose preference names this instance. */
@@ -128,7 +133,7 @@ export class AffinityTable {
     userKey: string,
     instanceId: string,
     idleSeconds: number,
-    now = Date.now(),
+    now = this.now(),
   ): AffinityPreference {
     const value: AffinityPreference = {
       serviceId,
@@ -155,13 +160,13 @@ export class AffinityTable {
   }
 
   /**
-   * The bucket key, as `Keys.affinity` forms it; the service's prefix is derived from
-   * `Keys.affinity` once. `userKey` comes from identity.ts (always a valid digest).
+   * The bucket key, as `Keys.affinity` forms it, without validating the user key on
+   * every call: it comes from identity.ts (always a valid digest).
    */
   private keyOf(serviceId: string, userKey: string): string {
     let prefix = this.prefixes.get(serviceId);
     if (prefix === undefined) {
-      prefix = Keys.affinity(serviceId, PROBE_KEY).slice(0, -PROBE_KEY.length);
+      prefix = Keys.affinityPrefix(serviceId);
       this.prefixes.set(serviceId, prefix);
     }
     return prefix + userKey;
@@ -191,7 +196,7 @@ export class AffinityTable {
   private applyEntry(change: EntryChange<AffinityPreference>): void {
     const key = change.key;
     const before = this.effectiveCounted(key);
-    if (change.op === 'put') this.store.set(key, change.value, change.revision, Date.now());
+    if (change.op === 'put') this.store.set(key, change.value, change.revision, this.now());
     else this.store.delete(key);
     const local = this.pending.get(key);
     if (local !== undefined && change.op === 'put') {
@@ -207,7 +212,7 @@ export class AffinityTable {
   }
 
   private expire(): void {
-    this.store.expire(Date.now(), (key, value) => {
+    this.store.expire(this.now(), (key, value) => {
       if (!this.pending.has(key)) this.count(value, -1);
     });
   }
@@ -278,7 +283,7 @@ export class AffinityTable {
             local.writing = false;
             failed = true;
             this.logger.warn(
-              { msgId: GatewayLogIds.affinityWriteFailed, err: error.message },
+              { msgId: GatewayLogIds.affinityWriteFailed, err: error },
               'affinity preference not written yet; will retry',
             );
           },

@@ -1,7 +1,7 @@
 /**
  * Balancer policies: which instance of a route gets the next attempt. One small
  * interface (as grpc-js' load-balancer-*.ts) so that sticky policies slot in per
- * service without the proxy knowing which one runs:
+ * service without the forwarder knowing which one runs:
  *
  * - round robin (default);
  * - header: the client names an instance in `x-halyard-instance`;
@@ -12,40 +12,51 @@
  */
 import type { IncomingHttpHeaders } from 'node:http2';
 import type { BalancingSettings } from '../common/lb-metadata.js';
-import { weight } from '../common/rendezvous.js';
+import { ownerAmong } from '../common/rendezvous.js';
 import type { AffinityTable } from './affinity.js';
-import { type Endpoint, statusName } from './endpoint.js';
-import { Status } from './grpc-status.js';
+import type { Endpoint } from './endpoint.js';
+import { INSTANCE_HEADER, Status } from './grpc-status.js';
 import { affinityHitCount, gatewayMetrics } from './metrics.js';
 
-export const INSTANCE_HEADER = 'x-halyard-instance';
-
-/** What a policy may read of the call, and where it says why it refuses it. */
+/** What a policy may read of the call. */
 export interface CallContext {
   readonly headers: IncomingHttpHeaders;
   /** HMAC user key of the verified caller (user policy); undefined: anonymous. */
   readonly userKey: string | undefined;
-  /** Set by a policy that refuses the call (pick returns undefined): the client's status. */
-  refusal: { readonly code: number; readonly message: string } | undefined;
 }
+
+/** A policy's refusal of a call: the status the client gets. */
+export class Refusal {
+  constructor(
+    readonly code: number,
+    readonly message: string,
+  ) {}
+}
+
+/**
+ * The outcome of a pick: the endpoint to try, the policy's refusal, or undefined when
+ * no endpoint is available. An endpoint is returned as is, so a pick allocates nothing.
+ */
+export type Pick = Endpoint | Refusal | undefined;
 
 export interface Balancer {
   /**
-   * An available endpoint (UP, not ejected) that is not in `tried`, or undefined when
-   * there is none (or the policy refuses: then `call.refusal` says why). Called once
-   * per attempt, on the hot path: no allocation for a known choice.
+   * An available endpoint (UP, not ejected) that is not in `tried`, a refusal, or
+   * undefined when there is none. Called once per attempt, on the hot path: no
+   * allocation for a known choice.
    */
   pick(
     endpoints: readonly Endpoint[],
     tried: readonly Endpoint[] | undefined,
     call?: CallContext,
-  ): Endpoint | undefined;
+  ): Pick;
 }
 
 /** Each available endpoint in turn; skipped ones do not shift the rotation of the others. */
 export class RoundRobin implements Balancer {
   private next = 0;
 
+  /** Never refuses: an endpoint, or undefined when none is available. */
   pick(
     endpoints: readonly Endpoint[],
     tried: readonly Endpoint[] | undefined,
@@ -68,12 +79,6 @@ function find(endpoints: readonly Endpoint[], instanceId: string): Endpoint | un
   return undefined;
 }
 
-function stateOf(endpoint: Endpoint): string {
-  return endpoint.ejected
-    ? 'ejected after connection failures'
-    : statusName(endpoint.instance.status);
-}
-
 /** `x-halyard-instance: <instanceId>` picks that instance; without it, round robin. */
 export class HeaderBalancer implements Balancer {
   private readonly rotation = new RoundRobin();
@@ -90,9 +95,9 @@ export class HeaderBalancer implements Balancer {
     endpoints: readonly Endpoint[],
     tried: readonly Endpoint[] | undefined,
     call?: CallContext,
-  ): Endpoint | undefined {
+  ): Pick {
     const asked = call?.headers[INSTANCE_HEADER];
-    if (typeof asked !== 'string' || call === undefined) {
+    if (typeof asked !== 'string') {
       return this.rotation.pick(endpoints, tried);
     }
     const service = this.serviceId;
@@ -100,7 +105,6 @@ export class HeaderBalancer implements Balancer {
     const endpoint = find(endpoints, asked);
     if (endpoint === undefined) {
       return refuse(
-        call,
         service,
         'unknown-instance',
         Status.NOT_FOUND,
@@ -112,9 +116,8 @@ export class HeaderBalancer implements Balancer {
       return endpoint;
     }
     if (this.settings.whenDown === 'strict') {
-      const why = tried === undefined ? `is ${stateOf(endpoint)}` : 'did not take the call';
+      const why = tried === undefined ? `is ${endpoint.state}` : 'did not take the call';
       return refuse(
-        call,
         service,
         'down',
         Status.UNAVAILABLE,
@@ -148,27 +151,26 @@ export class UserBalancer implements Balancer {
     endpoints: readonly Endpoint[],
     tried: readonly Endpoint[] | undefined,
     call?: CallContext,
-  ): Endpoint | undefined {
+  ): Pick {
     const userKey = call?.userKey;
-    if (userKey === undefined || call === undefined) return this.rotation.pick(endpoints, tried);
+    if (userKey === undefined) return this.rotation.pick(endpoints, tried);
     const service = this.serviceId;
     if (tried !== undefined) {
       // The chosen instance did not take the call (before answering): it is down.
       const failed = tried[tried.length - 1]!;
       if (this.settings.whenDown === 'strict') {
         return refuse(
-          call,
           service,
           'down',
           Status.UNAVAILABLE,
           `the user's instance ${failed.id} of ${service} did not take the call, and lb.whenDown=strict: retry when it is back or after the preference expires (lb.idleSeconds=${this.settings.idleSeconds})`,
         );
       }
-      return this.decide(endpoints, tried, userKey, call, failed.id);
+      return this.decide(endpoints, tried, userKey, failed.id);
     }
-    const now = Date.now();
+    const now = this.affinity.now();
     const preferred = this.affinity.instanceOf(service, userKey, now);
-    if (preferred === undefined) return this.decide(endpoints, undefined, userKey, call, undefined);
+    if (preferred === undefined) return this.decide(endpoints, undefined, userKey, undefined);
     const endpoint = find(endpoints, preferred);
     if (endpoint?.available) {
       this.hits.n++;
@@ -176,16 +178,15 @@ export class UserBalancer implements Balancer {
       return endpoint;
     }
     if (this.settings.whenDown === 'strict') {
-      const state = endpoint ? stateOf(endpoint) : 'not registered';
+      const state = endpoint ? endpoint.state : 'not registered';
       return refuse(
-        call,
         service,
         'down',
         Status.UNAVAILABLE,
         `the user's instance ${preferred} of ${service} is ${state}, and lb.whenDown=strict: retry when it is back or after the preference expires (lb.idleSeconds=${this.settings.idleSeconds})`,
       );
     }
-    return this.decide(endpoints, undefined, userKey, call, preferred);
+    return this.decide(endpoints, undefined, userKey, preferred);
   }
 
   /** Rendezvous over the available instances with room; stored for every replica. */
@@ -193,43 +194,27 @@ export class UserBalancer implements Balancer {
     endpoints: readonly Endpoint[],
     tried: readonly Endpoint[] | undefined,
     userKey: string,
-    call: CallContext,
     from: string | undefined,
-  ): Endpoint | undefined {
+  ): Pick {
     const service = this.serviceId;
+    const live = endpoints.filter(
+      (endpoint) => endpoint.available && endpoint.id !== from && !tried?.includes(endpoint),
+    );
+    if (live.length === 0) return undefined;
     const max = this.settings.maxUsersPerInstance;
-    let best: Endpoint | undefined;
-    let bestWeight = -1n;
-    let live = 0;
-    let leastLoaded: Endpoint | undefined;
-    let leastUsers = Number.POSITIVE_INFINITY;
-    for (const endpoint of endpoints) {
-      if (!endpoint.available || endpoint.id === from || tried?.includes(endpoint)) continue;
-      live++;
-      const users = this.affinity.usersOf(service, endpoint.id);
-      if (users < leastUsers) {
-        leastUsers = users;
-        leastLoaded = endpoint;
-      }
-      if (max !== undefined && users >= max) continue;
-      const w = weight(endpoint.id, userKey);
-      if (w > bestWeight || (w === bestWeight && best !== undefined && endpoint.id < best.id)) {
-        best = endpoint;
-        bestWeight = w;
-      }
-    }
+    const users = (endpoint: Endpoint) => this.affinity.usersOf(service, endpoint.id);
+    const withRoom = max === undefined ? live : live.filter((endpoint) => users(endpoint) < max);
+    let best = ownerAmong(userKey, withRoom, (endpoint) => endpoint.id);
     if (best === undefined) {
-      if (live === 0) return undefined;
       if (this.settings.whenFull === 'reject') {
         return refuse(
-          call,
           service,
           'full',
           Status.RESOURCE_EXHAUSTED,
           `every live instance of ${service} already has its limit of ${max} users (lb.maxUsersPerInstance=${max}); retry later`,
         );
       }
-      best = leastLoaded!;
+      best = leastLoaded(live, users);
     }
     this.affinity.assign(service, userKey, best.id, this.settings.idleSeconds);
     if (from !== undefined) {
@@ -242,14 +227,24 @@ export class UserBalancer implements Balancer {
   }
 }
 
-function refuse(
-  call: CallContext,
-  service: string,
-  reason: string,
-  code: number,
-  message: string,
-): undefined {
+/** The first endpoint with the fewest users. */
+function leastLoaded(
+  endpoints: readonly Endpoint[],
+  users: (endpoint: Endpoint) => number,
+): Endpoint {
+  let least = endpoints[0]!;
+  let fewest = users(least);
+  for (const endpoint of endpoints) {
+    const n = users(endpoint);
+    if (n < fewest) {
+      least = endpoint;
+      fewest = n;
+    }
+  }
+  return least;
+}
+
+function refuse(service: string, reason: string, code: number, message: string): Refusal {
   gatewayMetrics.affinityRejections.labels(service, reason).inc();
-  call.refusal = { code, message };
-  return undefined;
+  return new Refusal(code, message);
 }

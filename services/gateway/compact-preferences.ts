@@ -7,7 +7,7 @@
  * Lapse is applied by readers (`get` ignores lapsed values); `expire()` moves lapsed
  * slots out of the per-instance counts and `lapsedFor` lists them for the sweeper.
  */
-import type { AffinityPreference } from '../../bus/index.js';
+import { type AffinityPreference, Keys } from '../../bus/index.js';
 
 const INITIAL_SLOTS = 1024;
 
@@ -110,7 +110,7 @@ export class CompactPreferences {
   /** Values lapsed more than `graceMs` ago (what a sweeper may remove). */
   lapsedFor(
     graceMs: number,
-    now = Date.now(),
+    now: number,
   ): Array<{ key: string; value: AffinityPreference; revision: number }> {
     const cutoff = now - graceMs;
     const found: Array<{ key: string; value: AffinityPreference; revision: number }> = [];
@@ -132,10 +132,9 @@ export class CompactPreferences {
   }
 
   private valueAt(slot: number, key: string): AffinityPreference {
-    const serviceId = this.names[this.service[slot]!]!;
     return {
-      serviceId,
-      userKey: key.slice(serviceId.length + 1),
+      serviceId: this.names[this.service[slot]!]!,
+      userKey: Keys.userKeyOf(key),
       instanceId: this.names[this.instance[slot]!]!,
       createdAtMs: this.created[slot]!,
       lastSeenAtMs: this.lastSeen[slot]!,

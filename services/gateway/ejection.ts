@@ -40,23 +40,18 @@ export class Ejector {
 
   /** The instance answered: its failure streak and ejection history are over. */
   success(endpoint: Endpoint): void {
-    endpoint.consecutiveFailures = 0;
-    endpoint.ejectionLevel = 0;
+    endpoint.served();
   }
 
   /** A connection-level failure (could not connect, session lost, refused before processing). */
   failure(endpoint: Endpoint, reason: string): void {
     if (endpoint.ejected) return;
-    if (++endpoint.consecutiveFailures < this.options.consecutiveFailures) return;
+    const failures = endpoint.failed();
+    if (failures < this.options.consecutiveFailures) return;
     const ms = Math.min(this.options.baseMs * 2 ** endpoint.ejectionLevel, this.options.maxMs);
-    endpoint.ejectionLevel++;
-    endpoint.ejected = true;
-    endpoint.refresh();
+    endpoint.eject(ms, () => this.return(endpoint));
     this.ejectedCount++;
-    endpoint.ejectionTimer = setTimeout(() => this.return(endpoint), ms);
-    endpoint.ejectionTimer.unref();
     gatewayMetrics.ejections.inc({ service: endpoint.serviceId });
-    const failures = endpoint.consecutiveFailures;
     this.logger.warn(
       {
         msgId: GatewayLogIds.instanceEjected,
@@ -79,16 +74,13 @@ export class Ejector {
   /** The instance left the registry: its ejection ends with it. */
   forget(endpoint: Endpoint): void {
     if (!endpoint.ejected) return;
-    clearTimeout(endpoint.ejectionTimer);
-    endpoint.ejected = false;
+    endpoint.readmit();
     this.ejectedCount--;
   }
 
   private return(endpoint: Endpoint): void {
     if (!endpoint.ejected) return;
-    endpoint.ejected = false;
-    endpoint.consecutiveFailures = 0;
-    endpoint.refresh();
+    endpoint.readmit();
     this.ejectedCount--;
     gatewayMetrics.returns.inc({ service: endpoint.serviceId });
     this.logger.info(

@@ -11,38 +11,93 @@ const { InstanceStatus } = halyard.discovery.v1;
 
 export class Endpoint {
   /** UP and not ejected; kept as a field so the balancer reads, never computes. */
-  available = false;
-  ejected = false;
-  consecutiveFailures = 0;
-  /** Ejections since the instance last served a call: the next ejection lasts 2^level × base. */
-  ejectionLevel = 0;
-  ejectionTimer: NodeJS.Timeout | undefined;
+  private isAvailable = false;
+  private isEjected = false;
+  private failures = 0;
+  /** Ejections since the instance last served a call: the next one lasts 2^n × base. */
+  private ejections = 0;
+  private ejectionTimer: NodeJS.Timeout | undefined;
 
   constructor(
-    public instance: ServiceInstance,
+    private entry: ServiceInstance,
     readonly upstream: Upstream,
   ) {
     this.refresh();
   }
 
+  get instance(): ServiceInstance {
+    return this.entry;
+  }
+
   get id(): string {
-    return this.instance.instanceId;
+    return this.entry.instanceId;
   }
 
   get serviceId(): string {
-    return this.instance.serviceId;
+    return this.entry.serviceId;
+  }
+
+  get available(): boolean {
+    return this.isAvailable;
+  }
+
+  get ejected(): boolean {
+    return this.isEjected;
+  }
+
+  /** Why it takes calls or not, in words: `UP`, `DOWN`, `DRAINING`, or ejected. */
+  get state(): string {
+    return this.isEjected ? 'ejected after connection failures' : statusName(this.entry.status);
+  }
+
+  /** Connection-level failures in a row. */
+  get consecutiveFailures(): number {
+    return this.failures;
+  }
+
+  get ejectionLevel(): number {
+    return this.ejections;
   }
 
   update(instance: ServiceInstance): void {
-    this.instance = instance;
+    this.entry = instance;
     this.refresh();
   }
 
-  refresh(): void {
-    this.available = this.instance.status === InstanceStatus.UP && !this.ejected;
+  /** The instance answered a call: its failure streak and ejection history are over. */
+  served(): void {
+    this.failures = 0;
+    this.ejections = 0;
+  }
+
+  /** A connection-level failure; returns how many happened in a row. */
+  failed(): number {
+    return ++this.failures;
+  }
+
+  /** No calls for `ms`, then `onReturn` (unless `readmit` came first). */
+  eject(ms: number, onReturn: () => void): void {
+    this.ejections++;
+    this.isEjected = true;
+    this.refresh();
+    this.ejectionTimer = setTimeout(onReturn, ms);
+    this.ejectionTimer.unref();
+  }
+
+  /** Ends an ejection: calls come again, with a fresh failure streak. */
+  readmit(): void {
+    clearTimeout(this.ejectionTimer);
+    this.ejectionTimer = undefined;
+    this.isEjected = false;
+    this.failures = 0;
+    this.refresh();
+  }
+
+  private refresh(): void {
+    this.isAvailable = this.entry.status === InstanceStatus.UP && !this.isEjected;
   }
 }
 
-export function statusName(status: number): string {
+function statusName(status: number): string {
   return InstanceStatus[status] ?? `status ${status}`;
 }

@@ -1,8 +1,8 @@
 /**
  * A gateway replica: the HTTP/2 listener (h2c, or TLS with ALPN h2), the routing table
- * fed by the registry's local view, the proxy, gRPC health and the admin endpoint.
- * `stop()` is the graceful shutdown: GOAWAY to clients, calls in flight finish within
- * a timeout, GATEWAY_STOPPING is published.
+ * fed by the registry's local view, admission and forwarding of calls, gRPC health and
+ * the admin endpoint. `stop()` is the graceful shutdown: GOAWAY to clients, calls in
+ * flight finish within a timeout, GATEWAY_STOPPING is published.
  */
 import { readFile } from 'node:fs/promises';
 import {
@@ -19,12 +19,12 @@ import {
   type Server,
   type Socket,
 } from 'node:net';
+import type { SecureContextOptions } from 'node:tls';
 import type { Logger } from 'pino';
 import {
   AffinityBucket,
   type AffinityPreference,
   type Bus,
-  type EventPublisher,
   type KvStore,
   type LocalView,
   RegistryBucket,
@@ -34,18 +34,19 @@ import {
 import { halyard } from '../../proto/gen/halyard.js';
 import { type AdminServer, startAdmin } from '../common/admin.js';
 import type { BalancingSettings } from '../common/lb-metadata.js';
-import { AffinityTable } from './affinity.js';
+import { Admission } from './admission.js';
+import { AffinityTable, type Clock } from './affinity.js';
 import { type Balancer, HeaderBalancer, RoundRobin, UserBalancer } from './balancer.js';
 import type { GatewayConfig } from './config.js';
-import { type EjectionEvent, Ejector } from './ejection.js';
+import { Ejector } from './ejection.js';
+import { GatewayEvents } from './events.js';
+import { Forwarder } from './forwarding.js';
 import { Health } from './health.js';
 import { Identities } from './identity.js';
 import { GatewayLogIds } from './log-ids.js';
 import { gatewayMetrics, registerGauges } from './metrics.js';
-import { GatewayProxy } from './proxy.js';
-import { RetryBudget } from './retry-budget.js';
 import { RoutingTable } from './routing-table.js';
-import { Upstream, upstreamStats } from './upstream.js';
+import { Upstream, type UpstreamOptions, upstreamStats } from './upstream.js';
 
 const { Kind } = halyard.gateway.v1.GatewayEvent;
 /** The client connection preface of HTTP/2 (RFC 9113 §3.4). */
@@ -53,178 +54,184 @@ const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 const HTTP1_BODY = 'this is a gRPC gateway: it speaks HTTP/2 only (gRPC over h2 or h2c)\n';
 const HTTP1_REFUSAL = `HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: ${HTTP1_BODY.length}\r\n\r\n${HTTP1_BODY}`;
 
+export interface GatewayOptions {
+  /** The sticky preferences' clock (`Date.now`): tests move it instead of waiting. */
+  readonly now?: Clock;
+}
+
+/** What `Gateway.start` loads before the gateway is built: stores, keys, certificates. */
+interface GatewayParts extends GatewayOptions {
+  readonly config: GatewayConfig;
+  readonly bus: Bus;
+  readonly logger: Logger;
+  readonly identities: Identities;
+  readonly registry: LocalView<ServiceInstance>;
+  readonly affinityStore: KvStore<AffinityPreference>;
+  /** Internal TLS towards instances; undefined: h2c. */
+  readonly upstreamTls: SecureContextOptions | undefined;
+  /** The listener's certificate and key; undefined: h2c. */
+  readonly listenerTls: { readonly cert: Buffer; readonly key: Buffer } | undefined;
+}
+
 export class Gateway {
+  readonly config: GatewayConfig;
+  readonly affinity: AffinityTable;
+  readonly table: RoutingTable;
+  readonly forwarder: Forwarder;
+  readonly admission: Admission;
+  private readonly bus: Bus;
+  private readonly logger: Logger;
+  private readonly events: GatewayEvents;
+  private readonly registry: LocalView<ServiceInstance>;
+  private readonly affinityStore: KvStore<AffinityPreference>;
+  private readonly affinityView: LocalView<AffinityPreference>;
+  private readonly h2: Http2Server | Http2SecureServer;
+  private readonly listener: Server;
+  private admin: AdminServer | undefined;
   private stopping = false;
   private loaded = false;
+  /** Settles (never rejects) once the views are loaded (true) or cannot be (false). */
+  private loading: Promise<boolean> | undefined;
   private readonly clientSessions = new Set<Http2Session>();
   /** Every client connection, HTTP/2 or not (refused HTTP/1.x, failed TLS handshakes). */
   private readonly sockets = new Set<Socket>();
-  private readonly publisher: EventPublisher;
-  private eventSeq = 0;
   private sweepTimer: NodeJS.Timeout | undefined;
-
-  private constructor(
-    readonly config: GatewayConfig,
-    bus: Bus,
-    private readonly logger: Logger,
-    private readonly view: LocalView<ServiceInstance>,
-    private readonly affinityView: LocalView<AffinityPreference>,
-    private readonly affinityStore: KvStore<AffinityPreference>,
-    readonly affinity: AffinityTable,
-    readonly table: RoutingTable,
-    readonly proxy: GatewayProxy,
-    private readonly h2: Http2Server | Http2SecureServer,
-    private readonly listener: Server,
-    private admin: AdminServer | undefined,
-  ) {
-    this.publisher = bus.publisher();
-  }
 
   /**
    * Starts serving; calls get UNAVAILABLE until the registry and affinity views are
    * loaded (see `ready`).
    */
-  static async start(config: GatewayConfig, bus: Bus, logger: Logger): Promise<Gateway> {
+  static async start(
+    config: GatewayConfig,
+    bus: Bus,
+    logger: Logger,
+    options: GatewayOptions = {},
+  ): Promise<Gateway> {
     const identities = await Identities.load({
       meshSecret: config.affinity.meshSecret,
       ...config.affinity.jwt,
     });
-    const view = (await bus.store(RegistryBucket)).view();
-    const affinityStore = await bus.store(AffinityBucket);
+    const internalTls = config.upstream.tls;
+    const upstreamTls = internalTls && {
+      ca: await readFile(internalTls.caFile),
+      ...(internalTls.certFile ? { cert: await readFile(internalTls.certFile) } : {}),
+      ...(internalTls.keyFile ? { key: await readFile(internalTls.keyFile) } : {}),
+    };
+    const listenerTls = config.tls && {
+      cert: await readFile(config.tls.certFile),
+      key: await readFile(config.tls.keyFile),
+    };
+    const gateway = new Gateway({
+      ...options,
+      config,
+      bus,
+      logger,
+      identities,
+      registry: (await bus.store(RegistryBucket)).view(),
+      affinityStore: await bus.store(AffinityBucket),
+      upstreamTls,
+      listenerTls,
+    });
+    await gateway.listen();
+    return gateway;
+  }
+
+  /** Builds the parts in dependency order; nothing is served until `listen`. */
+  private constructor(parts: GatewayParts) {
+    const { config, bus, logger, identities } = parts;
+    this.config = config;
+    this.bus = bus;
+    this.logger = logger;
+    this.events = new GatewayEvents(bus.publisher(), config.id, logger);
+    this.registry = parts.registry;
+    this.affinityStore = parts.affinityStore;
     // The table holds the preferences compactly; the view only feeds it.
-    const affinityView = affinityStore.view({ hold: false });
-    const affinity = new AffinityTable(
-      affinityView,
-      affinityStore,
-      { gatewayId: config.id, connected: () => bus.connected },
+    this.affinityView = parts.affinityStore.view({ hold: false });
+    this.affinity = new AffinityTable(
+      this.affinityView,
+      this.affinityStore,
+      { gatewayId: config.id, connected: () => bus.connected, now: parts.now },
       logger,
     );
-    let gateway: Gateway | undefined;
-    const moved = (serviceId: string, userKey: string, from: string, to: string) => {
-      logger.info(
-        { msgId: GatewayLogIds.affinityMoved, serviceId, instanceId: from, toInstanceId: to },
-        'sticky user moved off an instance that is down',
-      );
-      void gateway?.publish(Kind.AFFINITY_MOVED, {
-        serviceId,
-        instanceId: from,
-        toInstanceId: to,
-        userKey,
-        reason: 'preferred instance down (lb.whenDown=failover)',
-      });
-    };
-    const balancerFor = (serviceId: string, settings: BalancingSettings): Balancer => {
-      if (settings.policy === 'header') return new HeaderBalancer(serviceId, settings);
-      if (settings.policy === 'user') {
-        if (!identities.configured) {
-          logger.warn(
-            { msgId: GatewayLogIds.identityUnconfigured, serviceId },
-            'service asks for lb.policy=user but this gateway has no mesh secret or JWT key: its users get UNAUTHENTICATED',
-          );
-        }
-        return new UserBalancer(serviceId, settings, affinity, moved);
-      }
-      return new RoundRobin();
-    };
-    const publishEjection: EjectionEvent = (kind, endpoint, ejectionSeconds, reason) =>
-      gateway?.publish(kind, {
-        serviceId: endpoint.serviceId,
-        instanceId: endpoint.id,
-        ejectionSeconds,
-        reason,
-      });
     const ejector = new Ejector(
       {
         consecutiveFailures: config.ejection.consecutiveFailures,
         baseMs: config.ejection.baseSeconds * 1000,
         maxMs: config.ejection.maxSeconds * 1000,
       },
-      publishEjection,
+      (kind, endpoint, ejectionSeconds, reason) =>
+        this.events.publish(kind, {
+          serviceId: endpoint.serviceId,
+          instanceId: endpoint.id,
+          ejectionSeconds,
+          reason,
+        }),
       logger,
     );
-    const internalTls = config.upstream.tls;
-    const upstreamOptions = {
+    const upstreamOptions: UpstreamOptions = {
       windowBytes: config.limits.windowBytes,
       backoffBaseMs: config.upstream.backoffBaseMs,
       backoffMaxMs: config.upstream.backoffMaxMs,
-      ...(internalTls
-        ? {
-            tls: {
-              ca: await readFile(internalTls.caFile),
-              ...(internalTls.certFile ? { cert: await readFile(internalTls.certFile) } : {}),
-              ...(internalTls.keyFile ? { key: await readFile(internalTls.keyFile) } : {}),
-            },
-          }
-        : {}),
+      ...(parts.upstreamTls ? { tls: parts.upstreamTls } : {}),
     };
-    const table = new RoutingTable(
-      view,
+    this.table = new RoutingTable(
+      this.registry,
       (address) => new Upstream(address, upstreamOptions, logger),
       ejector,
       logger,
-      balancerFor,
+      (serviceId, settings) => this.balancerFor(serviceId, settings, identities),
     );
-    const notReady = () => gateway?.notReady();
-    const health = new Health(table, () => gateway?.notReady() === undefined, config.id);
-    let proxy: GatewayProxy | undefined;
-    const budget = new RetryBudget(
-      config.retry.budgetRatio,
-      config.retry.minConcurrent,
-      () => proxy!.active,
-    );
-    proxy = new GatewayProxy(
-      table,
-      budget,
+    this.forwarder = new Forwarder({
+      gatewayId: config.id,
+      retryBufferBytes: config.retry.bufferBytes,
+      maxAttempts: config.retry.maxAttempts,
+      retryBudget: { ratio: config.retry.budgetRatio, minConcurrent: config.retry.minConcurrent },
       ejector,
-      health,
-      {
-        gatewayId: config.id,
-        retryBufferBytes: config.retry.bufferBytes,
-        maxAttempts: config.retry.maxAttempts,
-        maxConcurrentCalls: config.limits.maxConcurrentCalls,
-        maxTimeoutMs: config.limits.maxTimeoutMs,
-        maxHeaderListBytes: config.limits.maxHeaderListBytes,
-      },
       logger,
-      notReady,
+    });
+    this.admission = new Admission({
+      gatewayId: config.id,
+      maxConcurrentCalls: config.limits.maxConcurrentCalls,
+      maxTimeoutMs: config.limits.maxTimeoutMs,
+      maxHeaderListBytes: config.limits.maxHeaderListBytes,
+      table: this.table,
+      health: new Health(this.table, () => this.notReady() === undefined, config.id),
       identities,
-    );
+      notReady: () => this.notReady(),
+      forwarder: this.forwarder,
+      logger,
+    });
     const settings = {
       maxHeaderListSize: config.limits.maxHeaderListBytes,
       initialWindowSize: config.limits.windowBytes,
       enablePush: false,
     };
-    const h2 = config.tls
-      ? createSecureServer({
-          cert: await readFile(config.tls.certFile),
-          key: await readFile(config.tls.keyFile),
-          ALPNProtocols: ['h2'],
-          settings,
-          maxSessionMemory: 64,
-        })
-      : createServer({ settings, maxSessionMemory: 64 });
-    const listener = config.tls ? (h2 as Http2SecureServer) : sniffingListener(h2 as Http2Server);
-    gateway = new Gateway(
-      config,
-      bus,
-      logger,
-      view,
-      affinityView,
-      affinityStore,
-      affinity,
-      table,
-      proxy,
-      h2,
-      listener,
-      undefined,
-    );
-    gateway.wire();
+    if (parts.listenerTls) {
+      const secure = createSecureServer({
+        ...parts.listenerTls,
+        ALPNProtocols: ['h2'],
+        settings,
+        maxSessionMemory: 64,
+      });
+      this.h2 = secure;
+      this.listener = secure;
+    } else {
+      const plain = createServer({ settings, maxSessionMemory: 64 });
+      this.h2 = plain;
+      this.listener = sniffingListener(plain);
+    }
+    this.wire();
     registerGauges({
-      activeCalls: () => proxy.active,
+      activeCalls: () => this.forwarder.active,
       upstreamSessions: () => upstreamStats.sessions,
       ejectedInstances: () => ejector.ejected,
-      affinityPreferences: () => affinity.size,
+      affinityPreferences: () => this.affinity.size,
     });
+  }
+
+  /** Opens the listener and the admin port; the views load meanwhile. */
+  private async listen(): Promise<void> {
+    const { config, logger, listener } = this;
     await new Promise<void>((resolve, reject) => {
       listener.once('error', reject);
       listener.listen(config.listen.port, config.listen.host, () => {
@@ -232,30 +239,78 @@ export class Gateway {
         resolve();
       });
     });
-    gateway.admin = await startAdmin({
+    this.admin = await startAdmin({
       host: config.admin.host,
       port: config.admin.port,
-      notReady,
+      notReady: () => this.notReady(),
     });
     logger.info(
       {
         msgId: GatewayLogIds.listening,
-        port: gateway.port,
-        adminPort: gateway.adminPort,
+        port: this.port,
+        adminPort: this.adminPort,
         tls: !!config.tls,
       },
       'gateway listening',
     );
-    void Promise.all([view.ready, affinityView.ready]).then(() => {
-      gateway.loaded = true;
-      logger.info(
-        { msgId: GatewayLogIds.ready, routes: table.size, preferences: affinity.size },
-        'registry and affinity views loaded: ready',
+    this.loading = Promise.all([this.registry.ready, this.affinityView.ready]).then(
+      () => {
+        this.loaded = true;
+        logger.info(
+          { msgId: GatewayLogIds.ready, routes: this.table.size, preferences: this.affinity.size },
+          'registry and affinity views loaded: ready',
+        );
+        void this.events.publish(Kind.GATEWAY_STARTED, {
+          reason: 'registry and affinity views loaded',
+        });
+        this.scheduleSweep();
+        return true;
+      },
+      (error: Error) => {
+        // Stopped before the views loaded: they were stopped on purpose.
+        if (!this.stopping) {
+          logger.error(
+            { msgId: GatewayLogIds.viewsFailed, err: error },
+            'registry or affinity view failed to load: this gateway stays not ready',
+          );
+        }
+        return false;
+      },
+    );
+  }
+
+  private balancerFor(
+    serviceId: string,
+    settings: BalancingSettings,
+    identities: Identities,
+  ): Balancer {
+    if (settings.policy === 'header') return new HeaderBalancer(serviceId, settings);
+    if (settings.policy === 'user') {
+      if (!identities.configured) {
+        this.logger.warn(
+          { msgId: GatewayLogIds.identityUnconfigured, serviceId },
+          'service asks for lb.policy=user but this gateway has no mesh secret or JWT key: its users get UNAUTHENTICATED',
+        );
+      }
+      return new UserBalancer(serviceId, settings, this.affinity, (...moved) =>
+        this.userMoved(...moved),
       );
-      gateway.publish(Kind.GATEWAY_STARTED, { reason: 'registry and affinity views loaded' });
-      gateway.scheduleSweep(bus);
+    }
+    return new RoundRobin();
+  }
+
+  private userMoved(serviceId: string, userKey: string, from: string, to: string): void {
+    this.logger.info(
+      { msgId: GatewayLogIds.affinityMoved, serviceId, instanceId: from, toInstanceId: to },
+      'sticky user moved off an instance that is down',
+    );
+    void this.events.publish(Kind.AFFINITY_MOVED, {
+      serviceId,
+      instanceId: from,
+      toInstanceId: to,
+      userKey,
+      reason: 'preferred instance down (lb.whenDown=failover)',
     });
-    return gateway;
   }
 
   get port(): number {
@@ -273,10 +328,12 @@ export class Gateway {
     return undefined;
   }
 
-  /** Resolves when the registry and affinity views are loaded and calls are routed. */
+  /**
+   * Resolves when the registry and affinity views are loaded and calls are routed;
+   * rejects when they will not be (the gateway stopped first, or a view failed).
+   */
   async ready(): Promise<void> {
-    await Promise.all([this.view.ready, this.affinityView.ready]);
-    await waitFor(() => this.loaded, 1000);
+    if (!(await this.loading)) throw new Error(`gateway ${this.config.id} ${this.notReady()}`);
   }
 
   /** Graceful stop: GOAWAY, in-flight calls finish (up to the stop timeout), then close. */
@@ -285,16 +342,16 @@ export class Gateway {
     this.stopping = true;
     const timeoutMs = this.config.stopTimeoutSeconds * 1000;
     this.logger.info(
-      { msgId: GatewayLogIds.stopping, activeCalls: this.proxy.active, timeoutMs },
+      { msgId: GatewayLogIds.stopping, activeCalls: this.forwarder.active, timeoutMs },
       'stopping: GOAWAY sent, calls in flight finish',
     );
-    const stoppingEvent = this.publish(Kind.GATEWAY_STOPPING, { reason: 'stop requested' });
+    const stoppingEvent = this.events.publish(Kind.GATEWAY_STOPPING, { reason: 'stop requested' });
     const listenerClosed = new Promise<void>((resolve) => this.listener.close(() => resolve()));
     for (const session of this.clientSessions) session.close();
     const drained = await waitFor(() => this.clientSessions.size === 0, timeoutMs);
     if (!drained) {
       this.logger.warn(
-        { msgId: GatewayLogIds.stopTimedOut, activeCalls: this.proxy.active },
+        { msgId: GatewayLogIds.stopTimedOut, activeCalls: this.forwarder.active },
         'stop timeout: cancelling calls still in flight',
       );
       for (const session of this.clientSessions) session.destroy();
@@ -303,7 +360,7 @@ export class Gateway {
     for (const socket of this.sockets) socket.destroy();
     await listenerClosed;
     this.table.close();
-    this.view.stop();
+    this.registry.stop();
     clearTimeout(this.sweepTimer);
     this.affinity.close();
     this.affinityView.stop();
@@ -321,12 +378,12 @@ export class Gateway {
    * rarely sweep together); readers already ignore them, this keeps the bucket and
    * every replica's load time from growing with users who left.
    */
-  private scheduleSweep(bus: Bus): void {
+  private scheduleSweep(): void {
     const everyMs = this.config.affinity.sweepSeconds * 1000;
     if (everyMs === 0 || this.stopping) return;
     this.sweepTimer = setTimeout(
       async () => {
-        if (bus.connected) {
+        if (this.bus.connected) {
           await sweep(
             this.affinity,
             this.affinityStore,
@@ -334,12 +391,12 @@ export class Gateway {
             this.logger,
           ).catch((error: Error) =>
             this.logger.warn(
-              { msgId: GatewayLogIds.affinityWriteFailed, err: error.message },
+              { msgId: GatewayLogIds.affinityWriteFailed, err: error },
               'affinity sweep failed; next round retries',
             ),
           );
         }
-        this.scheduleSweep(bus);
+        this.scheduleSweep();
       },
       everyMs * (0.5 + Math.random()),
     );
@@ -352,7 +409,7 @@ export class Gateway {
       socket.once('close', () => this.sockets.delete(socket));
     });
     this.h2.on('stream', (stream: ServerHttp2Stream, headers) => {
-      this.proxy.handle(stream, headers);
+      this.admission.handle(stream, headers);
     });
     this.h2.on('session', (session: Http2Session) => {
       this.clientSessions.add(session);
@@ -361,7 +418,7 @@ export class Gateway {
       session.on('error', (error: Error) => {
         gatewayMetrics.rejected.inc({ reason: 'session-error' });
         this.logger.warn(
-          { msgId: GatewayLogIds.clientSessionError, err: error.message },
+          { msgId: GatewayLogIds.clientSessionError, err: error },
           'client connection failed',
         );
       });
@@ -372,38 +429,6 @@ export class Gateway {
     // (Those offering only other protocols get TLS's no_application_protocol alert.)
     this.h2.on('unknownProtocol', (socket: Socket) => refuseHttp1(socket));
     this.h2.on('tlsClientError', () => gatewayMetrics.rejected.inc({ reason: 'tls' }));
-  }
-
-  private publish(
-    kind: number,
-    fields: {
-      serviceId?: string;
-      instanceId?: string;
-      toInstanceId?: string;
-      userKey?: string;
-      ejectionSeconds?: number;
-      reason: string;
-    },
-  ): Promise<unknown> {
-    const now = Date.now();
-    const event = {
-      eventId: `${this.config.id}-${now}-${++this.eventSeq}`,
-      kind,
-      occurredAtMs: now,
-      gatewayId: this.config.id,
-      serviceId: fields.serviceId ?? '',
-      instanceId: fields.instanceId ?? '',
-      toInstanceId: fields.toInstanceId ?? '',
-      userKey: fields.userKey ?? '',
-      ejectionSeconds: fields.ejectionSeconds ?? 0,
-      reason: fields.reason,
-    };
-    return this.publisher.publish({ source: 'gateway', event }).catch((error: Error) => {
-      this.logger.error(
-        { msgId: GatewayLogIds.eventPublishFailed, kind, err: error.message },
-        'gateway event not published',
-      );
-    });
   }
 }
 

@@ -4,6 +4,11 @@
  */
 import { constants, type ServerHttp2Stream } from 'node:http2';
 
+/** Names the instance that answered, on every proxied response; read by the header policy. */
+export const INSTANCE_HEADER = 'x-halyard-instance';
+/** Names the gateway, on every response the gateway makes itself. */
+export const GATEWAY_HEADER = 'x-halyard-gateway';
+
 export const Status = {
   OK: 0,
   CANCELLED: 1,
@@ -97,7 +102,7 @@ export function respondStatus(
       'content-type': 'application/grpc',
       'grpc-status': String(code),
       'grpc-message': encodeMessage(message),
-      'x-halyard-gateway': gatewayId,
+      [GATEWAY_HEADER]: gatewayId,
     },
     { endStream: true },
   );

@@ -6,9 +6,9 @@
  */
 import type { ServerHttp2Stream } from 'node:http2';
 import { grpc } from '../../proto/gen/halyard.js';
-import { respondStatus, Status, StatusNames } from './grpc-status.js';
+import type { LocalHandler } from './admission.js';
+import { GATEWAY_HEADER, respondStatus, Status, StatusNames } from './grpc-status.js';
 import { gatewayMetrics } from './metrics.js';
-import type { LocalHandler } from './proxy.js';
 import type { RoutingTable } from './routing-table.js';
 
 const { HealthCheckRequest, HealthCheckResponse } = grpc.health.v1;
@@ -61,7 +61,7 @@ export class Health implements LocalHandler {
       frame.writeUInt32BE(body.length, 1);
       frame.set(body, 5);
       stream.respond(
-        { ':status': 200, 'content-type': 'application/grpc', 'x-halyard-gateway': this.gatewayId },
+        { ':status': 200, 'content-type': 'application/grpc', [GATEWAY_HEADER]: this.gatewayId },
         { waitForTrailers: true },
       );
       stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));

@@ -8,6 +8,7 @@ export const GatewayLogIds = {
   stopping: 'HALG0003I',
   stopped: 'HALG0004I',
   stopTimedOut: 'HALG0005W',
+  viewsFailed: 'HALG0006E',
   routesChanged: 'HALG0010I',
   serviceNameClash: 'HALG0011W',
   upstreamConnected: 'HALG0020I',

@@ -1,9 +1,10 @@
 /**
  * The gateway's Prometheus metrics, on prom-client's default registry (the admin
- * endpoint's /metrics). Per-call label look-ups are cached by the proxy (see
+ * endpoint's /metrics). Per-call label look-ups are prepared once per method (see
  * `MethodStats`), so the hot path touches prepared children only.
  */
 import { Counter, Gauge, Histogram } from 'prom-client';
+import { StatusNames } from './grpc-status.js';
 
 /**
  * Sticky hits happen on every call: balancers count them in plain numbers (a labelled
@@ -128,3 +129,60 @@ export function registerGauges(read: {
   }
 }
 const registerGaugesState = new Map<string, { read: () => number }>();
+
+/** Prepared metric children of one method, so a call does no label hashing. */
+export interface MethodStats {
+  readonly byCode: Array<Counter.Internal | undefined>;
+  readonly duration: Histogram.Internal<string>;
+  readonly service: string;
+  readonly method: string;
+}
+
+/** Distinct methods per gRPC service given their own metric labels (clients choose paths). */
+const MAX_METHODS_PER_SERVICE = 200;
+
+/** `MethodStats` by request path, at most `MAX_METHODS_PER_SERVICE` per service. */
+export class MethodStatsCache {
+  /** Calls refused before their service was known (not ready, unknown service). */
+  readonly unknown = statsFor('(unknown)', '(unknown)');
+  private readonly byPath = new Map<string, MethodStats>();
+  private readonly perService = new Map<string, number>();
+
+  get(path: string): MethodStats | undefined {
+    return this.byPath.get(path);
+  }
+
+  /** Prepares the stats of `path` (`/<service>/<method>`); beyond the bound, `(other)`. */
+  add(path: string, service: string, method: string): MethodStats {
+    const count = this.perService.get(service) ?? 0;
+    if (count >= MAX_METHODS_PER_SERVICE) return statsFor(service, '(other)');
+    const stats = statsFor(service, method);
+    this.byPath.set(path, stats);
+    this.perService.set(service, count + 1);
+    return stats;
+  }
+}
+
+function statsFor(service: string, method: string): MethodStats {
+  return {
+    byCode: [],
+    duration: gatewayMetrics.duration.labels(service, method),
+    service,
+    method,
+  };
+}
+
+/** Counts a finished call by its final status, and its duration. */
+export function countCall(stats: MethodStats, code: number, seconds: number): void {
+  let counter = stats.byCode[code];
+  if (counter === undefined) {
+    counter = gatewayMetrics.requests.labels(
+      stats.service,
+      stats.method,
+      StatusNames[code] ?? String(code),
+    );
+    stats.byCode[code] = counter;
+  }
+  counter.inc();
+  stats.duration.observe(seconds);
+}

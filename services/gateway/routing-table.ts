@@ -12,7 +12,7 @@ import {
 } from '../common/lb-metadata.js';
 import { type Balancer, RoundRobin } from './balancer.js';
 import type { Ejector } from './ejection.js';
-import { Endpoint, statusName } from './endpoint.js';
+import { Endpoint } from './endpoint.js';
 import { GatewayLogIds } from './log-ids.js';
 import type { Upstream } from './upstream.js';
 
@@ -35,8 +35,12 @@ const DEFAULT_SETTINGS: InstanceSettings = (() => {
   return parsed.settings;
 })();
 
-function settingsKey(serviceId: string, s: BalancingSettings): string {
-  return `${serviceId}|${s.policy}|${s.idleSeconds}|${s.maxUsersPerInstance}|${s.whenFull}|${s.whenDown}|${s.requireUser}`;
+/**
+ * Identifies a service's balancer: kept across rebuilds while the service and all of
+ * its `lb.*` settings stay the same (every field, so a new one needs no change here).
+ */
+function settingsKey(serviceId: string, settings: BalancingSettings): string {
+  return `${serviceId}|${JSON.stringify(settings)}`;
 }
 
 export class RoutingTable {
@@ -158,9 +162,7 @@ export class RoutingTable {
 export function describeUnavailable(route: Route): string {
   const counts = new Map<string, number>();
   for (const endpoint of route.endpoints) {
-    const state = endpoint.ejected
-      ? 'ejected after connection failures'
-      : statusName(endpoint.instance.status);
+    const state = endpoint.state;
     counts.set(state, (counts.get(state) ?? 0) + 1);
   }
   const states = [...counts].map(([state, n]) => `${n} ${state}`).join(', ');

@@ -1,7 +1,7 @@
 /**
  * One HTTP/2 client session per instance, shared by every call to it. The session is
  * kept up: lost sessions are re-established with backoff, and while a connect is
- * failing, calls fail fast (the proxy retries them elsewhere) instead of queueing.
+ * failing, calls fail fast (the forwarder retries them elsewhere) instead of queueing.
  * A GOAWAY from the instance retires the session for new calls; calls already on it
  * finish there.
  */
@@ -37,7 +37,8 @@ export class Upstream {
   private failures = 0;
   /** Until then, the last connect failed: calls fail fast. */
   private retryAt = 0;
-  private lastError = 'connection failed';
+  /** Why the session last failed, for logs and the messages of calls failed fast. */
+  private lastError: Error | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -74,7 +75,9 @@ export class Upstream {
     const session = this.session;
     if (session !== undefined && !session.closed && !session.destroyed) return session;
     if (Date.now() < this.retryAt || this.closed) {
-      throw new UpstreamUnavailable(`cannot connect to ${this.address}: ${this.lastError}`);
+      throw new UpstreamUnavailable(
+        `cannot connect to ${this.address}: ${this.lastError?.message ?? 'connection failed'}`,
+      );
     }
     return this.connect();
   }
@@ -116,7 +119,7 @@ export class Upstream {
       );
     });
     session.on('error', (error: Error) => {
-      this.lastError = error.message;
+      this.lastError = error;
     });
     session.once('goaway', (code: number) => {
       this.logger.info(

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { request as httpGet } from 'node:http';
+import { createServer as createHttp2Server } from 'node:http2';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { type Bus, RegistryBucket } from '../../bus/index.js';
+import { type Bus, Keys, RegistryBucket } from '../../bus/index.js';
 import type { Gateway } from '../../services/gateway/gateway.js';
 import { gatewayMetrics } from '../../services/gateway/metrics.js';
 import { startBusCluster } from '../support/bus-cluster.js';
@@ -219,14 +221,70 @@ describe('calls through the gateway', () => {
     await until('the instance saw the call end', () => seen.cancelled);
   });
 
-  test('a deadline the instance does not hit passes through, and the gateway times out alone', async () => {
-    // The gateway's own timer fires even when the instance ignores the deadline: a
-    // server-stream with a long deadline and slow responses is ended by the client deadline.
-    const outcome = await run(viaGateway, 'serverStream', [{ responseCount: 50, delayMs: 50 }], {
-      deadlineMs: 400,
+  test('an instance that ignores its deadline: the gateway times out alone, mid-stream, and cancels its stream', async () => {
+    // An instance that ignores grpc-timeout and keeps streaming, behind a gateway whose
+    // deadline cap (400 ms) is shorter than the client's (10 s): only the gateway's own
+    // timer can end the call.
+    let upstreamClosed = false;
+    const slow = createHttp2Server();
+    slow.on('stream', (stream) => {
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' });
+      const emptyMessage = Buffer.alloc(5);
+      const ticker = setInterval(() => stream.write(emptyMessage), 50);
+      stream.on('close', () => {
+        clearInterval(ticker);
+        upstreamClosed = true;
+      });
+      stream.on('error', () => {});
     });
-    assert.equal(outcome.code, grpc.status.DEADLINE_EXCEEDED);
-    assert.ok(outcome.messages.length > 0 && outcome.messages.length < 50);
+    await new Promise<void>((resolve) => slow.listen(0, '127.0.0.1', resolve));
+    const slowPort = (slow.address() as AddressInfo).port;
+    await register(bus, {
+      serviceId: 'slow',
+      instanceId: 'slow-1',
+      address: `127.0.0.1:${slowPort}`,
+      grpcServices: ['halyard.testing.v1.Slow'],
+    });
+    const capped = await startGateway(bus, cluster.servers, logs.logger, {
+      id: 'gw-capped',
+      limits: { maxTimeoutMs: 400 },
+    });
+    await routed(capped, 'halyard.testing.v1.Slow', 'slow-1');
+    const client = new grpc.Client(`127.0.0.1:${capped.port}`, grpc.credentials.createInsecure());
+    try {
+      const started = Date.now();
+      let messages = 0;
+      const status = await new Promise<grpc.StatusObject>((resolve) => {
+        const call = client.makeServerStreamRequest(
+          '/halyard.testing.v1.Slow/Stream',
+          (x: Buffer) => x,
+          (x: Buffer) => x,
+          Buffer.alloc(0),
+          new grpc.Metadata(),
+          { deadline: Date.now() + 10_000 },
+        );
+        call.on('data', () => messages++);
+        call.on('error', () => {});
+        call.on('status', resolve);
+      });
+      const elapsed = Date.now() - started;
+      assert.equal(status.code, grpc.status.DEADLINE_EXCEEDED);
+      assert.match(
+        status.details,
+        /^deadline exceeded in the gateway after \d+ ms \(1 attempt\(s\) on slow\)$/,
+      );
+      assert.ok(
+        elapsed >= 400 && elapsed < 5000,
+        `ended by the gateway's 400 ms cap (${elapsed} ms)`,
+      );
+      assert.ok(messages > 0, 'the response had started: the deadline ended it mid-stream');
+      await until('the instance saw its stream cancelled', () => upstreamClosed);
+    } finally {
+      client.close();
+      await capped.stop();
+      await (await bus.store(RegistryBucket)).remove(Keys.registry('slow', 'slow-1'));
+      await new Promise((resolve) => slow.close(resolve));
+    }
   });
 
   test('client cancellation reaches the instance', async () => {

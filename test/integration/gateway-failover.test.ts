@@ -281,7 +281,7 @@ describe('failover, retries and ejection', () => {
     const slow = new Promise<grpc.ServiceError | null>((resolve) =>
       client.unary({ delayMs: 500 }, new grpc.Metadata(), {}, (error) => resolve(error)),
     );
-    await until('call in flight', () => second.proxy.active === 1);
+    await until('call in flight', () => second.forwarder.active === 1);
     const stopped = second.stop();
     const readyz = await new Promise<{ status?: number; body: string }>((resolve) =>
       get({ host: '127.0.0.1', port: second.adminPort, path: '/readyz' }, (res) => {

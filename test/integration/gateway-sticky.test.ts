@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { SignJWT } from 'jose';
 import { AffinityBucket, type Bus, type GatewayEvent, Keys } from '../../bus/index.js';
@@ -78,6 +77,9 @@ describe('sticky routing through two gateway replicas', () => {
   const echoes: EchoProcess[] = [];
   const events: GatewayEvent[] = [];
   const logs = captureLogs('debug');
+  /** The gateways' clock for sticky preferences: tests move it instead of waiting. */
+  let skewMs = 0;
+  const clock = { now: () => Date.now() + skewMs };
   const tokens = new Map<string, string>();
   const jwtOf = async (user: string) => {
     let jwt = tokens.get(user);
@@ -120,8 +122,8 @@ describe('sticky routing through two gateway replicas', () => {
     });
     for (let i = 1; i <= 3; i++) echoes.push(await spawnEcho({ instanceId: `echo-${i}` }));
     const options = { affinity: affinityConfig };
-    a = await startGateway(bus, cluster.servers, logs.logger, { id: 'gw-a', ...options });
-    b = await startGateway(bus, cluster.servers, logs.logger, { id: 'gw-b', ...options });
+    a = await startGateway(bus, cluster.servers, logs.logger, { id: 'gw-a', ...options }, clock);
+    b = await startGateway(bus, cluster.servers, logs.logger, { id: 'gw-b', ...options }, clock);
     clientA = echoClient(`127.0.0.1:${a.port}`);
     clientB = echoClient(`127.0.0.1:${b.port}`);
     await settle({ 'lb.policy': 'user' });
@@ -289,7 +291,7 @@ describe('sticky routing through two gateway replicas', () => {
     for (let i = 0; i < 5; i++) await asUser(i % 2 ? clientA : clientB, jwt);
     // 5 calls within a tenth of the idle period (200 ms) write nothing.
     assert.equal((await store.get(key))!.revision, revision);
-    await sleep(2300);
+    skewMs += 2300;
     assert.equal(a.affinity.get('echo', userKeyOf(user)), undefined, 'lapsed on A');
     assert.equal(b.affinity.get('echo', userKeyOf(user)), undefined, 'lapsed on B');
     await until('swept from the bucket', async () => (await store.get(key)) === undefined, 5000);
@@ -307,10 +309,13 @@ describe('sticky routing through two gateway replicas', () => {
     await b.stop();
     clientB.close();
     const assigned = await counterValue(gatewayMetrics.affinityAssignments, { service: 'echo' });
-    b = await startGateway(bus, cluster.servers, logs.logger, {
-      id: 'gw-b2',
-      affinity: affinityConfig,
-    });
+    b = await startGateway(
+      bus,
+      cluster.servers,
+      logs.logger,
+      { id: 'gw-b2', affinity: affinityConfig },
+      clock,
+    );
     clientB = echoClient(`127.0.0.1:${b.port}`);
     assert.equal(b.notReady(), undefined);
     assert.ok(

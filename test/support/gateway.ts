@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { type Bus, RegistryBucket, type ServiceInstance } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { type GatewayConfigInput, gatewayConfigSchema } from '../../services/gateway/config.js';
-import { Gateway } from '../../services/gateway/gateway.js';
+import { Gateway, type GatewayOptions } from '../../services/gateway/gateway.js';
 import { ECHO_SERVICE } from './echo-service.js';
 import { instance } from './samples.js';
 import { until } from './wait.js';
@@ -15,6 +15,7 @@ export async function startGateway(
   servers: string[],
   logger: Logger,
   overrides: Partial<GatewayConfigInput> = {},
+  options: GatewayOptions = {},
 ): Promise<Gateway> {
   const config = gatewayConfigSchema.parse({
     id: 'gw-test',
@@ -23,7 +24,7 @@ export async function startGateway(
     admin: { port: 0 },
     ...overrides,
   });
-  const gateway = await Gateway.start(config, bus, logger);
+  const gateway = await Gateway.start(config, bus, logger, options);
   await gateway.ready();
   return gateway;
 }

@@ -15,7 +15,12 @@ import {
 import { halyard } from '../../proto/gen/halyard.js';
 import { parseInstanceMetadata } from '../../services/common/lb-metadata.js';
 import { AffinityTable } from '../../services/gateway/affinity.js';
-import { type CallContext, UserBalancer } from '../../services/gateway/balancer.js';
+import {
+  type CallContext,
+  type Pick,
+  Refusal,
+  UserBalancer,
+} from '../../services/gateway/balancer.js';
 import { Endpoint } from '../../services/gateway/endpoint.js';
 import { Identities } from '../../services/gateway/identity.js';
 import type { Upstream } from '../../services/gateway/upstream.js';
@@ -49,7 +54,7 @@ class FakeView {
   }
 }
 
-function table(connected: () => boolean = () => true) {
+function table(connected: () => boolean = () => true, now: () => number = Date.now) {
   const view = new FakeView();
   const written: AffinityPreference[] = [];
   const writer = {
@@ -61,7 +66,7 @@ function table(connected: () => boolean = () => true) {
   const affinity = new AffinityTable(
     view as unknown as LocalView<AffinityPreference>,
     writer,
-    { gatewayId: 'gw-1', connected, retryMs: 10, expiryCheckMs: 50 },
+    { gatewayId: 'gw-1', connected, retryMs: 10, expiryCheckMs: 50, now },
     silent,
   );
   return { view, written, affinity };
@@ -74,11 +79,12 @@ const settings = (metadata: Record<string, string>) => {
   assert.ok(parsed.ok);
   return parsed.settings.lb;
 };
-const ctx = (key: string | undefined): CallContext => ({
-  headers: {},
-  userKey: key,
-  refusal: undefined,
-});
+const ctx = (key: string | undefined): CallContext => ({ headers: {}, userKey: key });
+/** The endpoint a pick chose; fails the test on a refusal or no choice. */
+const chosen = (pick: Pick): Endpoint => {
+  assert.ok(pick !== undefined && !(pick instanceof Refusal), `expected an endpoint, got ${pick}`);
+  return pick;
+};
 
 test('two gateways with the same instances place a new user alike, and keep it there when instances are added', async () => {
   const endpoints = ['o-1', 'o-2', 'o-3'].map((id) => endpoint(id));
@@ -89,15 +95,15 @@ test('two gateways with the same instances place a new user alike, and keep it t
   const placed = new Map<string, string>();
   for (let i = 0; i < 300; i++) {
     const key = userKey(`u${i}`);
-    const x = b1.pick(endpoints, undefined, ctx(key))!;
-    assert.equal(b2.pick(endpoints, undefined, ctx(key))!.id, x.id);
+    const x = chosen(b1.pick(endpoints, undefined, ctx(key)));
+    assert.equal(chosen(b2.pick(endpoints, undefined, ctx(key))).id, x.id);
     placed.set(key, x.id);
   }
   const spread = new Map<string, number>();
   for (const id of placed.values()) spread.set(id, (spread.get(id) ?? 0) + 1);
   for (const n of spread.values()) assert.ok(n > 60, `balanced: ${[...spread]}`);
   const more = [...endpoints, endpoint('o-4')];
-  for (const [key, id] of placed) assert.equal(b1.pick(more, undefined, ctx(key))!.id, id);
+  for (const [key, id] of placed) assert.equal(chosen(b1.pick(more, undefined, ctx(key))).id, id);
   await until('written', () => one.affinity.queued === 0);
   assert.equal(one.written.length, 300, 'one write per decision, none per hit');
 });
@@ -111,19 +117,19 @@ test('counts follow the effective preferences; full instances reject or overflow
     affinity,
     () => {},
   );
-  for (let i = 0; i < 4; i++) assert.ok(reject.pick(endpoints, undefined, ctx(userKey(`u${i}`))));
+  for (let i = 0; i < 4; i++) chosen(reject.pick(endpoints, undefined, ctx(userKey(`u${i}`))));
   assert.deepEqual([affinity.usersOf('orders', 'o-1'), affinity.usersOf('orders', 'o-2')], [2, 2]);
-  const call = ctx(userKey('late'));
-  assert.equal(reject.pick(endpoints, undefined, call), undefined);
-  assert.equal(call.refusal?.code, 8);
-  assert.match(call.refusal!.message, /orders already has its limit of 2 users/);
+  const refusal = reject.pick(endpoints, undefined, ctx(userKey('late')));
+  assert.ok(refusal instanceof Refusal);
+  assert.equal(refusal.code, 8);
+  assert.match(refusal.message, /orders already has its limit of 2 users/);
   const overflow = new UserBalancer(
     'orders',
     settings({ 'lb.maxUsersPerInstance': '2', 'lb.whenFull': 'overflow' }),
     affinity,
     () => {},
   );
-  assert.ok(overflow.pick(endpoints, undefined, ctx(userKey('late'))));
+  chosen(overflow.pick(endpoints, undefined, ctx(userKey('late'))));
   assert.equal(affinity.usersOf('orders', 'o-1') + affinity.usersOf('orders', 'o-2'), 5);
   assert.equal(affinity.size, 5);
 });
@@ -143,26 +149,34 @@ test('a dead preferred instance: failover moves the user and says so, strict ref
     affinity,
     () => {},
   );
-  const call = ctx(key);
-  assert.equal(strict.pick(endpoints, undefined, call), undefined);
-  assert.equal(call.refusal?.code, 14);
-  assert.match(call.refusal!.message, /o-1 of orders is DOWN, and lb\.whenDown=strict/);
-  const to = failover.pick(endpoints, undefined, ctx(key))!;
+  const refusal = strict.pick(endpoints, undefined, ctx(key));
+  assert.ok(refusal instanceof Refusal);
+  assert.equal(refusal.code, 14);
+  assert.match(refusal.message, /o-1 of orders is DOWN, and lb\.whenDown=strict/);
+  const to = chosen(failover.pick(endpoints, undefined, ctx(key)));
   assert.notEqual(to.id, 'o-1');
   assert.deepEqual(moves, [`true o-1->${to.id}`]);
   assert.equal(affinity.get('orders', key)?.instanceId, to.id);
-  assert.equal(failover.pick(endpoints, undefined, ctx(key))!.id, to.id, 'sticks to the new one');
+  assert.equal(
+    chosen(failover.pick(endpoints, undefined, ctx(key))).id,
+    to.id,
+    'sticks to the new one',
+  );
 });
 
 test('while the bus is away decisions route locally and queue; a newer value made elsewhere wins', async () => {
   let connected = false;
-  const { view, written, affinity } = table(() => connected);
+  let checks = 0;
+  const { view, written, affinity } = table(() => {
+    checks++;
+    return connected;
+  });
   const mine = userKey('mine');
   const theirs = userKey('theirs');
   affinity.assign('orders', mine, 'o-1', 600, Date.now() - 1000);
   affinity.assign('orders', theirs, 'o-1', 600, Date.now() - 1000);
   assert.equal(affinity.get('orders', mine)?.instanceId, 'o-1', 'routed from memory');
-  await new Promise((r) => setTimeout(r, 50));
+  await until('the writer found the bus away on two rounds', () => checks >= 2);
   assert.equal(written.length, 0, 'nothing written while disconnected');
   assert.equal(affinity.queued, 2);
   // Another gateway decided `theirs` later and its write reached the bucket first.
@@ -193,7 +207,7 @@ test('last seen is refreshed at most once per tenth of the idle period', async (
   await until('written', () => written.length === 2);
   const refreshed = affinity.get('orders', key)!;
   affinity.touch(refreshed, refreshed.lastSeenAtMs + 1);
-  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(affinity.queued, 0, 'just refreshed: nothing queued, so nothing to write');
   assert.equal(written.length, 2);
 });
 
@@ -326,12 +340,14 @@ test('compact preferences: values round-trip, lapse, leave the counts once, free
 });
 
 test('users leave the per-instance counts when their preference lapses', async () => {
-  const { affinity } = table();
-  affinity.assign('orders', userKey('short'), 'o-1', 1, Date.now() - 900);
+  let now = Date.now();
+  const { affinity } = table(undefined, () => now);
+  affinity.assign('orders', userKey('short'), 'o-1', 1);
   affinity.assign('orders', userKey('long'), 'o-1', 600);
   await until('written', () => affinity.queued === 0);
   assert.equal(affinity.usersOf('orders', 'o-1'), 2);
-  await until('lapsed one left the count', () => affinity.usersOf('orders', 'o-1') === 1, 5000);
+  now += 1000;
+  await until('lapsed one left the count', () => affinity.usersOf('orders', 'o-1') === 1);
   assert.equal(affinity.get('orders', userKey('short')), undefined);
   assert.equal(affinity.size, 1);
   affinity.close();

@@ -1,8 +1,8 @@
 /**
- * The hot path: one gRPC call from a client stream to an instance's stream and back.
- * Frames are forwarded as opaque bytes (messages are never decoded) with backpressure
- * both ways. Listeners are shared functions that find their call through a symbol on
- * the stream, so a call allocates its state object and nothing per frame.
+ * Forwarding: one admitted gRPC call from a client stream to an instance's stream and
+ * back. Frames are forwarded as opaque bytes (messages are never decoded) with
+ * backpressure both ways. Listeners are shared functions that find their call through
+ * a symbol on the stream, so a call allocates its state object and nothing per frame.
  *
  * An attempt that fails before the instance sent response headers (could not connect,
  * refused, reset, GOAWAY) is retried on another instance within the deadline and the
@@ -17,25 +17,21 @@ import {
   type ServerHttp2Stream,
 } from 'node:http2';
 import type { Logger } from 'pino';
-import type { Counter, Histogram } from 'prom-client';
-import type { CallContext } from './balancer.js';
+import { type CallContext, Refusal } from './balancer.js';
 import type { Ejector } from './ejection.js';
 import type { Endpoint } from './endpoint.js';
 import {
   encodeMessage,
-  parseTimeout,
+  INSTANCE_HEADER,
   resetName,
-  respondHttp,
   respondStatus,
   Status,
-  StatusNames,
   statusOfReset,
 } from './grpc-status.js';
-import { Identities, type Identity } from './identity.js';
 import { GatewayLogIds } from './log-ids.js';
-import { gatewayMetrics } from './metrics.js';
-import type { RetryBudget } from './retry-budget.js';
-import { describeUnavailable, type Route, type RoutingTable } from './routing-table.js';
+import { countCall, gatewayMetrics, type MethodStats } from './metrics.js';
+import { RetryBudget } from './retry-budget.js';
+import { describeUnavailable, type Route } from './routing-table.js';
 import { UpstreamUnavailable } from './upstream.js';
 
 const { NGHTTP2_CANCEL, HTTP2_FLAG_END_STREAM } = constants as typeof constants & {
@@ -43,285 +39,49 @@ const { NGHTTP2_CANCEL, HTTP2_FLAG_END_STREAM } = constants as typeof constants 
 };
 /** END_STREAM flag of a HEADERS frame: the response is trailers-only. */
 const END_STREAM = HTTP2_FLAG_END_STREAM ?? 0x1;
-const INSTANCE_HEADER = 'x-halyard-instance';
 const kCall = Symbol('halyard.call');
 
-export interface ProxyOptions {
+export interface ForwarderOptions {
   readonly gatewayId: string;
   /** Request bytes kept per call for replay on another instance; beyond, no retry. */
   readonly retryBufferBytes: number;
   readonly maxAttempts: number;
-  /** Calls in flight beyond which new ones get RESOURCE_EXHAUSTED; 0: no limit. */
-  readonly maxConcurrentCalls: number;
-  /** Upper bound on any call's deadline, also applied to calls without one; 0: none. */
-  readonly maxTimeoutMs: number;
-  /** Request header list size (HPACK accounting) beyond which a call is refused. */
-  readonly maxHeaderListBytes: number;
+  /** Retries in flight ≤ max(`minConcurrent`, `ratio` × calls in flight). */
+  readonly retryBudget: { readonly ratio: number; readonly minConcurrent: number };
+  readonly ejector: Ejector;
+  readonly logger: Logger;
 }
 
-/** Prepared metric children of one method, so a call does no label hashing. */
-interface MethodStats {
-  readonly byCode: Array<Counter.Internal | undefined>;
-  readonly duration: Histogram.Internal<string>;
-  readonly service: string;
-  readonly method: string;
-}
-
-/** Distinct methods per gRPC service given their own metric labels (clients choose paths). */
-const MAX_METHODS_PER_SERVICE = 200;
-
-export interface LocalHandler {
-  /** Answers calls to `grpc.health.v1.Health` itself. */
-  handle(stream: ServerHttp2Stream, method: string): void;
-}
-
-export class GatewayProxy {
+/** Runs admitted calls; counts the calls in flight and holds the retry budget they share. */
+export class Forwarder {
+  /** Calls in flight (a call counts itself in and out). */
   active = 0;
-  private readonly methods = new Map<string, MethodStats>();
-  private readonly methodsPerService = new Map<string, number>();
-  private readonly unknownStats: MethodStats;
+  readonly budget: RetryBudget;
 
-  constructor(
-    readonly table: RoutingTable,
-    readonly budget: RetryBudget,
-    readonly ejector: Ejector,
-    private readonly health: LocalHandler,
-    readonly options: ProxyOptions,
-    readonly logger: Logger,
-    private readonly notReady: () => string | undefined,
-    private readonly identities?: Identities,
-  ) {
-    this.unknownStats = statsFor('(unknown)', '(unknown)');
+  constructor(readonly options: ForwarderOptions) {
+    this.budget = new RetryBudget(
+      options.retryBudget.ratio,
+      options.retryBudget.minConcurrent,
+      () => this.active,
+    );
   }
 
-  handle(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
-    const method = headers[':method'];
-    if (method !== 'POST') {
-      this.reject(stream, 'method', 405, `gRPC calls are POST requests, not ${method}`);
-      return;
-    }
-    const contentType = headers['content-type'];
-    if (contentType === undefined || !contentType.startsWith('application/grpc')) {
-      this.reject(
-        stream,
-        'content-type',
-        415,
-        `this is a gRPC gateway: content-type must be application/grpc, not ${contentType ?? '(none)'}`,
-      );
-      return;
-    }
-    if (headers.te !== 'trailers') {
-      this.reject(stream, 'te', 400, 'gRPC requests must carry the header "te: trailers"');
-      return;
-    }
-    const path = headers[':path'] ?? '';
-    const slash = path.indexOf('/', 1);
-    if (
-      path.charCodeAt(0) !== 47 ||
-      slash < 2 ||
-      slash === path.length - 1 ||
-      path.indexOf('/', slash + 1) !== -1
-    ) {
-      gatewayMetrics.rejected.inc({ reason: 'path' });
-      respondStatus(
-        stream,
-        Status.UNIMPLEMENTED,
-        `malformed path ${JSON.stringify(path)}: expected /package.Service/Method`,
-        this.options.gatewayId,
-      );
-      return;
-    }
-    // SETTINGS_MAX_HEADER_LIST_SIZE is advisory and not enforced by node:http2: check it.
-    const headerBytes = headerListSize(headers);
-    if (headerBytes > this.options.maxHeaderListBytes) {
-      gatewayMetrics.rejected.inc({ reason: 'header-size' });
-      respondStatus(
-        stream,
-        Status.RESOURCE_EXHAUSTED,
-        `request headers are ${headerBytes} bytes, over this gateway's limit of ${this.options.maxHeaderListBytes}: send less metadata`,
-        this.options.gatewayId,
-      );
-      return;
-    }
-    let stats = this.methods.get(path);
-    const grpcService = stats ? stats.service : path.slice(1, slash);
-    if (grpcService === 'grpc.health.v1.Health') {
-      this.health.handle(stream, path.slice(slash + 1));
-      return;
-    }
-    const notReady = this.notReady();
-    if (notReady !== undefined) {
-      this.fail(
-        stream,
-        this.unknownStats,
-        Status.UNAVAILABLE,
-        `gateway ${this.options.gatewayId} ${notReady}`,
-      );
-      return;
-    }
-    const route = this.table.route(grpcService);
-    if (route === undefined) {
-      this.fail(
-        stream,
-        this.unknownStats,
-        Status.UNIMPLEMENTED,
-        `no service registered for ${grpcService}`,
-      );
-      return;
-    }
-    stats ??= this.statsOf(path, grpcService, slash);
-    if (this.options.maxConcurrentCalls > 0 && this.active >= this.options.maxConcurrentCalls) {
-      this.fail(
-        stream,
-        stats,
-        Status.RESOURCE_EXHAUSTED,
-        `gateway ${this.options.gatewayId} is at its limit of ${this.options.maxConcurrentCalls} concurrent calls; retry with backoff`,
-      );
-      return;
-    }
-    let timeoutMs = this.options.maxTimeoutMs;
-    const timeout = headers['grpc-timeout'];
-    if (typeof timeout === 'string') {
-      const asked = parseTimeout(timeout);
-      if (asked === undefined) {
-        this.fail(
-          stream,
-          stats,
-          Status.INTERNAL,
-          `malformed grpc-timeout ${JSON.stringify(timeout)}: expected up to 8 digits and a unit (H M S m u n)`,
-        );
-        return;
-      }
-      if (timeoutMs === 0 || asked < timeoutMs) timeoutMs = asked;
-    }
-    if (route.settings.policy !== 'user') {
-      new Call(this, stream, headers, route, stats, timeoutMs, undefined).attempt();
-      return;
-    }
-    // The user policy: the caller is the verified `sub` of its bearer token.
-    const token = Identities.bearer(headers.authorization);
-    if (token === undefined) {
-      if (route.settings.requireUser) {
-        this.unauthenticated(
-          stream,
-          stats,
-          route,
-          `${route.serviceId} requires a user (lb.requireUser): send "authorization: Bearer <JWT>"`,
-        );
-      } else {
-        new Call(this, stream, headers, route, stats, timeoutMs, undefined).attempt();
-      }
-      return;
-    }
-    const identities = this.identities;
-    if (identities === undefined) {
-      this.unauthenticated(stream, stats, route, 'this gateway verifies no user tokens');
-      return;
-    }
-    const known = identities.cached(token);
-    if (known !== undefined) {
-      this.withIdentity(known, stream, headers, route, stats, timeoutMs);
-      return;
-    }
-    // The stream stays paused (no 'data' listener) until the token is checked.
-    stream.on('error', ignore);
-    void identities.verify(token).then((identity) => {
-      if (stream.destroyed || stream.closed) return;
-      this.withIdentity(identity, stream, headers, route, stats, timeoutMs);
-    });
-  }
-
-  private withIdentity(
-    identity: Identity,
+  /** Takes over an admitted call: its first attempt starts now. */
+  start(
     stream: ServerHttp2Stream,
     headers: IncomingHttpHeaders,
     route: Route,
     stats: MethodStats,
     timeoutMs: number,
+    userKey: string | undefined,
   ): void {
-    if (!identity.ok) {
-      this.unauthenticated(stream, stats, route, identity.message);
-      return;
-    }
-    new Call(this, stream, headers, route, stats, timeoutMs, identity.userKey).attempt();
+    new Call(this, stream, headers, route, stats, timeoutMs, userKey).attempt();
   }
-
-  private unauthenticated(
-    stream: ServerHttp2Stream,
-    stats: MethodStats,
-    route: Route,
-    message: string,
-  ): void {
-    gatewayMetrics.affinityRejections.labels(route.serviceId, 'unauthenticated').inc();
-    this.fail(stream, stats, Status.UNAUTHENTICATED, message);
-  }
-
-  /** Ends a call the gateway answers itself, counted like any other call. */
-  fail(stream: ServerHttp2Stream, stats: MethodStats, code: number, message: string): void {
-    respondStatus(stream, code, message, this.options.gatewayId);
-    countCall(stats, code, 0);
-  }
-
-  private reject(
-    stream: ServerHttp2Stream,
-    reason: string,
-    httpStatus: number,
-    message: string,
-  ): void {
-    gatewayMetrics.rejected.inc({ reason });
-    this.logger.debug({ msgId: GatewayLogIds.badRequest, reason, httpStatus }, message);
-    respondHttp(stream, httpStatus, message);
-  }
-
-  private statsOf(path: string, service: string, slash: number): MethodStats {
-    const count = this.methodsPerService.get(service) ?? 0;
-    if (count >= MAX_METHODS_PER_SERVICE) return statsFor(service, '(other)');
-    const stats = statsFor(service, path.slice(slash + 1));
-    this.methods.set(path, stats);
-    this.methodsPerService.set(service, count + 1);
-    return stats;
-  }
-}
-
-/** RFC 9113 §6.5.2: name and value octets plus 32 per field. */
-function headerListSize(headers: IncomingHttpHeaders): number {
-  let size = 0;
-  for (const name in headers) {
-    const value = headers[name];
-    size += name.length + 32;
-    if (typeof value === 'string') size += value.length;
-    else if (value !== undefined) for (const v of value) size += v.length + 32;
-  }
-  return size;
-}
-
-function statsFor(service: string, method: string): MethodStats {
-  return {
-    byCode: [],
-    duration: gatewayMetrics.duration.labels(service, method),
-    service,
-    method,
-  };
-}
-
-function countCall(stats: MethodStats, code: number, seconds: number): void {
-  let counter = stats.byCode[code];
-  if (counter === undefined) {
-    counter = gatewayMetrics.requests.labels(
-      stats.service,
-      stats.method,
-      StatusNames[code] ?? String(code),
-    );
-    stats.byCode[code] = counter;
-  }
-  counter.inc();
-  stats.duration.observe(seconds);
 }
 
 type Tagged<S> = S & { [kCall]?: Call };
 
 class Call implements CallContext {
-  refusal: CallContext['refusal'] = undefined;
   private readonly started = performance.now();
   private readonly deadline: number;
   private timer: NodeJS.Timeout | undefined;
@@ -345,7 +105,7 @@ class Call implements CallContext {
   private lastFailure = '';
 
   constructor(
-    private readonly proxy: GatewayProxy,
+    private readonly forwarder: Forwarder,
     private readonly downstream: Tagged<ServerHttp2Stream>,
     readonly headers: IncomingHttpHeaders,
     private readonly route: Route,
@@ -353,7 +113,7 @@ class Call implements CallContext {
     timeoutMs: number,
     readonly userKey: string | undefined,
   ) {
-    proxy.active++;
+    forwarder.active++;
     downstream[kCall] = this;
     downstream.on('data', onRequestData);
     downstream.on('end', onRequestEnd);
@@ -368,12 +128,11 @@ class Call implements CallContext {
   attempt(): void {
     const route = this.route;
     const endpoint = route.balancer.pick(route.endpoints, this.tried, this);
+    if (endpoint instanceof Refusal) {
+      this.answer(endpoint.code, endpoint.message);
+      return;
+    }
     if (endpoint === undefined) {
-      const refusal = this.refusal;
-      if (refusal !== undefined) {
-        this.answer(refusal.code, refusal.message);
-        return;
-      }
       const why =
         this.attempts === 0
           ? describeUnavailable(route)
@@ -418,7 +177,7 @@ class Call implements CallContext {
   requestData(chunk: Buffer): void {
     if (this.replay !== undefined) {
       this.replayBytes += chunk.length;
-      if (this.replayBytes <= this.proxy.options.retryBufferBytes) this.replay.push(chunk);
+      if (this.replayBytes <= this.forwarder.options.retryBufferBytes) this.replay.push(chunk);
       else this.replay = undefined;
     }
     const upstream = this.upstream;
@@ -443,7 +202,7 @@ class Call implements CallContext {
     this.replay = undefined;
     this.releaseRetryToken();
     const endpoint = this.endpoint!;
-    this.proxy.ejector.success(endpoint);
+    this.forwarder.options.ejector.success(endpoint);
     headers[INSTANCE_HEADER] = endpoint.id;
     if (flags & END_STREAM) {
       // Trailers-only: the status is in the headers and the call is over.
@@ -542,17 +301,18 @@ class Call implements CallContext {
     neverReached: boolean,
   ): void {
     this.releaseRetryToken();
-    if (connectionLevel) this.proxy.ejector.failure(endpoint, reason);
+    if (connectionLevel) this.forwarder.options.ejector.failure(endpoint, reason);
     this.lastFailure = reason;
     const service = this.route.serviceId;
     let denied: string | undefined;
     if (this.replay === undefined) denied = 'request too large to replay';
-    else if (this.attempts >= this.proxy.options.maxAttempts) denied = 'attempts exhausted';
+    else if (this.attempts >= this.forwarder.options.maxAttempts) denied = 'attempts exhausted';
     else if (this.deadline > 0 && this.deadline <= Date.now()) denied = 'deadline';
-    else if (!neverReached && !this.proxy.budget.tryAcquire()) denied = 'retry budget spent';
+    else if (!neverReached && !this.forwarder.budget.tryAcquire()) denied = 'retry budget spent';
     if (denied !== undefined) {
       gatewayMetrics.retriesDenied.inc({ service, reason: denied });
-      if (denied === 'retry budget spent') logBudgetSpent(this.proxy.logger, service, reason);
+      if (denied === 'retry budget spent')
+        logBudgetSpent(this.forwarder.options.logger, service, reason);
       this.answer(Status.UNAVAILABLE, `${reason}; not retried: ${denied}`);
       return;
     }
@@ -577,7 +337,7 @@ class Call implements CallContext {
       return;
     }
     this.status = code;
-    respondStatus(this.downstream, code, message, this.proxy.options.gatewayId);
+    respondStatus(this.downstream, code, message, this.forwarder.options.gatewayId);
   }
 
   deadlineExceeded(): void {
@@ -592,7 +352,7 @@ class Call implements CallContext {
   downstreamClosed(): void {
     clearTimeout(this.timer);
     this.releaseRetryToken();
-    this.proxy.active--;
+    this.forwarder.active--;
     if (this.status === undefined) {
       // The client went away (RST_STREAM or connection lost): cancel the instance's work.
       this.status = Status.CANCELLED;
@@ -606,7 +366,7 @@ class Call implements CallContext {
   private releaseRetryToken(): void {
     if (this.holdsRetryToken) {
       this.holdsRetryToken = false;
-      this.proxy.budget.release();
+      this.forwarder.budget.release();
     }
   }
 
