@@ -88,12 +88,15 @@ async function propagation(a: Bus, b: Bus): Promise<Row> {
 async function main(): Promise<void> {
   const three = await NatsCluster.start();
   const single = await NatsCluster.start({ nodes: 1 });
+  const synced = await NatsCluster.start({ syncInterval: 'always' });
   try {
     const a = await Bus.connect({ servers: three.servers[0]!, name: 'bench-a', logger });
     const b = await Bus.connect({ servers: three.servers[2]!, name: 'bench-b', logger });
     const solo = await Bus.connect({ servers: single.servers, name: 'bench-solo', logger });
+    const fsync = await Bus.connect({ servers: synced.servers, name: 'bench-fsync', logger });
     await a.provision();
     await solo.provision();
+    await fsync.provision();
     // Writes go through the stream leader: whether A sits on it changes the hop count.
     const leader = await three.streamLeader(`KV_${RegistryBucket.name}`);
     console.log(
@@ -102,6 +105,7 @@ async function main(): Promise<void> {
 
     printTable('KV put (sequential, acknowledged)', [
       await kvPut(a, 'KV put, R3, 3-node cluster'),
+      await kvPut(fsync, 'KV put, R3, 3-node cluster, sync_interval: always'),
       await kvPut(solo, 'KV put, R1, single node'),
       await controlRequest(a, b),
     ]);
@@ -109,10 +113,11 @@ async function main(): Promise<void> {
       await propagation(a, b),
       await controlRequest(a, b),
     ]);
-    await Promise.all([a.close(), b.close(), solo.close()]);
+    await Promise.all([a.close(), b.close(), solo.close(), fsync.close()]);
   } finally {
     await three.close();
     await single.close();
+    await synced.close();
   }
 }
 

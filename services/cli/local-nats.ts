@@ -54,6 +54,11 @@ export interface LocalNatsOptions {
   /** JetStream limits in NATS size syntax (e.g. `512MB`); the server's defaults when absent. */
   readonly maxMemoryStore?: string;
   readonly maxFileStore?: string;
+  /**
+   * JetStream `sync_interval`: `always` fsyncs every write; absent, the server's
+   * default (every 2 minutes, plus on every RAFT snapshot).
+   */
+  readonly syncInterval?: string;
   /** The nats-server executable. Default `$NATS_SERVER_BIN`, else `nats-server` on PATH. */
   readonly bin?: string;
   /**
@@ -191,8 +196,9 @@ export class LocalNats {
       `pid_file: ${q(n.pidPath)}`,
     ];
     if (this.jetstream) {
-      const { maxMemoryStore, maxFileStore } = this.#options;
+      const { maxMemoryStore, maxFileStore, syncInterval } = this.#options;
       const fields = [`store_dir: ${q(n.spec.storeDir)}`];
+      if (syncInterval) fields.push(`sync_interval: ${syncInterval}`);
       if (maxMemoryStore) fields.push(`max_memory_store: ${maxMemoryStore}`);
       if (maxFileStore) fields.push(`max_file_store: ${maxFileStore}`);
       lines.push(`jetstream { ${fields.join(', ')} }`);

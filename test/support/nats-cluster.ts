@@ -53,6 +53,8 @@ export interface ClusterOptions {
   nodes?: 1 | 3;
   /** Enable JetStream (file storage). Default true. */
   jetstream?: boolean;
+  /** JetStream `sync_interval` (e.g. `always`); the server's default when absent. */
+  syncInterval?: string;
 }
 
 const BIN = process.env.NATS_SERVER_BIN ?? 'nats-server';
@@ -89,7 +91,7 @@ export class NatsCluster {
     const jetstream = opts.jetstream ?? true;
     reapOrphans();
     for (let attempt = 1; ; attempt++) {
-      const cluster = await NatsCluster.#create(size, jetstream);
+      const cluster = await NatsCluster.#create(size, jetstream, opts.syncInterval);
       try {
         await cluster.startAll();
         return cluster;
@@ -103,7 +105,11 @@ export class NatsCluster {
     }
   }
 
-  static async #create(size: number, jetstream: boolean): Promise<NatsCluster> {
+  static async #create(
+    size: number,
+    jetstream: boolean,
+    syncInterval: string | undefined,
+  ): Promise<NatsCluster> {
     // Our pid is in the name as well as in owner.pid, so a concurrent reaper can tell
     // the dir is live even before owner.pid has been written.
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${DIR_PREFIX}${process.pid}-`));
@@ -114,6 +120,7 @@ export class NatsCluster {
       jetstream,
       maxMemoryStore: '64MB',
       maxFileStore: '512MB',
+      ...(syncInterval ? { syncInterval } : {}),
       bin: BIN,
       nodes: Array.from({ length: size }, (_, i) => {
         const name = `n${i}`;
