@@ -14,11 +14,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AllBuckets, Bus, BusConfigError, EVENTS_STREAM } from '../../bus/index.js';
+import { commandLineOf, isAlive, procStat } from '../common/proc.js';
+import { sleep } from '../common/sleep.js';
+import { stopProcess } from '../common/stop-process.js';
 import { demoSecrets, gatewaySecretsEnv } from './demo-secrets.js';
 import {
-  commandLineOf,
   DEFAULT_STOP_TIMEOUT_MS,
-  isAlive,
   isPortFree,
   type Jsz,
   LocalNats,
@@ -167,7 +168,7 @@ export async function up(options: UpOptions, log: Logger): Promise<number> {
     fs.mkdirSync(path.join(dataDir, 'nats'), { recursive: true });
     const holder = lock.acquire({
       pid: process.pid,
-      startTicks: startTicksOf(process.pid),
+      startTicks: procStat(process.pid)?.start,
       startedAt: new Date().toISOString(),
       nodes: size,
       servers: local.servers,
@@ -448,7 +449,7 @@ async function provision(bus: Bus, dataDir: string, log: Logger, signal: AbortSi
         { msgId: Ids.provisionRetry, attempt, delayMs, err: (err as Error).message },
         'provisioning the bus failed; retrying',
       );
-      await abortable(sleep(delayMs), signal);
+      await sleep(delayMs, signal);
     }
   }
 }
@@ -585,13 +586,7 @@ async function stopLeftovers(nodes: readonly LocalNatsNode[], log: Logger): Prom
         { msgId: Ids.leftoverServer, node: n.name, serverPid: pid },
         `stopping nats-server ${n.name} (pid ${pid}) left running by an earlier halyard up`,
       );
-      process.kill(pid, 'SIGTERM');
-      const deadline = Date.now() + DEFAULT_STOP_TIMEOUT_MS;
-      while (isAlive(pid) && Date.now() < deadline) await sleep(50);
-      if (isAlive(pid)) {
-        process.kill(pid, 'SIGKILL');
-        while (isAlive(pid)) await sleep(50);
-      }
+      await stopProcess({ pid }, 'SIGTERM', DEFAULT_STOP_TIMEOUT_MS);
     }),
   );
 }
@@ -672,17 +667,8 @@ function readLock(file: string): LockInfo | undefined {
 
 function lockHolderAlive(holder: LockInfo): boolean {
   if (!isAlive(holder.pid)) return false;
-  const ticks = startTicksOf(holder.pid);
+  const ticks = procStat(holder.pid)?.start;
   return holder.startTicks === undefined || ticks === undefined || ticks === holder.startTicks;
-}
-
-/** Field 22 of /proc/<pid>/stat (start time); undefined where there is no /proc. */
-function startTicksOf(pid: number): number | undefined {
-  const stat = readOr(`/proc/${pid}/stat`, '');
-  // The command name (field 2) is in parentheses and may contain spaces.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const ticks = Number(fields[19]);
-  return stat && Number.isFinite(ticks) ? ticks : undefined;
 }
 
 // ---------------------------------------------------------------------------
@@ -712,8 +698,6 @@ function readOr(file: string, fallback: string): string {
     return fallback;
   }
 }
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   if (signal.aborted) return Promise.reject(signal.reason);

@@ -18,6 +18,8 @@ import { Bus, type LifecycleEvent, Subjects } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { isPortFree } from '../../services/cli/local-nats.js';
 import { serviceDefinition } from '../../services/common/grpc.js';
+import { procStat } from '../../services/common/proc.js';
+import { sleep } from '../../services/common/sleep.js';
 import { ControlCodecsOf } from '../../services/launcher/control.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -61,13 +63,8 @@ function descendants(root: number | undefined): number[] {
   const parents = new Map<number, number>();
   for (const entry of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      parents.set(Number(entry), ppid);
-    } catch {
-      // exited meanwhile
-    }
+    const ppid = procStat(Number(entry))?.ppid; // undefined: exited meanwhile
+    if (ppid !== undefined) parents.set(Number(entry), ppid);
   }
   const found: number[] = [];
   const walk = (pid: number) => {
@@ -83,13 +80,9 @@ function descendants(root: number | undefined): number[] {
 }
 
 function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    // A zombie is gone for our purpose.
-    return !fs.readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z ');
-  } catch {
-    return false;
-  }
+  const state = procStat(pid)?.state;
+  // A zombie is gone for our purpose.
+  return state !== undefined && state !== 'Z';
 }
 
 async function freeBasePort(): Promise<number> {
@@ -100,8 +93,6 @@ async function freeBasePort(): Promise<number> {
   }
   throw new Error('no free base port');
 }
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 interface Reply {
   message: string;

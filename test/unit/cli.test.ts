@@ -50,7 +50,7 @@ test('deploy/local/mesh.yaml is a valid launcher config; up waits for its 8 proc
   const order = [...forHost(config, 'local').keys()];
   assert.ok(order.indexOf('discovery') < order.indexOf('gateway'));
   assert.ok(order.indexOf('discovery') < order.indexOf('greeter'));
-  const counts = expectedInstances(MESH);
+  const counts = await expectedInstances(MESH);
   assert.deepEqual(Object.fromEntries(counts), { discovery: 2, gateway: 2, cache: 1, greeter: 3 });
   for (const [name, c] of Object.entries(config.components)) {
     assert.equal(c.instances, counts.get(name), name);
