@@ -3,14 +3,12 @@
  * servers of the `halyard up` running for ./.halyard (its lock), else 127.0.0.1:4222.
  * An unreachable bus is a one-line message naming every address tried (exit 3).
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import type { Command } from 'commander';
 import { pino } from 'pino';
 import { Bus } from '../../bus/index.js';
 import { CliError, ExitCodes, reportError } from './errors.js';
 import { type ServersGiven, serversGiven } from './options.js';
-import { DEFAULT_DATA_DIR } from './up.js';
+import { DEFAULT_DATA_DIR, readLock } from './up/lock.js';
 
 export function resolveServers(given: ServersGiven | undefined): {
   servers: string[];
@@ -23,14 +21,8 @@ export function resolveServers(given: ServersGiven | undefined): {
       .filter(Boolean);
     return { servers, from: given.from };
   }
-  try {
-    const lock = JSON.parse(fs.readFileSync(path.join(DEFAULT_DATA_DIR, 'up.lock'), 'utf8')) as {
-      servers?: string[];
-    };
-    if (lock.servers?.length) return { servers: lock.servers, from: `${DEFAULT_DATA_DIR}/up.lock` };
-  } catch {
-    // no local up here
-  }
+  const lock = readLock(DEFAULT_DATA_DIR);
+  if (lock?.servers?.length) return { servers: lock.servers, from: `${DEFAULT_DATA_DIR}/up.lock` };
   return { servers: ['nats://127.0.0.1:4222'], from: 'the default' };
 }
 

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { demoToken } from '../demo-secrets.js';
 import { reportError } from '../errors.js';
 import { secondsArg } from '../options.js';
-import { DEFAULT_DATA_DIR } from '../up.js';
+import { DEFAULT_DATA_DIR } from '../up/lock.js';
 
 export function addTokenCommand(program: Command): void {
   program

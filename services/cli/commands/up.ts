@@ -2,7 +2,9 @@
 import type { Command } from 'commander';
 import { cliLogger } from '../log.js';
 import { portArg } from '../options.js';
-import { DEFAULT_BASE_PORT, DEFAULT_DATA_DIR, PortOffsets, up } from '../up.js';
+import { DEFAULT_DATA_DIR } from '../up/lock.js';
+import { DEFAULT_BASE_PORT, PortOffsets } from '../up/ports.js';
+import { up } from '../up.js';
 
 interface UpFlags {
   readonly singleNode: boolean;
