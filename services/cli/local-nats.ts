@@ -235,11 +235,6 @@ export class LocalNats {
     }
   }
 
-  /** Spawns every stopped node at once (a lone node of a cluster can never elect a meta leader). */
-  spawnAll(): void {
-    for (const n of this.nodes) if (!n.running) this.spawn(n.index);
-  }
-
   /**
    * Sends `signal` to node i and waits for its exit; SIGKILLs it if it is still running after
    * `timeoutMs`. The node is no longer expected up, so its exit is not a crash.

@@ -75,10 +75,6 @@ export class Mesh {
     private readonly bus: Bus,
   ) {}
 
-  get launcherPid(): number | undefined {
-    return this.child?.pid;
-  }
-
   /** Calls back when the launcher exits on its own (not when stopped). */
   onUnexpectedExit(listener: (code: number | null, signal: NodeJS.Signals | null) => void): void {
     this.exitListener = listener;
@@ -157,18 +153,17 @@ export class Mesh {
 
   private progress(e: LifecycleEvent): void {
     const name = `${e.component}#${e.instance}`;
-    const key = name;
     const out = this.options.out;
     switch (e.kind) {
       case Kind.STARTED:
-        this.pids.set(key, e.pid);
+        this.pids.set(name, e.pid);
         break;
       case Kind.STARTING:
-        if (!this.ready.has(key)) out.write(`  … ${name.padEnd(12)} starting on port ${e.port}\n`);
+        if (!this.ready.has(name)) out.write(`  … ${name.padEnd(12)} starting on port ${e.port}\n`);
         break;
       case Kind.READY:
-        if (!this.ready.has(key)) {
-          this.ready.add(key);
+        if (!this.ready.has(name)) {
+          this.ready.add(name);
           out.write(
             `  ✓ ${name.padEnd(12)} ready (${this.ready.size}/${this.total}, port ${e.port})\n`,
           );
@@ -176,14 +171,14 @@ export class Mesh {
         }
         break;
       case Kind.EXITED:
-        this.pids.delete(key);
-        if (!this.ready.has(key)) out.write(`  ✗ ${name.padEnd(12)} exited: ${e.reason}\n`);
+        this.pids.delete(name);
+        if (!this.ready.has(name)) out.write(`  ✗ ${name.padEnd(12)} exited: ${e.reason}\n`);
         break;
       case Kind.GAVE_UP:
         out.write(`  ✗ ${name.padEnd(12)} gave up: ${e.reason}\n`);
         break;
       case Kind.STOPPED:
-        this.pids.delete(key);
+        this.pids.delete(name);
         if (this.stopping) out.write(`  ■ ${name.padEnd(12)} stopped\n`);
         break;
     }

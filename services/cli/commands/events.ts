@@ -61,7 +61,7 @@ export function addEventsCommand(program: Command): void {
 }
 
 /** An event in a line for humans: who did what, and the details. */
-export function describeEvent(delivery: BusEvent): { who: string; what: string; detail: string } {
+function describeEvent(delivery: BusEvent): { who: string; what: string; detail: string } {
   switch (delivery.source) {
     case 'lifecycle': {
       const e = delivery.event;

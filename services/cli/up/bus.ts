@@ -30,7 +30,7 @@ const PROVISION_TIMEOUT_MS = 30_000;
 const BUS_CLOSE_TIMEOUT_MS = 5_000;
 
 /** The nodes of a local bus: n<i> with ports base+i, base+2000+i, base+4000+i. */
-export function nodeLayout(dataDir: string, basePort: number, size: number): NatsNodeSpec[] {
+function nodeLayout(dataDir: string, basePort: number, size: number): NatsNodeSpec[] {
   return Array.from({ length: size }, (_, i) => {
     const dir = path.join(dataDir, 'nats', `n${i}`);
     return {
@@ -288,7 +288,7 @@ function readOr(file: string, fallback: string): string {
 }
 
 /** `promise`, or the signal's reason as soon as it aborts. */
-export function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   if (signal.aborted) return Promise.reject(signal.reason);
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(signal.reason);
