@@ -27,6 +27,8 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { sleep } from '../common/sleep.js';
+import { signalProcess, stopProcess } from '../common/stop-process.js';
 
 /** One node: its name, ports and files. */
 export interface NatsNodeSpec {
@@ -96,20 +98,6 @@ export const DEFAULT_READY_TIMEOUT_MS = 30_000;
  * SIGKILLs, so a wedged server can never hang its caller.
  */
 export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
-
-const delay = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 
 /** A node and the server process currently running it (if any). */
 export class LocalNatsNode {
@@ -253,11 +241,6 @@ export class LocalNats {
     }
   }
 
-  /** Spawns every stopped node at once (a lone node of a cluster can never elect a meta leader). */
-  spawnAll(): void {
-    for (const n of this.nodes) if (!n.running) this.spawn(n.index);
-  }
-
   /**
    * Sends `signal` to node i and waits for its exit; SIGKILLs it if it is still running after
    * `timeoutMs`. The node is no longer expected up, so its exit is not a crash.
@@ -269,19 +252,9 @@ export class LocalNats {
   ): Promise<void> {
     const n = this.node(i);
     n.expectedUp = false;
-    const child = n.child;
-    if (!child || !n.running) return;
-    child.kill(signal);
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(true), timeoutMs);
-    });
-    const late = await Promise.race([n.exited.then(() => false), timedOut]);
-    clearTimeout(timer);
-    if (late) {
-      child.kill('SIGKILL');
-      await n.exited;
-    }
+    const pid = n.pid;
+    if (pid === undefined) return;
+    await stopProcess({ pid, exited: n.exited }, signal, timeoutMs);
   }
 
   async stopAll(
@@ -295,12 +268,7 @@ export class LocalNats {
   killAllSync(): void {
     for (const n of this.nodes) {
       n.expectedUp = false;
-      if (n.pid === undefined) continue;
-      try {
-        process.kill(n.pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
+      if (n.pid !== undefined) signalProcess({ pid: n.pid }, 'SIGKILL');
     }
   }
 
@@ -349,7 +317,7 @@ export class LocalNats {
           `NATS cluster not ready after ${timeoutMs} ms: ${problem.message}\n${this.logs(problem.nodes)}`,
         );
       }
-      await delay(this.#options.pollMs ?? POLL_MS, options.signal);
+      await sleep(this.#options.pollMs ?? POLL_MS, options.signal);
     }
   }
 
@@ -484,25 +452,6 @@ export function readTail(file: string, lines: number): string {
       .join('\n');
   } catch {
     return '(no log)';
-  }
-}
-
-/** Whether a process with this pid exists (EPERM: it does, but is not ours). */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** A process's command line (NUL-separated) from /proc; undefined where there is no /proc. */
-export function commandLineOf(pid: number): string | undefined {
-  try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-  } catch {
-    return undefined;
   }
 }
 

@@ -10,8 +10,11 @@ import * as path from 'node:path';
 import type { Bus, LauncherStatus, LifecycleEvent, Subscription } from '../../bus/index.js';
 import { Subjects } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
+import { commandLineOf, isAlive } from '../common/proc.js';
+import { sleep } from '../common/sleep.js';
+import { signalProcess, stopProcess } from '../common/stop-process.js';
+import { forHost, loadLauncherConfig } from '../launcher/config.js';
 import { ControlCodecsOf } from '../launcher/control.js';
-import { commandLineOf, isAlive } from './local-nats.js';
 import { CliLogIds as Ids, type Logger } from './log.js';
 
 const Kind = halyard.launcher.v1.LifecycleEvent.Kind;
@@ -48,23 +51,10 @@ export interface Endpoint {
   readonly adminPort?: number;
 }
 
-/** How many instances of each component the config runs (for progress: n of m ready). */
-export function expectedInstances(file: string): Map<string, number> {
-  // The launcher validates the file; here a light read of the counts is enough.
-  const text = fs.readFileSync(file, 'utf8');
-  const counts = new Map<string, number>();
-  let current: string | undefined;
-  for (const line of text.split('\n')) {
-    const component = /^ {2}([A-Za-z0-9_-]+):\s*$/.exec(line);
-    if (component?.[1]) {
-      current = component[1];
-      counts.set(current, 1);
-      continue;
-    }
-    const instances = /^ {4}instances:\s*(\d+)/.exec(line);
-    if (current && instances?.[1]) counts.set(current, Number(instances[1]));
-  }
-  return counts;
+/** How many instances of each component the mesh's launcher runs (for progress: n of m ready). */
+export async function expectedInstances(file: string): Promise<Map<string, number>> {
+  const components = forHost(await loadLauncherConfig(file), MESH_HOST_ID);
+  return new Map([...components].map(([name, c]) => [name, c.instances]));
 }
 
 export class Mesh {
@@ -73,8 +63,8 @@ export class Mesh {
   /** Pids of the launcher's children, from STARTED events; killed if the launcher leaves them. */
   private readonly pids = new Map<string, number>();
   private readonly ready = new Set<string>();
-  private readonly expected: Map<string, number>;
-  private readonly total: number;
+  /** Every instance of the config; known once start() has read it. */
+  private total = 0;
   private readyWaiter: (() => void) | undefined;
   private stopping = false;
   private exited: Promise<number | null> = Promise.resolve(null);
@@ -83,23 +73,18 @@ export class Mesh {
   constructor(
     private readonly options: MeshOptions,
     private readonly bus: Bus,
-  ) {
-    this.expected = expectedInstances(options.configFile);
-    this.total = [...this.expected.values()].reduce((a, b) => a + b, 0);
-  }
-
-  get launcherPid(): number | undefined {
-    return this.child?.pid;
-  }
+  ) {}
 
   /** Calls back when the launcher exits on its own (not when stopped). */
   onUnexpectedExit(listener: (code: number | null, signal: NodeJS.Signals | null) => void): void {
     this.exitListener = listener;
   }
 
-  /** Follows lifecycle events from now, then starts the launcher. */
+  /** Reads the config, follows lifecycle events from now, then starts the launcher. */
   async start(): Promise<void> {
     const { log, out } = this.options;
+    const expected = await expectedInstances(this.options.configFile);
+    this.total = [...expected.values()].reduce((a, b) => a + b, 0);
     this.events = await this.bus.subscribe(
       { kind: 'lifecycle', filter: `${MESH_HOST_ID}.>`, from: { time: new Date() } },
       ({ event }) => this.progress(event),
@@ -168,18 +153,17 @@ export class Mesh {
 
   private progress(e: LifecycleEvent): void {
     const name = `${e.component}#${e.instance}`;
-    const key = name;
     const out = this.options.out;
     switch (e.kind) {
       case Kind.STARTED:
-        this.pids.set(key, e.pid);
+        this.pids.set(name, e.pid);
         break;
       case Kind.STARTING:
-        if (!this.ready.has(key)) out.write(`  … ${name.padEnd(12)} starting on port ${e.port}\n`);
+        if (!this.ready.has(name)) out.write(`  … ${name.padEnd(12)} starting on port ${e.port}\n`);
         break;
       case Kind.READY:
-        if (!this.ready.has(key)) {
-          this.ready.add(key);
+        if (!this.ready.has(name)) {
+          this.ready.add(name);
           out.write(
             `  ✓ ${name.padEnd(12)} ready (${this.ready.size}/${this.total}, port ${e.port})\n`,
           );
@@ -187,14 +171,14 @@ export class Mesh {
         }
         break;
       case Kind.EXITED:
-        this.pids.delete(key);
-        if (!this.ready.has(key)) out.write(`  ✗ ${name.padEnd(12)} exited: ${e.reason}\n`);
+        this.pids.delete(name);
+        if (!this.ready.has(name)) out.write(`  ✗ ${name.padEnd(12)} exited: ${e.reason}\n`);
         break;
       case Kind.GAVE_UP:
         out.write(`  ✗ ${name.padEnd(12)} gave up: ${e.reason}\n`);
         break;
       case Kind.STOPPED:
-        this.pids.delete(key);
+        this.pids.delete(name);
         if (this.stopping) out.write(`  ■ ${name.padEnd(12)} stopped\n`);
         break;
     }
@@ -247,26 +231,21 @@ export class Mesh {
         { msgId: Ids.meshStopping, launcherPid: child.pid },
         'stopping the mesh: the launcher stops its children',
       );
-      try {
-        process.kill(child.pid, 'SIGTERM');
-      } catch {
-        // already gone
-      }
-      const timer = new Promise<'timeout'>((resolve) =>
-        setTimeout(() => resolve('timeout'), timeoutMs).unref(),
+      const { killed } = await stopProcess(
+        { pid: child.pid, group: true, exited: this.exited },
+        'SIGTERM',
+        timeoutMs,
       );
-      if ((await Promise.race([this.exited, timer])) === 'timeout') {
+      if (killed) {
         log.warn(
           { msgId: Ids.forcedStop, launcherPid: child.pid },
-          `the launcher did not stop within ${timeoutMs / 1000} s: killing it`,
+          `the launcher did not stop within ${timeoutMs / 1000} s: killed it`,
         );
-        killGroup(child.pid);
-        await Promise.race([this.exited, sleep(2000)]);
       }
     }
     // Whatever the launcher left (it was killed, or crashed): their groups go too.
     for (const [name, pid] of this.pids) {
-      if (killGroup(pid)) {
+      if (signalProcess({ pid, group: true }, 'SIGKILL')) {
         log.warn({ msgId: Ids.forcedStop, pid }, `killed ${name} (pid ${pid}) left running`);
       }
     }
@@ -277,8 +256,9 @@ export class Mesh {
 
   /** Synchronous last resort (second Ctrl-C, process exit). */
   killAllSync(): void {
-    if (this.child?.pid !== undefined) killGroup(this.child.pid);
-    for (const pid of this.pids.values()) killGroup(pid);
+    if (this.child?.pid !== undefined)
+      signalProcess({ pid: this.child.pid, group: true }, 'SIGKILL');
+    for (const pid of this.pids.values()) signalProcess({ pid, group: true }, 'SIGKILL');
   }
 }
 
@@ -311,27 +291,7 @@ export async function stopLeftoverLauncher(
       { msgId: Ids.leftoverServer, launcherPid: pid },
       `stopping the launcher (pid ${pid}) left running by an earlier halyard up`,
     );
-    process.kill(pid, 'SIGTERM');
-    const deadline = Date.now() + timeoutMs;
-    while (isAlive(pid) && Date.now() < deadline) await sleep(100);
-    if (isAlive(pid)) killGroup(pid);
+    await stopProcess({ pid, group: true }, 'SIGTERM', timeoutMs);
   }
   fs.rmSync(file, { force: true });
 }
-
-/** SIGKILL to the process group led by `pid` (the launcher's children lead their own). */
-function killGroup(pid: number): boolean {
-  try {
-    process.kill(-pid, 'SIGKILL');
-    return true;
-  } catch {
-    try {
-      process.kill(pid, 'SIGKILL');
-      return true;
-    } catch {
-      return false;
-    }
-  }
-}
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

@@ -21,6 +21,7 @@ import { HealthImplementation } from 'grpc-health-check';
 import { pino } from 'pino';
 import { Bus } from '../../bus/index.js';
 import { serviceDefinition } from '../common/grpc.js';
+import { sleep } from '../common/sleep.js';
 import { RegistrationClient } from '../discovery/client.js';
 import { DISCOVERY_SERVICE_ID } from '../discovery/health-checker.js';
 
@@ -48,7 +49,6 @@ const instanceNumber = env.HALYARD_INSTANCE ?? '1';
 const servers = (env.HALYARD_NATS ?? 'nats://127.0.0.1:4222').split(',');
 const drainMs = Number(env.DEMO_DRAIN_MS ?? 2000);
 const leaseSeconds = Number(env.DEMO_LEASE_SECONDS ?? 10);
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 if (!Number.isInteger(port) || port < 1 || port > 65_535) {
   logger.error({ port: env.PORT }, 'PORT must be a port number');

@@ -12,7 +12,8 @@ import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { AllBuckets, Bus, EVENTS_STREAM } from '../../bus/index.js';
-import { commandLineOf, isPortFree, type Jsz, monitorJson } from '../../services/cli/local-nats.js';
+import { isPortFree, type Jsz, monitorJson } from '../../services/cli/local-nats.js';
+import { commandLineOf } from '../../services/common/proc.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const READY_TIMEOUT_MS = 15_000;

@@ -31,14 +31,13 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
-  commandLineOf,
-  isAlive,
   type Jsz,
   LocalNats,
   type LocalNatsNode,
   monitorJson,
   readTail,
 } from '../../services/cli/local-nats.js';
+import { commandLineOf, isAlive } from '../../services/common/proc.js';
 
 export interface NatsNode {
   readonly name: string;

@@ -1,0 +1,307 @@
+/**
+ * The bus of `halyard up`: a local nats-server cluster (3 nodes, or 1) with JetStream on
+ * fixed loopback ports, its data under `<data-dir>/nats/n<i>` so a restart finds it
+ * again; started, connected to, provisioned with Halyard's streams and buckets, watched
+ * for crashes and stopped. The servers run in their own process groups, so a Ctrl-C in
+ * the terminal reaches only `up`, which closes its connection before it stops them.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Bus, BusConfigError } from '../../../bus/index.js';
+import { commandLineOf, isAlive } from '../../common/proc.js';
+import { sleep } from '../../common/sleep.js';
+import { stopProcess } from '../../common/stop-process.js';
+import {
+  DEFAULT_STOP_TIMEOUT_MS,
+  LocalNats,
+  type LocalNatsNode,
+  type NatsNodeSpec,
+} from '../local-nats.js';
+import { CliLogIds as Ids, type Logger } from '../log.js';
+import { UpError } from './errors.js';
+import { PortOffsets } from './ports.js';
+
+const CLUSTER_NAME = 'halyard-local';
+const LAYOUT_FILE = 'layout.json';
+/** A restart with existing data needs a meta leader election from the stored state (~5 s). */
+const READY_TIMEOUT_MS = 60_000;
+/** Stream leaders are elected after the meta leader: provisioning may need a few retries. */
+const PROVISION_TIMEOUT_MS = 30_000;
+const BUS_CLOSE_TIMEOUT_MS = 5_000;
+
+/** The nodes of a local bus: n<i> with ports base+i, base+2000+i, base+4000+i. */
+function nodeLayout(dataDir: string, basePort: number, size: number): NatsNodeSpec[] {
+  return Array.from({ length: size }, (_, i) => {
+    const dir = path.join(dataDir, 'nats', `n${i}`);
+    return {
+      name: `n${i}`,
+      port: basePort + PortOffsets.client + i,
+      clusterPort: basePort + PortOffsets.cluster + i,
+      httpPort: basePort + PortOffsets.monitoring + i,
+      confPath: path.join(dir, 'nats.conf'),
+      logPath: path.join(dir, 'nats.log'),
+      pidPath: path.join(dir, 'nats.pid'),
+      storeDir: dir,
+    };
+  });
+}
+
+/** The local bus's servers (not started yet). */
+export function localNats(dataDir: string, basePort: number, size: number): LocalNats {
+  return new LocalNats({
+    clusterName: CLUSTER_NAME,
+    nodes: nodeLayout(dataDir, basePort, size),
+    bin: natsServerBin(),
+    detached: true,
+    unref: false,
+    // Every failed /healthz probe is a warning in the node's log, which outlives this run.
+    pollMs: 250,
+  });
+}
+
+/** The nodes' monitoring endpoints. */
+export function monitoringUrls(local: LocalNats): string[] {
+  return local.nodes.map((n) => `http://127.0.0.1:${n.httpPort}`);
+}
+
+/** Single-node and 3-node stores are not interchangeable: refuse to mix them in one data dir. */
+export function checkLayout(dataDir: string, size: number): void {
+  const file = path.join(dataDir, 'nats', LAYOUT_FILE);
+  let recorded: { nodes?: number } | undefined;
+  try {
+    recorded = JSON.parse(fs.readFileSync(file, 'utf8')) as { nodes?: number };
+  } catch {
+    recorded = undefined;
+  }
+  if (recorded?.nodes !== undefined && recorded.nodes !== size) {
+    const as = (n: number) => (n === 1 ? 'a single-node bus' : `a ${n}-node cluster`);
+    throw new UpError(
+      Ids.dataDirMismatch,
+      `${dataDir} holds the data of ${as(recorded.nodes)}, not ${as(size)}. ` +
+        `Run halyard up ${recorded.nodes === 1 ? 'with' : 'without'} --single-node, use another --data-dir, ` +
+        `or delete ${path.join(dataDir, 'nats')} to start empty.`,
+    );
+  }
+  if (recorded === undefined) {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, `${JSON.stringify({ nodes: size, cluster: CLUSTER_NAME })}\n`);
+  }
+}
+
+/**
+ * nats-servers of this data dir still running although no `up` holds the lock were left by an
+ * `up` that was killed: stop them gracefully so their ports and stores are free again.
+ */
+export async function stopLeftoverServers(
+  nodes: readonly LocalNatsNode[],
+  log: Logger,
+): Promise<void> {
+  await Promise.all(
+    nodes.map(async (n) => {
+      const pid = Number.parseInt(readOr(n.pidPath, ''), 10);
+      // The pid may have been reused: only a process running this node's config is ours.
+      if (!(pid > 0) || !isAlive(pid) || !commandLineOf(pid)?.includes(n.confPath)) return;
+      log.warn(
+        { msgId: Ids.leftoverServer, node: n.name, serverPid: pid },
+        `stopping nats-server ${n.name} (pid ${pid}) left running by an earlier halyard up`,
+      );
+      await stopProcess({ pid }, 'SIGTERM', DEFAULT_STOP_TIMEOUT_MS);
+    }),
+  );
+}
+
+/** Writes the configs, spawns every node and waits until they are a ready cluster. */
+export async function startCluster(
+  local: LocalNats,
+  dataDir: string,
+  log: Logger,
+  signal: AbortSignal,
+): Promise<void> {
+  const size = local.nodes.length;
+  log.info(
+    { msgId: Ids.upStarting, nodes: size, dataDir, servers: local.servers, bin: local.bin },
+    `starting a local Halyard bus: ${size === 1 ? 'one nats-server' : `${size} nats-server nodes`} on 127.0.0.1`,
+  );
+  local.writeConfigs();
+  const t0 = Date.now();
+  for (const n of local.nodes) {
+    local.spawn(n.index);
+    log.info(
+      {
+        msgId: Ids.nodeStarting,
+        node: n.name,
+        serverPid: n.child?.pid,
+        client: n.port,
+        ...(size > 1 ? { cluster: n.clusterPort } : {}),
+        monitoring: n.httpPort,
+        log: n.logPath,
+      },
+      `nats-server ${n.name} starting on ${n.url}`,
+    );
+  }
+  await local.waitReady(READY_TIMEOUT_MS, {
+    signal,
+    onWait: (problem) =>
+      log.debug({ msgId: Ids.clusterWaiting, why: problem.message }, 'waiting for the cluster'),
+  });
+  const metaLeader = size > 1 ? await local.metaLeader() : undefined;
+  log.info(
+    { msgId: Ids.clusterReady, ms: Date.now() - t0, metaLeader },
+    size > 1
+      ? `NATS cluster ready: ${size} nodes routed, JetStream meta leader ${metaLeader}`
+      : 'NATS server ready',
+  );
+}
+
+/** Connects to the started cluster and provisions Halyard's streams and buckets. */
+export async function connectAndProvision(
+  local: LocalNats,
+  dataDir: string,
+  log: Logger,
+  signal: AbortSignal,
+): Promise<Bus> {
+  const connecting = Bus.connect({
+    servers: local.servers,
+    name: 'halyard-up',
+    logger: log.child({ component: 'bus' }),
+  });
+  let bus: Bus;
+  try {
+    bus = await abortable(connecting, signal);
+  } catch (err) {
+    // Stopped while connecting: close the connection whenever it completes.
+    connecting.then((b) => b.close()).catch(() => {});
+    throw err;
+  }
+  try {
+    await provision(bus, dataDir, log, signal);
+  } catch (err) {
+    await closeBus(bus, log);
+    throw err;
+  }
+  log.info(
+    { msgId: Ids.busProvisioned, replicas: bus.replicas },
+    `bus provisioned with ${bus.replicas} replica(s)`,
+  );
+  return bus;
+}
+
+async function provision(bus: Bus, dataDir: string, log: Logger, signal: AbortSignal) {
+  const deadline = Date.now() + PROVISION_TIMEOUT_MS;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await abortable(bus.provision(), signal);
+      return;
+    } catch (err) {
+      if (err instanceof BusConfigError) {
+        throw new UpError(
+          Ids.startFailed,
+          `${err.message} (this is a local bus: stop it and delete ${dataDir} to start empty)`,
+        );
+      }
+      if (signal.aborted || Date.now() >= deadline) throw err;
+      // Stream leaders are still being elected after a restart: "no responders", timeouts.
+      const delayMs = Math.min(2_000, 100 * 2 ** attempt);
+      log.warn(
+        { msgId: Ids.provisionRetry, attempt, delayMs, err },
+        'provisioning the bus failed; retrying',
+      );
+      await sleep(delayMs, signal);
+    }
+  }
+}
+
+/** After start-up, a node that exits on its own is reported; with none left, `up` stops. */
+export function watchForCrashes(local: LocalNats, log: Logger, stop: AbortController): void {
+  for (const n of local.nodes) {
+    void n.exited.then(() => {
+      if (!n.expectedUp) return;
+      n.expectedUp = false;
+      log.error(
+        {
+          msgId: Ids.nodeCrashed,
+          node: n.name,
+          code: n.child?.exitCode,
+          signal: n.child?.signalCode,
+          log: n.logPath,
+        },
+        `nats-server ${n.name} exited unexpectedly; see ${n.logPath}`,
+      );
+      if (local.nodes.every((o) => !o.running)) {
+        stop.abort(new Error('every nats-server node has exited'));
+      }
+    });
+  }
+}
+
+/** Closes the bus connection, then stops the nodes (SIGTERM, SIGKILL after the timeout). */
+export async function stopBus(local: LocalNats, bus: Bus | undefined, log: Logger): Promise<void> {
+  if (bus) await closeBus(bus, log);
+  await Promise.all(
+    local.nodes.map(async (n) => {
+      if (!n.running) return;
+      const t0 = Date.now();
+      await local.stop(n.index, 'SIGTERM', DEFAULT_STOP_TIMEOUT_MS);
+      log.info(
+        { msgId: Ids.nodeStopped, node: n.name, ms: Date.now() - t0 },
+        `nats-server ${n.name} stopped`,
+      );
+    }),
+  );
+}
+
+async function closeBus(bus: Bus, log: Logger): Promise<void> {
+  const closed = await Promise.race([
+    bus.close().then(
+      () => true,
+      () => true,
+    ),
+    sleep(BUS_CLOSE_TIMEOUT_MS).then(() => false),
+  ]);
+  if (!closed) log.warn({ msgId: Ids.forcedStop }, 'the bus connection did not close in time');
+}
+
+/** `$NATS_SERVER_BIN`, else `nats-server` on PATH, else Debian's /usr/sbin (not on a user's PATH). */
+function natsServerBin(): string {
+  if (process.env.NATS_SERVER_BIN) return process.env.NATS_SERVER_BIN;
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    if (dir && isExecutable(path.join(dir, 'nats-server'))) return path.join(dir, 'nats-server');
+  }
+  return isExecutable('/usr/sbin/nats-server') ? '/usr/sbin/nats-server' : 'nats-server';
+}
+
+function isExecutable(file: string): boolean {
+  try {
+    fs.accessSync(file, fs.constants.X_OK);
+    return fs.statSync(file).isFile();
+  } catch {
+    return false;
+  }
+}
+
+function readOr(file: string, fallback: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return fallback;
+  }
+}
+
+/** `promise`, or the signal's reason as soon as it aborts. */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (err) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
+}

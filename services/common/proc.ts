@@ -1,0 +1,66 @@
+/**
+ * What the system says about a process, by pid: whether it exists, its
+ * `/proc/<pid>/stat` fields and its command line. Where there is no /proc (not
+ * Linux), the readers return undefined.
+ */
+import { readFileSync } from 'node:fs';
+
+/** The fields of `/proc/<pid>/stat` Halyard reads (see proc(5)). */
+export interface ProcStat {
+  /** R, S, D, Z (zombie: exited, not yet reaped), T… */
+  readonly state: string;
+  readonly ppid: number;
+  /** The process group id. */
+  readonly pgrp: number;
+  /** CPU time in user and kernel mode, in clock ticks. */
+  readonly utime: number;
+  readonly stime: number;
+  /** Start time in clock ticks since boot: with the pid, the identity of a process. */
+  readonly start: number;
+}
+
+/** `/proc/<pid>/stat`, parsed; undefined when there is no such process (or no /proc). */
+export function procStat(pid: number): ProcStat | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+  // fields[0] is field 3 of proc(5).
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const field = (n: number) => Number(fields[n - 3]);
+  return {
+    state: fields[0] ?? '',
+    ppid: field(4),
+    pgrp: field(5),
+    utime: field(14),
+    stime: field(15),
+    start: field(22),
+  };
+}
+
+/** A process's command line (arguments separated by NUL); undefined when unknown. */
+export function commandLineOf(pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether a process with this pid exists (EPERM: it does, but is not ours). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Whether any process of the group `pgid` exists. */
+export function isGroupAlive(pgid: number): boolean {
+  return isAlive(-pgid);
+}
