@@ -52,6 +52,8 @@ export function localNats(dataDir: string, basePort: number, size: number): Loca
     clusterName: CLUSTER_NAME,
     nodes: nodeLayout(dataDir, basePort, size),
     bin: natsServerBin(),
+    // As deploy/nats: every acknowledged write is on disk (bench/README.md, durability).
+    syncInterval: 'always',
     detached: true,
     unref: false,
     // Every failed /healthz probe is a warning in the node's log, which outlives this run.
