@@ -30,9 +30,6 @@ class UnloadedView {
     return () => {};
   }
   *entries(): IterableIterator<never> {}
-  lapsedFor(): never[] {
-    return [];
-  }
 }
 
 /** A bus reached by nothing: its stores' views never load, events go nowhere. */
