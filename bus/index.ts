@@ -55,7 +55,6 @@ export type {
   Subscription,
   SubscriptionKind,
 } from './subscriber.js';
-export { type Lapsed, type SweepOptions, type SweepResult, sweep } from './sweeper.js';
 export {
   type EntryChange,
   LocalView,

@@ -26,8 +26,6 @@ export const LogIds = {
   viewFailed: 'HALB0041E',
   listenerFailed: 'HALB0042E',
   viewResumed: 'HALB0043W',
-  swept: 'HALB0050I',
-  sweepHeld: 'HALB0051W',
   handlerFailed: 'HALB0060W',
 } as const;
 

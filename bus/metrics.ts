@@ -34,11 +34,6 @@ export const busMetrics = {
     'Messages a durable subscriber gave up on and moved to the dead-letter stream',
     ['consumer'],
   ),
-  swept: counter(
-    'halyard_bus_swept_keys_total',
-    'Keys removed by sweepers because their values had lapsed',
-    ['bucket'],
-  ),
   viewEntries: new Gauge({
     name: 'halyard_bus_view_entries',
     help: 'Entries held by local views of buckets',

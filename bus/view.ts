@@ -40,7 +40,7 @@ export interface ViewOptions {
   /**
    * Keep the values (default). A view that does not keep them only tells `onEntry`
    * listeners: for readers that hold a bucket in a more compact form of their own
-   * (`get`, `entries`, `size`, `lapsedFor` and `onChange` then see nothing).
+   * (`get`, `entries`, `size` and `onChange` then see nothing).
    */
   readonly hold?: boolean;
 }
@@ -117,18 +117,6 @@ export class LocalView<T> {
 
   *values(): IterableIterator<T> {
     for (const [, value] of this.entries()) yield value;
-  }
-
-  /** Values whose lapse lies more than `graceMs` in the past: what a sweeper may remove. */
-  lapsedFor(graceMs: number): Array<{ key: string; value: T; revision: number }> {
-    const cutoff = Date.now() - graceMs;
-    const found: Array<{ key: string; value: T; revision: number }> = [];
-    for (const [key, held] of this.held) {
-      if (held.expiresAt !== undefined && held.expiresAt <= cutoff) {
-        found.push({ key, value: held.value, revision: held.revision });
-      }
-    }
-    return found;
   }
 
   /** Calls `listener` for every change after this point; returns the unsubscribe function. */

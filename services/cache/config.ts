@@ -20,7 +20,7 @@
  * defaults: { maxRecords: 100000, eviction: reject, ttlSeconds: 0 }
  * namespaces:
  *   sessions: { maxRecords: 50000, eviction: remove-oldest, ttlSeconds: 28800 }
- * sweep: { intervalMs: 1000, graceMs: 2000 }
+ * trim: { intervalMs: 1000 }  # how often remove-oldest namespaces are trimmed back to maxRecords
  * ```
  */
 import { z } from 'zod';
@@ -86,12 +86,13 @@ export const cacheConfig = z.strictObject({
     .default(DEFAULT_LIMITS),
   defaults: policy.default(DEFAULT_POLICY),
   namespaces: z.record(namespaceName, policy).default({}),
-  sweep: z
-    .strictObject({
-      intervalMs: z.number().int().min(50).default(1000),
-      graceMs: z.number().int().nonnegative().default(2000),
-    })
-    .default({ intervalMs: 1000, graceMs: 2000 }),
+  /**
+   * How often a replica trims `remove-oldest` namespaces that writers racing on several
+   * replicas took over `maxRecords`. Lapsed values need no round: the server removes them.
+   */
+  trim: z
+    .strictObject({ intervalMs: z.number().int().min(50).default(1000) })
+    .default({ intervalMs: 1000 }),
 });
 
 export type CacheConfig = z.infer<typeof cacheConfig>;

@@ -12,7 +12,7 @@ export const CacheLogIds = {
   plaintextTokens: 'HALC0011W',
   rejected: 'HALC0020I',
   evicted: 'HALC0030I',
-  sweepFailed: 'HALC0040W',
+  trimFailed: 'HALC0040W',
   foreignValue: 'HALC0041W',
   viewLagging: 'HALC0042W',
   writeFailed: 'HALC0050E',

@@ -14,12 +14,7 @@ export const cacheMetrics = {
   }),
   evicted: new Counter({
     name: 'halyard_cache_evicted_total',
-    help: 'Records removed to make room (eviction remove-oldest)',
-    labelNames: [],
-  }),
-  swept: new Counter({
-    name: 'halyard_cache_swept_total',
-    help: 'Lapsed records removed by this replica’s sweeper',
+    help: 'Records removed to make room or to trim a namespace back to its limit (eviction remove-oldest)',
     labelNames: [],
   }),
   watchers: new Gauge({

@@ -1,6 +1,6 @@
 /**
  * A cache replica: the gRPC `halyard.cache.v1.Cache` API, `grpc.health.v1.Health`,
- * the admin endpoint (/healthz, /readyz, /metrics) and the sweeper. Ready — in gRPC
+ * the admin endpoint (/healthz, /readyz, /metrics) and the record-limit trim. Ready — in gRPC
  * health and /readyz — only once the local view of the bucket is loaded.
  */
 import { readFileSync } from 'node:fs';
@@ -55,7 +55,6 @@ export class CacheServer {
     const state = new CacheState(view, store, {
       limits,
       policyOf,
-      sweepGraceMs: config.sweep.graceMs,
       logger,
     });
     const identities = new Identities(config.tokens);
@@ -119,22 +118,25 @@ export class CacheServer {
     });
     ready.catch(() => {});
 
-    const sweeper = setInterval(() => {
+    const trimmer = setInterval(() => {
       if (!isReady) return;
       state
-        .sweep()
+        .trim()
         .catch((error: Error) =>
-          logger.warn({ msgId: CacheLogIds.sweepFailed, err: error }, 'cache sweep failed'),
+          logger.warn(
+            { msgId: CacheLogIds.trimFailed, err: error },
+            'trimming namespaces over their record limit failed; the next round retries',
+          ),
         );
-    }, config.sweep.intervalMs);
-    sweeper.unref();
+    }, config.trim.intervalMs);
+    trimmer.unref();
 
     const shutdown = async () => {
       logger.info({ msgId: CacheLogIds.stopping }, 'cache replica stopping');
       isReady = false;
       health.setStatus('', 'NOT_SERVING');
       health.setStatus(CACHE_SERVICE, 'NOT_SERVING');
-      clearInterval(sweeper);
+      clearInterval(trimmer);
       // In-flight calls finish; Watch streams would hold the server open, so end them.
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => server.forceShutdown(), 5000);

@@ -6,7 +6,8 @@
  * Several replicas serve the same data and converge on the bus's order: last writer
  * wins; record limits are checked against the local view, so writers racing on two
  * replicas may overshoot a limit briefly — with `remove-oldest`, every replica's
- * sweeper trims the excess, choosing the same victims (the oldest writes in bus order).
+ * periodic trim removes the excess, choosing the same victims (the oldest writes in bus
+ * order). Lapsed values need no such round: the server removes them (per-message TTL).
  */
 import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
@@ -18,7 +19,6 @@ import {
   Keys,
   type KvStore,
   type LocalView,
-  sweep,
   type ViewChange,
 } from '../../bus/index.js';
 import { CacheLogIds } from './log-ids.js';
@@ -57,7 +57,6 @@ const DELETE_BATCH = 64;
 export interface CacheStateOptions {
   readonly limits: Limits;
   readonly policyOf: (namespace: string) => NamespacePolicy;
-  readonly sweepGraceMs: number;
   readonly logger: Logger;
 }
 
@@ -66,7 +65,7 @@ export class CacheState {
   private readonly watchers = new Map<string, Set<(change: CacheChange) => void>>();
   private readonly waiters = new Set<{ done: () => boolean; resolve: () => void }>();
   private waitPoll: NodeJS.Timeout | undefined;
-  private sweeping = false;
+  private trimming = false;
   /** Set when a wait for the view timed out: the view revision that ends the lag. */
   private laggingUntil = 0;
 
@@ -188,21 +187,14 @@ export class CacheState {
   }
 
   /**
-   * One sweeper round: removes lapsed values (after the grace period) and trims
-   * `remove-oldest` namespaces that writers racing on several replicas overfilled.
-   * Every replica runs it; removals are idempotent.
+   * Trims `remove-oldest` namespaces that writers racing on several replicas overfilled
+   * back to their limit. Every replica runs it; they pick the same victims, and removals
+   * are idempotent.
    */
-  async sweep(): Promise<void> {
-    if (this.sweeping) return;
-    this.sweeping = true;
+  async trim(): Promise<void> {
+    if (this.trimming) return;
+    this.trimming = true;
     try {
-      const { removed } = await sweep(
-        this.view,
-        this.store,
-        { graceMs: this.options.sweepGraceMs },
-        this.options.logger,
-      );
-      cacheMetrics.swept.inc(removed.length);
       for (const [namespace, index] of this.namespaces) {
         const policy = this.options.policyOf(namespace);
         const excess = index.byWrite.size - policy.maxRecords;
@@ -211,7 +203,7 @@ export class CacheState {
         await this.evict(namespace, victims);
       }
     } finally {
-      this.sweeping = false;
+      this.trimming = false;
     }
   }
 

@@ -117,11 +117,6 @@ export class AffinityTable {
     if (preference !== undefined) this.touch(preference, now);
   }
 
-  /** Values lapsed more than `graceMs` ago, for the sweeper. */
-  lapsedFor(graceMs: number): Array<{ key: string; value: AffinityPreference; revision: number }> {
-    return this.store.lapsedFor(graceMs, this.now());
-  }
-
   /** Users whose preference names this instance. */
   usersOf(serviceId: string, instanceId: string): number {
     return this.counts.get(serviceId)?.get(instanceId) ?? 0;
@@ -196,7 +191,7 @@ export class AffinityTable {
   private applyEntry(change: EntryChange<AffinityPreference>): void {
     const key = change.key;
     const before = this.effectiveCounted(key);
-    if (change.op === 'put') this.store.set(key, change.value, change.revision, this.now());
+    if (change.op === 'put') this.store.set(key, change.value, this.now());
     else this.store.delete(key);
     const local = this.pending.get(key);
     if (local !== undefined && change.op === 'put') {

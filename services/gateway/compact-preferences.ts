@@ -4,8 +4,9 @@
  * service, instance and gateway ids are interned (few distinct values). A value
  * object is built only when asked for (one small allocation per look-up).
  *
- * Lapse is applied by readers (`get` ignores lapsed values); `expire()` moves lapsed
- * slots out of the per-instance counts and `lapsedFor` lists them for the sweeper.
+ * Lapse is applied by readers (`get` ignores lapsed values) and `expire()` moves lapsed
+ * slots out of the per-instance counts; the slot itself is freed when the server's
+ * removal of the value reaches the view (`delete`).
  */
 import { type AffinityPreference, Keys } from '../../bus/index.js';
 
@@ -20,7 +21,6 @@ export class CompactPreferences {
   private idle = new Uint32Array(INITIAL_SLOTS);
   private created = new Float64Array(INITIAL_SLOTS);
   private lastSeen = new Float64Array(INITIAL_SLOTS);
-  private revisions = new Float64Array(INITIAL_SLOTS);
   /** 1 while the slot is live and counted; 0 once lapsed (or free). */
   private counted = new Uint8Array(INITIAL_SLOTS);
   private readonly free: number[] = [];
@@ -68,7 +68,7 @@ export class CompactPreferences {
       : undefined;
   }
 
-  set(key: string, value: AffinityPreference, revision: number, now: number): void {
+  set(key: string, value: AffinityPreference, now: number): void {
     let slot = this.index.get(key);
     if (slot === undefined) {
       slot = this.free.pop() ?? this.grow();
@@ -83,7 +83,6 @@ export class CompactPreferences {
     this.idle[slot] = value.idleSeconds;
     this.created[slot] = value.createdAtMs;
     this.lastSeen[slot] = value.lastSeenAtMs;
-    this.revisions[slot] = revision;
     this.counted[slot] = value.lastSeenAtMs + value.idleSeconds * 1000 > now ? 1 : 0;
   }
 
@@ -105,22 +104,6 @@ export class CompactPreferences {
       const key = this.keys[slot]!;
       lapsed(key, this.valueAt(slot, key));
     }
-  }
-
-  /** Values lapsed more than `graceMs` ago (what a sweeper may remove). */
-  lapsedFor(
-    graceMs: number,
-    now: number,
-  ): Array<{ key: string; value: AffinityPreference; revision: number }> {
-    const cutoff = now - graceMs;
-    const found: Array<{ key: string; value: AffinityPreference; revision: number }> = [];
-    for (let slot = 0; slot < this.used; slot++) {
-      const key = this.keys[slot];
-      if (key === undefined) continue;
-      if (this.lastSeen[slot]! + this.idle[slot]! * 1000 > cutoff) continue;
-      found.push({ key, value: this.valueAt(slot, key), revision: this.revisions[slot]! });
-    }
-    return found;
   }
 
   /** Live (not lapsed) values. */
@@ -171,7 +154,6 @@ export class CompactPreferences {
       this.idle = widen(this.idle, (n) => new Uint32Array(n));
       this.created = widen(this.created, (n) => new Float64Array(n));
       this.lastSeen = widen(this.lastSeen, (n) => new Float64Array(n));
-      this.revisions = widen(this.revisions, (n) => new Float64Array(n));
       this.counted = widen(this.counted, (n) => new Uint8Array(n));
     }
     return slot;

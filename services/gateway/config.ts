@@ -94,13 +94,6 @@ export const gatewayConfigSchema = z.strictObject({
           audience: z.string().min(1).optional(),
         })
         .prefault({}),
-      /**
-       * How often this gateway removes preferences idle past their lapse (plus
-       * `sweepGraceSeconds` for clock skew) from the bucket; 0: never. Every replica
-       * may sweep: removals are idempotent and re-checked against the stored value.
-       */
-      sweepSeconds: z.number().nonnegative().default(60),
-      sweepGraceSeconds: z.number().nonnegative().default(30),
     })
     .prefault({}),
   /** On SIGTERM, calls in flight get this long to finish after GOAWAY. */

@@ -29,7 +29,6 @@ import {
   type LocalView,
   RegistryBucket,
   type ServiceInstance,
-  sweep,
 } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { type AdminServer, startAdmin } from '../common/admin.js';
@@ -79,11 +78,9 @@ export class Gateway {
   readonly table: RoutingTable;
   readonly forwarder: Forwarder;
   readonly admission: Admission;
-  private readonly bus: Bus;
   private readonly logger: Logger;
   private readonly events: GatewayEvents;
   private readonly registry: LocalView<ServiceInstance>;
-  private readonly affinityStore: KvStore<AffinityPreference>;
   private readonly affinityView: LocalView<AffinityPreference>;
   private readonly h2: Http2Server | Http2SecureServer;
   private readonly listener: Server;
@@ -95,7 +92,6 @@ export class Gateway {
   private readonly clientSessions = new Set<Http2Session>();
   /** Every client connection, HTTP/2 or not (refused HTTP/1.x, failed TLS handshakes). */
   private readonly sockets = new Set<Socket>();
-  private sweepTimer: NodeJS.Timeout | undefined;
 
   /**
    * Starts serving; calls get UNAVAILABLE until the registry and affinity views are
@@ -140,16 +136,14 @@ export class Gateway {
   private constructor(parts: GatewayParts) {
     const { config, bus, logger, identities } = parts;
     this.config = config;
-    this.bus = bus;
     this.logger = logger;
     this.events = new GatewayEvents(bus.publisher(), config.id, logger);
     this.registry = parts.registry;
-    this.affinityStore = parts.affinityStore;
     // The table holds the preferences compactly; the view only feeds it.
     this.affinityView = parts.affinityStore.view({ hold: false });
     this.affinity = new AffinityTable(
       this.affinityView,
-      this.affinityStore,
+      parts.affinityStore,
       { gatewayId: config.id, connected: () => bus.connected, now: parts.now },
       logger,
     );
@@ -263,7 +257,6 @@ export class Gateway {
         void this.events.publish(Kind.GATEWAY_STARTED, {
           reason: 'registry and affinity views loaded',
         });
-        this.scheduleSweep();
         return true;
       },
       (error: Error) => {
@@ -361,7 +354,6 @@ export class Gateway {
     await listenerClosed;
     this.table.close();
     this.registry.stop();
-    clearTimeout(this.sweepTimer);
     this.affinity.close();
     this.affinityView.stop();
     await this.admin?.close();
@@ -371,36 +363,6 @@ export class Gateway {
       new Promise((resolve) => setTimeout(resolve, 2000).unref()),
     ]);
     this.logger.info({ msgId: GatewayLogIds.stopped }, 'gateway stopped');
-  }
-
-  /**
-   * Removes idle preferences from the bucket now and then (jittered, so replicas
-   * rarely sweep together); readers already ignore them, this keeps the bucket and
-   * every replica's load time from growing with users who left.
-   */
-  private scheduleSweep(): void {
-    const everyMs = this.config.affinity.sweepSeconds * 1000;
-    if (everyMs === 0 || this.stopping) return;
-    this.sweepTimer = setTimeout(
-      async () => {
-        if (this.bus.connected) {
-          await sweep(
-            this.affinity,
-            this.affinityStore,
-            { graceMs: this.config.affinity.sweepGraceSeconds * 1000 },
-            this.logger,
-          ).catch((error: Error) =>
-            this.logger.warn(
-              { msgId: GatewayLogIds.affinityWriteFailed, err: error },
-              'affinity sweep failed; next round retries',
-            ),
-          );
-        }
-        this.scheduleSweep();
-      },
-      everyMs * (0.5 + Math.random()),
-    );
-    this.sweepTimer.unref();
   }
 
   private wire(): void {

@@ -5,11 +5,11 @@ import {
   Bus,
   BusConfigError,
   CacheBucket,
+  type EntryChange,
   KeyExistsError,
   Keys,
   RegistryBucket,
   type ServiceInstance,
-  sweep,
   type ViewChange,
 } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
@@ -126,26 +126,39 @@ describe('typed stores and local views on a 3-node cluster', () => {
     view.stop();
   });
 
-  test('the sweeper leaves a value that was renewed after the view saw it lapse', async () => {
+  test('a value renewed before it lapses is not removed by the server at its earlier lifetime', async () => {
     const store = await a.store(RegistryBucket);
-    const view = store.view();
+    const view = (await b.store(RegistryBucket)).view();
     await view.ready;
-    const stale = samples.instance({
+    // What reached the bus, not what the view decides by its own clock.
+    const removals: string[] = [];
+    view.onEntry((change: EntryChange<ServiceInstance>) => {
+      if (change.op === 'remove') removals.push(change.key);
+    });
+    const lease = samples.instance({
       instanceId: 'renewed',
       leaseSeconds: 1,
-      renewedAtMs: Date.now() - 5000,
+      renewedAtMs: Date.now(),
     });
-    const revision = await store.put(stale);
-    await until('stale value in view', () =>
-      view.lapsedFor(0).some((l) => l.key === 'orders.renewed'),
+    await store.put(lease);
+    const renewal = await store.put({ ...lease, renewedAtMs: Date.now(), leaseSeconds: 30 });
+    // Written last with the first write's lifetime: once the server has removed it, the
+    // first write's TTL has come due too.
+    await store.put(
+      samples.instance({ instanceId: 'witness', leaseSeconds: 1, renewedAtMs: Date.now() }),
     );
-    // Renewal lands on the bus; the sweep runs from the stale snapshot taken next.
-    const lapsed = view.lapsedFor(0);
-    await store.put({ ...stale, renewedAtMs: Date.now(), leaseSeconds: 30 });
-    const viewAtSweep = { lapsedFor: () => lapsed, size: view.size } as unknown as typeof view;
-    const result = await sweep(viewAtSweep, store, { graceMs: 0 }, logs.logger);
-    assert.equal(result.removed.includes('orders.renewed'), false);
-    assert.ok(((await store.get('orders.renewed'))?.revision ?? 0) > revision);
+    await until(
+      'the witness removed by the server',
+      () => removals.includes('orders.witness'),
+      5000,
+    );
+    assert.equal((await store.get('orders.renewed'))?.revision, renewal);
+    assert.deepEqual(
+      removals.filter((key) => key === 'orders.renewed'),
+      [],
+      'no removal of the renewed value reached the watch',
+    );
+    assert.equal(view.get('orders.renewed')?.leaseSeconds, 30);
     view.stop();
   });
 

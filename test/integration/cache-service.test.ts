@@ -4,7 +4,7 @@ import { get as httpGet } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
-import { CacheBucket, Keys, kvStream } from '../../bus/index.js';
+import { busMetrics, CacheBucket, Keys, kvStream } from '../../bus/index.js';
 import {
   type CacheClient,
   type CacheClientOptions,
@@ -83,7 +83,7 @@ describe('cache service: two replicas on a 3-node cluster', () => {
         ring: { maxRecords: 3, eviction: 'remove-oldest' as const },
         brief: { ttlSeconds: 1 },
       },
-      sweep: { intervalMs: 200, graceMs: 0 },
+      trim: { intervalMs: 200 },
     };
     a = await startReplica(cluster.servers, 'cache-a', config, logs.logger);
     b = await startReplica(cluster.servers, 'cache-b', config, logs.logger);
@@ -335,23 +335,53 @@ describe('cache service: two replicas on a 3-node cluster', () => {
     assert.ok((await counterValue(cacheMetrics.evicted)) >= 1);
   });
 
-  test('TTL: readers stop seeing a value when it lapses; a sweeper removes it', async () => {
-    const brief = as(a, 'brief');
-    const written = await brief.put('short-lived', bytes('soon gone'));
+  test('TTL: readers stop seeing a value when it lapses; the server removes it and every replica drops it', async () => {
+    const onA = as(a, 'brief');
+    const onB = as(b, 'brief');
+    const seen = { a: [] as string[], b: [] as string[] };
+    const stops = [
+      onA.watch((change) => seen.a.push(`${change.kind}:${change.item.key}`)),
+      onB.watch((change) => seen.b.push(`${change.kind}:${change.item.key}`)),
+    ];
+    // Written until both watches show it: then both are open and both views hold it.
+    const written = await until('both watches open', async () => {
+      const entry = await onA.put('short-lived', bytes('soon gone'));
+      return seen.a.includes('put:short-lived') && seen.b.includes('put:short-lived')
+        ? entry
+        : undefined;
+    });
     assert.ok(written.expiresAtMs > Date.now() && written.expiresAtMs <= Date.now() + 1000);
-    assert.equal(text((await as(b, 'brief').get('short-lived'))?.value), 'soon gone');
+    assert.equal(text((await onB.get('short-lived'))?.value), 'soon gone');
+    // Every entry either replica's view holds, lapsed or not, until the server's removal.
+    const held = async () =>
+      (await busMetrics.viewEntries.get()).values.find((v) => v.labels.bucket === CacheBucket.name)
+        ?.value ?? 0;
+    const heldWithIt = await held();
+
     await until('lapsed on both replicas', async () =>
-      (await brief.get('short-lived')) === undefined &&
-      (await as(b, 'brief').get('short-lived')) === undefined
+      (await onA.get('short-lived')) === undefined && (await onB.get('short-lived')) === undefined
         ? true
         : undefined,
     );
-    assert.deepEqual((await brief.list()).keys, []);
+    assert.deepEqual((await onA.list()).keys, []);
+    assert.deepEqual((await onB.list()).keys, []);
+
     const store = await a.bus.store(CacheBucket);
     await until(
-      'removed from the bucket',
-      async () => (await store.get(Keys.cache('brief', 'short-lived'))) === undefined,
+      "removed from the bucket by the server, and from both replicas' views",
+      async () =>
+        (await store.get(Keys.cache('brief', 'short-lived'))) === undefined &&
+        (await held()) === heldWithIt - 2,
+      written.expiresAtMs + 1000 - Date.now(),
     );
+    for (const stop of stops) stop();
+    for (const [replica, changes] of Object.entries(seen)) {
+      assert.deepEqual(
+        changes.filter((c) => c === 'deleted:short-lived'),
+        ['deleted:short-lived'],
+        `${replica}'s Watch stream reports the removal once`,
+      );
+    }
   });
 
   test('List pages through a namespace in key order', async () => {

@@ -23,8 +23,6 @@ const MESH_SECRET = 'mesh-secret-for-user-keys';
 const affinityConfig = {
   meshSecret: MESH_SECRET,
   jwt: { hs256Secret: JWT_SECRET },
-  sweepSeconds: 1,
-  sweepGraceSeconds: 0,
 };
 const secret = new TextEncoder().encode(JWT_SECRET);
 
@@ -77,9 +75,12 @@ describe('sticky routing through two gateway replicas', () => {
   const echoes: EchoProcess[] = [];
   const events: GatewayEvent[] = [];
   const logs = captureLogs('debug');
-  /** The gateways' clock for sticky preferences: tests move it instead of waiting. */
-  let skewMs = 0;
-  const clock = { now: () => Date.now() + skewMs };
+  /**
+   * The gateways' clock for sticky preferences. Stopped, the gateways never see a
+   * preference lapse by themselves: what removes it then is the server.
+   */
+  let stoppedAt: number | undefined;
+  const clock = { now: () => stoppedAt ?? Date.now() };
   const tokens = new Map<string, string>();
   const jwtOf = async (user: string) => {
     let jwt = tokens.get(user);
@@ -278,23 +279,36 @@ describe('sticky routing through two gateway replicas', () => {
     assert.deepEqual([overflow.code, overflow.instance], [0, least]);
   });
 
-  test('idle expiry: an unused preference is gone after lb.idleSeconds; "last seen" is not written per call', async () => {
-    await settle({ 'lb.policy': 'user', 'lb.idleSeconds': '2' });
+  test('idle expiry: the server removes an unused preference after lb.idleSeconds and every gateway drops it; "last seen" is not written per call', async () => {
+    const idleSeconds = 2;
+    await settle({ 'lb.policy': 'user', 'lb.idleSeconds': String(idleSeconds) });
     const user = 'idle-user';
     const jwt = await jwtOf(user);
     const first = await asUser(clientA, jwt);
     assert.equal(first.code, 0);
     const key = Keys.affinity('echo', userKeyOf(user));
     const store = await bus.store(AffinityBucket);
-    await until('stored', async () => (await store.get(key)) !== undefined);
-    const revision = (await store.get(key))!.revision;
+    const stored = await until('stored', () => store.get(key));
     for (let i = 0; i < 5; i++) await asUser(i % 2 ? clientA : clientB, jwt);
     // 5 calls within a tenth of the idle period (200 ms) write nothing.
-    assert.equal((await store.get(key))!.revision, revision);
-    skewMs += 2300;
-    assert.equal(a.affinity.get('echo', userKeyOf(user)), undefined, 'lapsed on A');
-    assert.equal(b.affinity.get('echo', userKeyOf(user)), undefined, 'lapsed on B');
-    await until('swept from the bucket', async () => (await store.get(key)) === undefined, 5000);
+    assert.equal((await store.get(key))!.revision, stored.revision);
+    await until('both gateways hold it', () =>
+      [a, b].every((g) => g.affinity.get('echo', userKeyOf(user)) !== undefined),
+    );
+    const lapse = stored.value.lastSeenAtMs + idleSeconds * 1000;
+    stoppedAt = Date.now();
+    try {
+      assert.ok(stoppedAt < lapse, "the gateways' clock stops before the preference lapses");
+      await until(
+        'removed from the bucket and from both gateways',
+        async () =>
+          (await store.get(key)) === undefined &&
+          [a, b].every((g) => g.affinity.get('echo', userKeyOf(user)) === undefined),
+        lapse + 1000 - Date.now(),
+      );
+    } finally {
+      stoppedAt = undefined;
+    }
     const assigned = await counterValue(gatewayMetrics.affinityAssignments, { service: 'echo' });
     assert.equal((await asUser(clientB, jwt)).code, 0);
     assert.equal(

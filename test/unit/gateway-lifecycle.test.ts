@@ -30,9 +30,6 @@ class UnloadedView {
     return () => {};
   }
   *entries(): IterableIterator<never> {}
-  lapsedFor(): never[] {
-    return [];
-  }
 }
 
 /** A bus reached by nothing: its stores' views never load, events go nowhere. */
@@ -49,7 +46,7 @@ test('a gateway stopped before its views load stops cleanly, with no unhandled r
   try {
     const config = gatewayConfigSchema.parse({
       id: 'gw-early',
-      nats: { servers: ['nats://127.0.0.1:4222'] },
+      bus: { servers: ['nats://127.0.0.1:4222'] },
       listen: { host: '127.0.0.1', port: 0 },
       admin: { port: 0 },
     });
