@@ -9,13 +9,13 @@
  * Usage: bash bench/run.sh launcher [--crashes N]
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { Bus, type LifecycleEvent, Subjects } from '../bus/index.js';
+import { procStat, residentBytesOf } from '../services/common/proc.js';
+import { sleep } from '../services/common/sleep.js';
 import { ControlCodecsOf } from '../services/launcher/control.js';
 import { Launcher } from '../services/launcher/launcher.js';
 import { child, collectEvents, Kind, State, writeConfig } from '../test/support/launcher.js';
@@ -94,15 +94,15 @@ interface Usage {
 }
 
 function cpuTicks(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return Number(fields[11]) + Number(fields[12]); // utime + stime
+  const stat = procStat(pid);
+  if (!stat) throw new Error(`no process ${pid}`);
+  return stat.utime + stat.stime;
 }
 
 function rssMiB(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith('VmRSS:'));
-  return Number(line?.split(/\s+/)[1]) / 1024;
+  const bytes = residentBytesOf(pid);
+  if (bytes === undefined) throw new Error(`no process ${pid}`);
+  return bytes / 2 ** 20;
 }
 
 async function usageOver(pid: number): Promise<Usage> {

@@ -1,7 +1,7 @@
 /**
  * What the system says about a process, by pid: whether it exists, its
- * `/proc/<pid>/stat` fields and its command line. Where there is no /proc (not
- * Linux), the readers return undefined.
+ * `/proc/<pid>/stat` fields, its command line and its resident memory. Where there is
+ * no /proc (not Linux), the readers return undefined.
  */
 import { readFileSync } from 'node:fs';
 
@@ -48,6 +48,18 @@ export function commandLineOf(pid: number): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** A process's resident set size in bytes (VmRSS); undefined when unknown. */
+export function residentBytesOf(pid: number): number | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const kib = /^VmRSS:\s+(\d+) kB$/m.exec(text)?.[1];
+  return kib === undefined ? undefined : Number(kib) * 1024;
 }
 
 /** Whether a process with this pid exists (EPERM: it does, but is not ours). */

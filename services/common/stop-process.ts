@@ -2,7 +2,7 @@
  * Stopping a process: a signal, a bounded wait, then SIGKILL, so a wedged process can
  * never hang whoever stops it.
  */
-import { isAlive, isGroupAlive } from './proc.js';
+import { isAlive, isGroupAlive, procStat } from './proc.js';
 import { sleep } from './sleep.js';
 
 /** How often the process table is looked at while waiting. */
@@ -19,6 +19,11 @@ export interface StopTarget {
    * exited child is a zombie, still in the process table, until Node reaps it.
    */
   readonly exited?: Promise<unknown>;
+  /**
+   * The process's start time (`procStat(pid).start`), for a process that is not our child:
+   * once its pid names another process, it counts as gone and that pid is never signalled.
+   */
+  readonly start?: number;
 }
 
 export interface StopResult {
@@ -46,7 +51,7 @@ export async function stopProcess(
   );
   // An `exited` that has settled already is seen after one turn of the microtask queue.
   await Promise.resolve();
-  const gone = () => exited && !isAlive(target.pid) && !(target.group && isGroupAlive(target.pid));
+  const gone = () => exited && !exists(target) && !(target.group && isGroupAlive(target.pid));
   if (gone()) return { killed: false };
   signalProcess(target, signal);
   if (await waitUntil(gone, timeoutMs)) return { killed: false };
@@ -63,6 +68,7 @@ export async function stopProcess(
 export function signalProcess(target: StopTarget, signal: NodeJS.Signals): boolean {
   const ids = target.group ? [-target.pid, target.pid] : [target.pid];
   for (const id of ids) {
+    if (id > 0 && target.start !== undefined && !exists(target)) continue;
     try {
       process.kill(id, signal);
       return true;
@@ -72,6 +78,13 @@ export function signalProcess(target: StopTarget, signal: NodeJS.Signals): boole
     }
   }
   return false;
+}
+
+/** Whether the target process itself (not its group) still exists: a zombie does. */
+function exists(target: StopTarget): boolean {
+  return target.start === undefined
+    ? isAlive(target.pid)
+    : procStat(target.pid)?.start === target.start;
 }
 
 async function waitUntil(done: () => boolean, timeoutMs: number): Promise<boolean> {

@@ -7,6 +7,7 @@ import { createServer } from 'node:net';
 import type { Logger } from 'pino';
 import type { ProcessStatus } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
+import { sleep } from '../common/sleep.js';
 import type { ComponentConfig } from './config.js';
 import type { LifecycleRecorder } from './lifecycle.js';
 import { LogIds } from './log-ids.js';
@@ -109,7 +110,7 @@ export class Instance {
       port: this.port,
       reason,
     });
-    if (drainMs > 0) await new Promise((resolve) => setTimeout(resolve, drainMs));
+    if (drainMs > 0) await sleep(drainMs);
     const { signal, timeoutSeconds } = this.config.stop;
     const { killed } = await child.stop(signal, timeoutSeconds * 1000);
     const exit = await child.exited;
@@ -241,7 +242,7 @@ export class Instance {
         );
         return;
       }
-      await new Promise((resolve) => setTimeout(resolve, PROBE_INTERVAL_MS));
+      await sleep(PROBE_INTERVAL_MS);
     }
   }
 

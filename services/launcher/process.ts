@@ -4,9 +4,10 @@
  * after the timeout, so nothing a child started outlives it.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { procStat } from '../common/proc.js';
+import { sleep } from '../common/sleep.js';
+import { type StopResult, stopProcess } from '../common/stop-process.js';
 
 export interface Exit {
   readonly code: number | null;
@@ -21,7 +22,7 @@ export interface Child {
   readonly processStart: number;
   readonly exited: Promise<Exit>;
   /** Signals the group, then SIGKILLs it after `timeoutMs`; resolves when the group is gone. */
-  stop(signal: NodeJS.Signals, timeoutMs: number): Promise<{ readonly killed: boolean }>;
+  stop(signal: NodeJS.Signals, timeoutMs: number): Promise<StopResult>;
 }
 
 export interface SpawnSpec {
@@ -32,72 +33,12 @@ export interface SpawnSpec {
   readonly onOutput: (stream: 'stdout' | 'stderr', line: string) => void;
 }
 
-const POLL_MS = 25;
-
-interface ProcStat {
-  readonly pgrp: number;
-  readonly start: number;
-}
-
-/** Reads /proc/<pid>/stat; undefined when there is no such process (or it is a zombie). */
-export function procStat(pid: number): ProcStat | undefined {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  // The command name (field 2) may hold spaces and parentheses: split after its last ')'.
-  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  if (fields[0] === 'Z') return undefined;
-  return { pgrp: Number(fields[2]), start: Number(fields[19]) };
-}
-
-/** Whether the pid still is the process that was started at `processStart`. */
+/** Whether the pid still is the process that was started at `processStart`, leading its group. */
 export function isSameProcess(pid: number, processStart: number): boolean {
   const stat = procStat(pid);
-  return stat !== undefined && stat.start === processStart && stat.pgrp === pid;
-}
-
-function groupAlive(pgid: number): boolean {
-  try {
-    process.kill(-pgid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-function signalGroup(pgid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pgid, signal);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
-  }
-}
-
-async function waitGone(isGone: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (!isGone()) {
-    if (Date.now() >= deadline) return false;
-    await sleep(POLL_MS);
-  }
-  return true;
-}
-
-async function stopGroup(
-  pgid: number,
-  leaderGone: () => boolean,
-  signal: NodeJS.Signals,
-  timeoutMs: number,
-): Promise<{ killed: boolean }> {
-  const gone = () => leaderGone() && !groupAlive(pgid);
-  if (gone()) return { killed: false };
-  signalGroup(pgid, signal);
-  if (await waitGone(gone, timeoutMs)) return { killed: false };
-  signalGroup(pgid, 'SIGKILL');
-  await waitGone(gone, 10_000);
-  return { killed: true };
+  return (
+    stat !== undefined && stat.state !== 'Z' && stat.start === processStart && stat.pgrp === pid
+  );
 }
 
 export function spawnChild(spec: SpawnSpec): Child {
@@ -108,15 +49,11 @@ export function spawnChild(spec: SpawnSpec): Child {
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let leaderExited = false;
   const exited = new Promise<Exit>((resolve) => {
     proc.once('error', (error) => {
       if (proc.pid === undefined) resolve({ code: null, signal: null, error: error.message });
     });
-    proc.once('exit', (code, signal) => {
-      leaderExited = true;
-      resolve({ code, signal });
-    });
+    proc.once('exit', (code, signal) => resolve({ code, signal }));
   });
   for (const stream of ['stdout', 'stderr'] as const) {
     const lines = createInterface({ input: proc[stream], crlfDelay: Number.POSITIVE_INFINITY });
@@ -129,7 +66,7 @@ export function spawnChild(spec: SpawnSpec): Child {
     exited,
     stop: (signal, timeoutMs) =>
       pid
-        ? stopGroup(pid, () => leaderExited, signal, timeoutMs)
+        ? stopProcess({ pid, group: true, exited }, signal, timeoutMs)
         : Promise.resolve({ killed: false }),
   };
 }
@@ -148,6 +85,7 @@ export function adoptChild(pid: number, processStart: number): Child {
     pid,
     processStart,
     exited,
-    stop: (signal, timeoutMs) => stopGroup(pid, gone, signal, timeoutMs),
+    stop: (signal, timeoutMs) =>
+      stopProcess({ pid, group: true, start: processStart }, signal, timeoutMs),
   };
 }

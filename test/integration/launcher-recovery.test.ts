@@ -7,7 +7,6 @@ import { fileURLToPath } from 'node:url';
 import { type Bus, ControlError, type LifecycleEvent, Subjects } from '../../bus/index.js';
 import { ControlCodecsOf } from '../../services/launcher/control.js';
 import { LogIds } from '../../services/launcher/log-ids.js';
-import { procStat } from '../../services/launcher/process.js';
 import { startBusCluster } from '../support/bus-cluster.js';
 import {
   child,
@@ -68,7 +67,7 @@ function childrenOfHost(host: string): number[] {
     .filter((pid) => {
       try {
         return (
-          procStat(pid) &&
+          pidAlive(pid) &&
           readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`HALYARD_HOST=${host}`)
         );
       } catch {

@@ -6,6 +6,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { serviceDefinition } from '../../services/common/grpc.js';
+import { sleep } from '../../services/common/sleep.js';
 
 export const ECHO_SERVICE = 'halyard.testing.v1.Echo';
 export const echoDefinition = serviceDefinition(ECHO_SERVICE);
@@ -47,8 +48,6 @@ export interface EchoServer {
 
 type AnyCall = grpc.ServerUnaryCall<EchoRequest, EchoResponse> &
   grpc.ServerWritableStream<EchoRequest, EchoResponse>;
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 export async function startEchoServer(
   options: {

@@ -7,8 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import type { Bus, LifecycleEvent } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
+import { procStat } from '../../services/common/proc.js';
 import { Launcher } from '../../services/launcher/launcher.js';
-import { procStat } from '../../services/launcher/process.js';
 import { captureLogs } from './logs.js';
 
 export const Kind = halyard.launcher.v1.LifecycleEvent.Kind;
@@ -50,8 +50,14 @@ export function groupMembers(pgid: number): number[] {
   return readdirSync('/proc')
     .filter((name) => /^\d+$/.test(name))
     .map(Number)
-    .filter((pid) => procStat(pid)?.pgrp === pgid);
+    .filter((pid) => {
+      const stat = procStat(pid);
+      return stat?.pgrp === pgid && stat.state !== 'Z';
+    });
 }
 
 /** Whether the pid is a live (not zombie) process. */
-export const pidAlive = (pid: number) => procStat(pid) !== undefined;
+export function pidAlive(pid: number): boolean {
+  const state = procStat(pid)?.state;
+  return state !== undefined && state !== 'Z';
+}

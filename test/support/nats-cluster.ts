@@ -38,6 +38,7 @@ import {
   readTail,
 } from '../../services/cli/local-nats.js';
 import { commandLineOf, isAlive } from '../../services/common/proc.js';
+import { sleep } from '../../services/common/sleep.js';
 
 export interface NatsNode {
   readonly name: string;
@@ -67,8 +68,6 @@ const DEFAULT_LEADER_TIMEOUT_MS = 15_000;
 const STOP_TIMEOUT_MS = 10_000;
 // Ports are picked before the servers bind them; another process can grab one in between.
 const START_ATTEMPTS = 3;
-
-const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 export class NatsCluster {
   readonly nodes: readonly NatsNode[];
@@ -198,7 +197,7 @@ export class NatsCluster {
             : `no agreed leader for stream "${stream}" after ${timeoutMs} ms (leader seen by ${lastViews})`,
         );
       }
-      await delay(POLL_MS);
+      await sleep(POLL_MS);
     }
   }
 

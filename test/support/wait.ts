@@ -1,5 +1,5 @@
 /** Waiting for a condition with a deadline: the alternative to sleep-and-hope. */
-import { setTimeout as sleep } from 'node:timers/promises';
+import { sleep } from '../../services/common/sleep.js';
 
 export async function until<T>(
   what: string,
