@@ -1,7 +1,7 @@
 /**
- * Retrying writes through a leader election. On nats-server 2.9 a stream without a
- * leader answers "no responders" or times out for several seconds after a node is
- * killed; those writes must wait and go through, never fail the caller.
+ * Retrying writes through a leader election. A stream whose leader was killed answers
+ * "no responders" or times out until a follower's election timeout fires (4–9 s in
+ * nats-server's RAFT); those writes must wait and go through, never fail the caller.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { JetStreamApiError } from '@nats-io/jetstream';

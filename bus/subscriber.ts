@@ -178,7 +178,6 @@ export async function subscribe<K extends SubscriptionKind>(
     const config: Partial<ConsumerConfig> = {
       durable_name: durable,
       ack_policy: AckPolicy.Explicit,
-      // 2.9 takes one filter subject as a string; arrays need 2.10.
       filter_subject: filter,
       max_ack_pending: max_messages,
       ack_wait: nanos(ackWaitMs),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `npm start`: a local Halyard mesh (`halyard up`): the bus, then one launcher with
 # deploy/local/mesh.yaml (discovery, gateways, cache, demo greeters). Installs what is
-# missing (npm packages, Debian's nats-server when run as root), regenerates the
+# missing (npm packages; nats-server, built once from its Go module when none ≥ 2.12 is
+# found: deploy/nats/ensure-nats-server.sh), regenerates the
 # contracts' code, then runs `halyard up` in the foreground; arguments are passed on
 # (`npm start -- --single-node`, `--bus-only`, `--data-dir DIR`, `--base-port N`). Ctrl-C stops it.
 # stdout carries only the summary of `up`; everything else goes to stderr.

@@ -8,9 +8,9 @@
  * Writes never block a call: decisions and "last seen" refreshes are queued and
  * written in the background. While the bus connection is down nothing is written;
  * when it returns, a queued write whose key meanwhile got a newer value elsewhere is
- * dropped instead of overriding it. Without compare-and-set (not enforced on R3 with
- * nats-server 2.9), replicas converge because they decide alike (rendezvous hashing
- * over the same live instances) and, when they do not, adopt the bucket's last value.
+ * dropped instead of overriding it. A call never waits for a compare-and-set round
+ * trip: replicas converge because they decide alike (rendezvous hashing over the same
+ * live instances) and, when they do not, adopt the bucket's last value.
  */
 import type { Logger } from 'pino';
 import {
