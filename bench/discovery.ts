@@ -16,6 +16,7 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { Bus, RegistryBucket, type ServiceInstance } from '../bus/index.js';
 import { halyard } from '../proto/gen/halyard.js';
+import { sleep } from '../services/common/sleep.js';
 import { DiscoveryReplica } from '../services/discovery/replica.js';
 import { spawnReplica, TestRegistryClient } from '../test/support/discovery.js';
 import { NatsCluster } from '../test/support/nats-cluster.js';
@@ -216,7 +217,7 @@ async function onSchedule(
       void p.finally(() => inFlight.delete(p));
       next++;
     }
-    await new Promise((r) => setTimeout(r, 2));
+    await sleep(2);
   }
   await Promise.all(inFlight);
   return { sent: next, failed, latencies, elapsedMs: performance.now() - start, maxLagMs };

@@ -9,6 +9,7 @@
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { Bus, type Codec, RegistryBucket, Subjects } from '../bus/index.js';
+import { sleep } from '../services/common/sleep.js';
 import { NatsCluster } from '../test/support/nats-cluster.js';
 import * as samples from '../test/support/samples.js';
 import { measure, printTable, type Row } from './latency.js';
@@ -29,7 +30,7 @@ async function untilRouted(probe: () => Promise<unknown>): Promise<void> {
       return;
     } catch (error) {
       if (Date.now() > deadline) throw error;
-      await new Promise((r) => setTimeout(r, 20));
+      await sleep(20);
     }
   }
 }

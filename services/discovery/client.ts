@@ -8,6 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { type Logger, pino } from 'pino';
 import type { ServiceInstance } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
+import { sleep } from '../common/sleep.js';
 import { LogIds } from './log-ids.js';
 import { registryDefinition } from './service.js';
 
@@ -79,7 +80,7 @@ export class RegistrationClient {
         { msgId: LogIds.clientDraining, ...this.ref, graceMs },
         'draining before deregistration',
       );
-      await new Promise((resolve) => setTimeout(resolve, graceMs));
+      await sleep(graceMs);
       await this.call('deregister', { instance: this.ref });
       this.logger.info({ msgId: LogIds.clientDeregistered, ...this.ref }, 'deregistered');
     } finally {

@@ -33,6 +33,7 @@ import {
 import { halyard } from '../../proto/gen/halyard.js';
 import { type AdminServer, startAdmin } from '../common/admin.js';
 import type { BalancingSettings } from '../common/lb-metadata.js';
+import { sleep } from '../common/sleep.js';
 import { Admission } from './admission.js';
 import { AffinityTable, type Clock } from './affinity.js';
 import { type Balancer, HeaderBalancer, RoundRobin, UserBalancer } from './balancer.js';
@@ -430,7 +431,7 @@ async function waitFor(condition: () => boolean, timeoutMs: number): Promise<boo
   const deadline = Date.now() + timeoutMs;
   while (!condition()) {
     if (Date.now() >= deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await sleep(20);
   }
   return true;
 }

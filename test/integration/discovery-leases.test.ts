@@ -102,7 +102,7 @@ describe('leases, server-side expiry and self-preservation with two replicas', (
     try {
       await until('listed', async () => (await c2.list('resilient')).length === 1);
       const before = logs.withId(LogIds.clientReregistering).length;
-      // As if a sweep had removed it by mistake.
+      // As if its registration had been removed by mistake.
       await c2.deregister('resilient', 'res-1');
       await until(
         'client re-registered after NOT_FOUND',
@@ -171,7 +171,7 @@ describe('leases, server-side expiry and self-preservation with two replicas', (
         events.some((e) => e.kind === Kind.SELF_PRESERVATION_EXITED),
       );
       await until(
-        'both replicas sweep normally again',
+        'both replicas let leases expire again',
         () => !r1.selfPreserving && !r2.selfPreserving,
       );
       assert.deepEqual(failures, [], 'no renewal was told NOT_FOUND: nothing had to re-register');
