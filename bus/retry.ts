@@ -14,14 +14,22 @@ import {
   TimeoutError,
 } from '@nats-io/transport-node';
 
+/** JetStream API error: no suitable peers for a stream's placement. */
+const NO_SUITABLE_PEERS = 10005;
+
 /** Whether a failed bus call may succeed if tried again later. */
 export function isTransient(error: unknown): boolean {
   if (error instanceof ClosedConnectionError || error instanceof DrainingConnectionError) {
     return false;
   }
   if (error instanceof JetStreamApiError) {
-    // 503: JetStream or the stream's group has no quorum right now.
-    return error.status === 503 || error.status === 408;
+    // 503: JetStream or the stream's group has no quorum right now. 10005 with a peer
+    // offline: a replicated stream cannot be placed until a starting node is back.
+    return (
+      error.status === 503 ||
+      error.status === 408 ||
+      (error.code === NO_SUITABLE_PEERS && /peer offline/i.test(error.message))
+    );
   }
   if (
     error instanceof NoRespondersError ||

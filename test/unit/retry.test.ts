@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { JetStreamApiError } from '@nats-io/jetstream';
 import { errors } from '@nats-io/transport-node';
 import { isTransient, retryTransient } from '../../bus/retry.js';
 
@@ -30,6 +31,13 @@ test('a permanent failure is not retried', async () => {
   assert.equal(calls, 1);
   assert.equal(isTransient(new Error('boom')), false);
   assert.equal(isTransient(new errors.TimeoutError()), true);
+});
+
+test('a stream that cannot be placed while a node is offline is retried; other placement errors are not', () => {
+  const placement = (description: string) =>
+    new JetStreamApiError({ code: 500, err_code: 10005, description });
+  assert.equal(isTransient(placement('no suitable peers for placement, peer offline')), true);
+  assert.equal(isTransient(placement('no suitable peers for placement, tags not matched')), false);
 });
 
 test('aborting stops a retry loop', async () => {
