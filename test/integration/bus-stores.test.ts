@@ -82,8 +82,12 @@ describe('typed stores and local views on a 3-node cluster', () => {
     view.onChange((change) => changes.push(change));
     const draining = { ...first, status: InstanceStatus.DRAINING };
     await store.put(draining);
+    // A removal is a purge, which takes the key's earlier messages with it: a watcher
+    // that had not delivered the put yet would see only the removal (the key's last
+    // state). The put is awaited first so that both changes are observable.
+    await until('put seen', () => changes.length >= 1);
     await store.remove(RegistryBucket.key(first));
-    await until('put and removal seen', () => changes.length >= 2);
+    await until('removal seen', () => changes.length >= 2);
     assert.deepEqual(changes, [
       {
         op: 'put',
