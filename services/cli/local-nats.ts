@@ -8,7 +8,8 @@
  * servers' HTTP monitoring endpoints, so this module does not depend on (or
  * mask bugs in) the NATS client library.
  *
- * Behaviour of nats-server 2.9.10 that shaped this file:
+ * Behaviour of nats-server that shaped this file (seen on 2.9.10; the same checks hold
+ * on 2.15.2, which the test suite runs):
  * - `/healthz` returns 503 until the node is connected to a JetStream meta
  *   leader and current with it, so it is the per-node readiness check.
  * - After the meta leader is SIGKILLed, survivors keep answering 200 on

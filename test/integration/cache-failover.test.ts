@@ -7,7 +7,7 @@ import { captureLogs } from '../support/logs.js';
 import { NatsCluster } from '../support/nats-cluster.js';
 import { until } from '../support/wait.js';
 
-/** Writes stop for about 6–8 s when a stream leader is killed on 2.9; allow plenty. */
+/** Writes stop for 5–9 s when a stream leader is killed (RAFT election timeout); allow plenty. */
 const OUTAGE_BUDGET_MS = 45_000;
 const WRITES_BEFORE_KILL = 30;
 const WRITES_AFTER_KILL = 30;

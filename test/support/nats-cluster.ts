@@ -6,7 +6,7 @@
  * recovery paths as production instead of a mock.
  *
  * Config, spawn, readiness and stop are `services/cli/local-nats.ts`, the same
- * code that runs `halyard up`; its header lists what nats-server 2.9.10 does
+ * code that runs `halyard up`; its header lists what nats-server does
  * that shaped readiness (`/healthz` 503 until current with a meta leader, stale
  * meta leaders after a kill, routes before JetStream). What stays here is what
  * only tests need: temp dirs, free ports, orphan reaping, kill -9 and restart,
@@ -16,7 +16,7 @@
  * servers' HTTP monitoring endpoints, so the harness does not depend on (or
  * mask bugs in) the client library under test.
  *
- * Behaviour of nats-server 2.9.10 that shaped this file:
+ * Behaviour of nats-server that shaped this file (seen on 2.9.10, still handled on 2.15.2):
  * - After the meta leader is SIGKILLed, survivors keep answering 200 on
  *   `/healthz` and keep naming the dead node in `/jsz` `meta_cluster.leader`
  *   for a few seconds (see local-nats.ts for how "ready" copes).
