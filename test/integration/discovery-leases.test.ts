@@ -16,6 +16,8 @@ import { until } from '../support/wait.js';
 const { InstanceStatus } = halyard.discovery.v1;
 const { Kind } = halyard.discovery.v1.DiscoveryEvent;
 const LEASE_S = 2;
+/** Leases renewed in one round lapse within this of each other even on a loaded machine. */
+const SETTLE = { expirySettleMs: 500 };
 
 const instance = (serviceId: string, instanceId: string, port = 7100) => ({
   serviceId,
@@ -43,8 +45,8 @@ describe('leases, server-side expiry and self-preservation with two replicas', (
       events.push(event);
     });
     [r1, r2] = await Promise.all([
-      startReplica(cluster, 'r1', {}, logs.logger),
-      startReplica(cluster, 'r2', {}, logs.logger),
+      startReplica(cluster, 'r1', SETTLE, logs.logger),
+      startReplica(cluster, 'r2', SETTLE, logs.logger),
     ]);
     c1 = new TestRegistryClient(r1.grpcAddress);
     c2 = new TestRegistryClient(r2.grpcAddress);
@@ -127,12 +129,16 @@ describe('leases, server-side expiry and self-preservation with two replicas', (
     const renewer = (async () => {
       const deadline = Date.now() + 40_000;
       while (renewing && Date.now() < deadline) {
-        for (let i = 0; i < COUNT; i++) {
-          if (paused && i < PAUSED) continue;
-          await c2
-            .renew('fleet', `f-${i}`)
-            .catch((e: Error) => failures.push(`f-${i}: ${e.message}`));
-        }
+        // One decision per round, all renewals of a round at once: the paused leases
+        // were last renewed together, so they lapse together, as when the bus breaks
+        // for a whole fleet renewed in step. (Lapses spread wider than the settle time
+        // are decided one by one, and the first few are evicted, as the policy says.)
+        const skip = paused ? PAUSED : 0;
+        await Promise.all(
+          Array.from({ length: COUNT - skip }, (_, n) => n + skip).map((i) =>
+            c2.renew('fleet', `f-${i}`).catch((e: Error) => failures.push(`f-${i}: ${e.message}`)),
+          ),
+        );
         await new Promise((r) => setTimeout(r, 300));
       }
     })();
