@@ -1,51 +1,27 @@
 /**
- * Who is calling: the namespace is the caller's verified identity, never a value it
- * merely claims. Either the subject CN of a client certificate that the TLS handshake
- * verified against the configured CA, or a service token (`authorization: Bearer …`)
- * whose SHA-256 the config lists with its namespace. Tokens are hashed on arrival and
- * never logged or stored.
+ * Who is calling the cache: the namespace is the caller's verified identity
+ * (services/common/callers.ts), and a caller that says which namespace it expects to act
+ * on (`x-halyard-namespace`) must be that one.
  */
-import { createHash } from 'node:crypto';
-import { type Metadata, type ServerUnaryCall, status } from '@grpc/grpc-js';
-
-type ServerSurfaceCall = Pick<ServerUnaryCall<unknown, unknown>, 'metadata' | 'getAuthContext'>;
-
+import { status } from '@grpc/grpc-js';
+import { type CallerCall, CallerError, Callers } from '../common/callers.js';
 import { CacheError, checkNamespace } from './rules.js';
+
+export { tokenDigest } from '../common/callers.js';
 
 /** Metadata a caller may send to say which namespace it expects to act on. */
 export const NAMESPACE_HEADER = 'x-halyard-namespace';
 
-export function tokenDigest(token: string): string {
-  return createHash('sha256').update(token, 'utf8').digest('hex');
-}
-
 export class Identities {
-  private readonly byDigest: ReadonlyMap<string, string>;
+  private readonly callers: Callers;
 
   constructor(tokens: ReadonlyArray<{ sha256: string; namespace: string }>) {
-    this.byDigest = new Map(tokens.map((t) => [t.sha256, t.namespace]));
+    this.callers = new Callers(tokens.map((t) => ({ sha256: t.sha256, identity: t.namespace })));
   }
 
   /** The caller's namespace, or a CacheError (UNAUTHENTICATED, INVALID_ARGUMENT, PERMISSION_DENIED). */
-  namespaceOf(call: ServerSurfaceCall): string {
-    const fromCert = certificateNamespace(call);
-    const fromToken = this.tokenNamespace(call.metadata);
-    if (fromCert === undefined && fromToken === undefined) {
-      throw new CacheError(
-        status.UNAUTHENTICATED,
-        'no identity: present a client certificate signed by the configured CA or a service token (authorization: Bearer <token>)',
-        'unauthenticated',
-      );
-    }
-    if (fromCert !== undefined && fromToken !== undefined && fromCert !== fromToken) {
-      throw new CacheError(
-        status.PERMISSION_DENIED,
-        `the client certificate (namespace ${fromCert}) and the service token (namespace ${fromToken}) name different namespaces`,
-        'permission_denied',
-      );
-    }
-    const namespace = (fromCert ?? fromToken)!;
-    const origin = fromCert !== undefined ? 'client certificate subject CN' : 'service token';
+  namespaceOf(call: CallerCall): string {
+    const { identity: namespace, origin } = this.identify(call);
     checkNamespace(namespace, origin);
     const claimed = call.metadata.get(NAMESPACE_HEADER)[0];
     if (claimed !== undefined) {
@@ -62,37 +38,12 @@ export class Identities {
     return namespace;
   }
 
-  private tokenNamespace(metadata: Metadata): string | undefined {
-    const header = metadata.get('authorization')[0];
-    if (header === undefined) return undefined;
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(String(header));
-    if (!match) {
-      throw new CacheError(
-        status.UNAUTHENTICATED,
-        'authorization metadata must be "Bearer <token>"',
-        'unauthenticated',
-      );
+  private identify(call: CallerCall) {
+    try {
+      return this.callers.identify(call);
+    } catch (err) {
+      if (err instanceof CallerError) throw new CacheError(err.code, err.message, err.reason);
+      throw err;
     }
-    const namespace = this.byDigest.get(tokenDigest(match[1]!));
-    if (namespace === undefined) {
-      throw new CacheError(status.UNAUTHENTICATED, 'unknown service token', 'unauthenticated');
-    }
-    return namespace;
   }
-}
-
-/** The subject CN of a client certificate the handshake verified; undefined if none. */
-function certificateNamespace(call: ServerSurfaceCall): string | undefined {
-  // grpc-js reports a peer certificate only when the TLS socket is authorized.
-  const certificate = call.getAuthContext?.()?.sslPeerCertificate;
-  if (!certificate) return undefined;
-  const cn = certificate.subject?.CN as string | string[] | undefined;
-  if (cn === undefined || Array.isArray(cn)) {
-    throw new CacheError(
-      status.UNAUTHENTICATED,
-      'the client certificate must have exactly one subject CN (the namespace)',
-      'unauthenticated',
-    );
-  }
-  return cn;
 }

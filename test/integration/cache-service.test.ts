@@ -192,7 +192,7 @@ describe('cache service: two replicas on a 3-node cluster', () => {
         token: 'token-billing',
       }).get('shared-name'),
       'PERMISSION_DENIED',
-      /different namespaces/,
+      /different identities/,
     );
     assert.equal(await lastSeq(), seq, 'nothing written');
     assert.equal(
