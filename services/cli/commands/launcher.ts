@@ -1,6 +1,6 @@
 /**
  * `halyard launcher display|start|stop|restart|refresh`: the launchers' control verbs
- * over the bus, for every launcher or one host.
+ * over the bus, for every launcher or one host. A restart rolls host by host.
  */
 import type { Command } from 'commander';
 import { type Bus, type CommandResult, ControlError, Subjects } from '../../../bus/index.js';
@@ -79,30 +79,59 @@ async function control(
   instance?: number,
 ): Promise<number> {
   const request = verb === 'refresh' ? {} : { component: component ?? '', instance: instance ?? 0 };
-  const codecs = ControlCodecsOf[verb] as typeof ControlCodecsOf.start;
   // A fan-out cannot know how many launchers will answer, and a rolling restart takes a
   // while: find the hosts first (display), then ask each one and wait for its answer.
-  const hosts = flags.host ? [flags.host] : (await launchers(bus, undefined)).map((l) => l.hostId);
-  const replies = await Promise.all(
-    hosts.map((host) =>
-      bus
-        .request(
-          Subjects.control('launcher', host, verb),
-          request as never,
-          codecs,
-          CONTROL_TIMEOUT_MS,
-        )
-        .then((value): Reply => ({ ok: true, value }))
-        .catch((error: unknown): Reply => {
-          if (error instanceof ControlError) return { ok: false, error };
-          throw new CliError(`launcher ${host}: ${(error as Error).message}`);
-        }),
-    ),
-  );
+  const hosts = flags.host ? [flags.host] : await hostsFor(bus, verb, component);
+  const ask = (host: string) => askLauncher(bus, host, verb, request);
+  // A restart goes host by host, each next only once the last one's instances are back
+  // and ready (the launcher's own restart is rolling), and stops at the first failure:
+  // restarting every host at once would take a component down on all of them together.
+  const replies: Reply[] = [];
+  if (verb === 'restart') {
+    for (const host of hosts) {
+      const reply = await ask(host);
+      replies.push(reply);
+      if (!reply.ok || !reply.value.accepted) break;
+    }
+  } else {
+    replies.push(...(await Promise.all(hosts.map(ask))));
+  }
   if (flags.json) printJson(replies.map(replyJson));
   else process.stdout.write(replyText(hosts, replies));
-  const failed = replies.length === 0 || replies.some((r) => !r.ok || !r.value.accepted);
+  const failed =
+    replies.length < hosts.length ||
+    replies.length === 0 ||
+    replies.some((r) => !r.ok || !r.value.accepted);
   return failed ? ExitCodes.failed : ExitCodes.ok;
+}
+
+/** Every launcher for `refresh`; for a component, the launchers that run it. */
+async function hostsFor(bus: Bus, verb: Verb, component?: string): Promise<string[]> {
+  const list = await launchers(bus, undefined);
+  const runs = (l: (typeof list)[number]) => l.processes.some((p) => p.component === component);
+  // `start` may name a component a host runs none of yet (scaled to 0, or given up).
+  return (verb === 'refresh' || verb === 'start' ? list : list.filter(runs)).map((l) => l.hostId);
+}
+
+async function askLauncher(
+  bus: Bus,
+  host: string,
+  verb: Exclude<Verb, 'display'>,
+  request: object,
+): Promise<Reply> {
+  const codecs = ControlCodecsOf[verb] as typeof ControlCodecsOf.start;
+  try {
+    const value = await bus.request(
+      Subjects.control('launcher', host, verb),
+      request as never,
+      codecs,
+      CONTROL_TIMEOUT_MS,
+    );
+    return { ok: true, value };
+  } catch (error) {
+    if (error instanceof ControlError) return { ok: false, error };
+    throw new CliError(`launcher ${host}: ${(error as Error).message}`);
+  }
 }
 
 function replyJson(reply: Reply) {
@@ -112,13 +141,17 @@ function replyJson(reply: Reply) {
 }
 
 function replyText(hosts: string[], replies: Reply[]): string {
-  if (replies.length === 0) return 'no launcher answered\n';
-  return replies
-    .map((r, i) => {
-      const host = hosts[i] ?? '?';
-      return r.ok
-        ? `${host}: ${r.value.accepted ? 'ok' : 'refused'} ${r.value.detail}\n`
-        : `${host}: error ${r.error.code}: ${r.error.message}\n`;
-    })
-    .join('');
+  if (hosts.length === 0) return 'no launcher answered\n';
+  const answered = replies.map((r, i) => {
+    const host = hosts[i] ?? '?';
+    return r.ok
+      ? `${host}: ${r.value.accepted ? 'ok' : 'refused'} ${r.value.detail}\n`
+      : `${host}: error ${r.error.code}: ${r.error.message}\n`;
+  });
+  const skipped = hosts.slice(replies.length);
+  const halted =
+    skipped.length > 0
+      ? [`halted: not asked, after the failure above: ${skipped.join(', ')}\n`]
+      : [];
+  return [...answered, ...halted].join('');
 }
