@@ -3,7 +3,13 @@
  * TypeScript services.
  *
  * `createCacheClient({ address, token | tls })` talks to a cache replica (through a
- * gateway or directly). When no address is configured, it returns an **in-memory
+ * gateway or directly). Given several replicas' addresses it spreads calls over them
+ * and rides out the loss of one (services/common/failover-channel.ts): calls that never
+ * reached a dead replica go to another, and Get, Put, Delete and List — safe to run
+ * twice — are retried on another replica after UNAVAILABLE. Create and DeleteAll are not
+ * (a Create that ran would then report ALREADY_EXISTS); a watch ends with UNAVAILABLE
+ * when its replica dies, and the caller watches again (and re-reads what it needs).
+ * When no address is configured, it returns an **in-memory
  * fallback** with the same interface, limits and error codes, meant for development
  * only: its data lives in this process, is not shared with other processes or
  * replicas, and is lost when the process exits. It holds one namespace (the
@@ -13,6 +19,7 @@
  */
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
+import { failoverChannel } from '../common/failover-channel.js';
 import { serviceDefinition } from '../common/grpc.js';
 import {
   alreadyExists,
@@ -71,8 +78,8 @@ export interface CacheClient {
 }
 
 export interface CacheClientOptions {
-  /** `host:port` of a cache replica or gateway; absent: the in-memory fallback. */
-  readonly address?: string;
+  /** `host:port` of a cache replica or gateway, or of several replicas; absent: the in-memory fallback. */
+  readonly address?: string | readonly string[];
   /** Service token, sent as `authorization: Bearer <token>`. */
   readonly token?: string;
   /** TLS to the service; `certFile`/`keyFile` make the client certificate the identity. */
@@ -87,7 +94,7 @@ export interface CacheClientOptions {
 }
 
 export function createCacheClient(options: CacheClientOptions = {}): CacheClient {
-  if (!options.address) {
+  if (!options.address || options.address.length === 0) {
     return new MemoryCacheClient(
       options.namespace ?? 'dev',
       options.limits ?? DEFAULT_LIMITS,
@@ -131,8 +138,12 @@ interface RawClient extends grpc.Client {
   ): grpc.ClientReadableStream<{ kind: number; entry: CacheItem }>;
 }
 
+const CACHE_SERVICE = 'halyard.cache.v1.Cache';
+/** Methods whose second run changes nothing the first did not. */
+const IDEMPOTENT = ['Get', 'Put', 'Delete', 'List'];
+
 const CacheGrpcClient = grpc.makeGenericClientConstructor(
-  serviceDefinition('halyard.cache.v1.Cache'),
+  serviceDefinition(CACHE_SERVICE),
   'Cache',
 );
 
@@ -141,7 +152,7 @@ class GrpcCacheClient implements CacheClient {
   private readonly metadata = new grpc.Metadata();
   private readonly timeoutMs: number;
 
-  constructor(address: string, options: CacheClientOptions) {
+  constructor(address: string | readonly string[], options: CacheClientOptions) {
     const tls = options.tls;
     const credentials = tls
       ? grpc.credentials.createSsl(
@@ -150,7 +161,15 @@ class GrpcCacheClient implements CacheClient {
           tls.certFile ? readFileSync(tls.certFile) : null,
         )
       : grpc.credentials.createInsecure();
-    this.raw = new CacheGrpcClient(address, credentials) as unknown as RawClient;
+    const channel = failoverChannel({
+      addresses: typeof address === 'string' ? [address] : address,
+      idempotent: IDEMPOTENT.map((method) => `${CACHE_SERVICE}/${method}`),
+    });
+    this.raw = new CacheGrpcClient(
+      channel.target,
+      credentials,
+      channel.options,
+    ) as unknown as RawClient;
     if (options.token) this.metadata.set('authorization', `Bearer ${options.token}`);
     if (options.namespace) this.metadata.set('x-halyard-namespace', options.namespace);
     this.timeoutMs = options.timeoutMs ?? 10_000;

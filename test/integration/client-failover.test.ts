@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import type { Bus } from '../../bus/index.js';
-import { gatewayChannel } from '../../services/common/gateway-channel.js';
+import { failoverChannel } from '../../services/common/failover-channel.js';
 import { freePort } from '../../services/launcher/instance.js';
 import { startBusCluster } from '../support/bus-cluster.js';
 import {
@@ -101,7 +101,7 @@ describe('a client over two gateways, one killed under load', () => {
   });
 
   test('no call fails that started after the gateway died, and calls reach both gateways', async () => {
-    const { target, options } = gatewayChannel({ addresses: gateways.map((g) => g.address) });
+    const { target, options } = failoverChannel({ addresses: gateways.map((g) => g.address) });
     const Client = grpc.makeGenericClientConstructor(echoDefinition, 'Echo');
     const client = new Client(
       target,

@@ -1,22 +1,24 @@
 /**
- * How a grpc-js client reaches Halyard through several gateways and rides out the loss
- * of one: one channel over every gateway address with `round_robin`, so a gateway that
- * dies is skipped as soon as its connection drops (grpc-js moves calls that never
- * reached it to another one by itself: its transparent retry), and a retry policy for
- * UNAVAILABLE on the methods the caller declares idempotent only — a call that was in
- * flight on a dying gateway may have run, and only an idempotent one may run twice.
+ * How a grpc-js client reaches one of several equal replicas (gateways, cache replicas)
+ * and rides out the loss of one: one channel over every address with `round_robin`, so
+ * a replica that dies is skipped as soon as its connection drops (grpc-js moves calls
+ * that never reached it to another one by itself: its transparent retry), and a retry
+ * policy for UNAVAILABLE on the methods the caller declares idempotent only — a call
+ * that was in flight on a dying replica may have run, and only an idempotent one may
+ * run twice.
  *
- *   const { target, options } = gatewayChannel({ addresses: ['10.0.0.1:8443', '10.0.0.2:8443'] });
+ *   const { target, options } = failoverChannel({ addresses: ['10.0.0.1:8443', '10.0.0.2:8443'] });
  *   const client = new GreeterClient(target, credentials, options);
  *
- * Any other gRPC client gets the same with a DNS name that resolves to every gateway
- * and this service config (`dns:///gateways.example:8443`).
+ * Any other gRPC client gets the same with a DNS name that resolves to every replica
+ * and this service config (`dns:///gateways.example:8443`), which is also what one
+ * `dns:///name:port` address given here becomes.
  */
 import { isIP } from 'node:net';
 import type { ChannelOptions } from '@grpc/grpc-js';
 
-export interface GatewayChannelOptions {
-  /** `host:port` of each gateway: IP addresses (use one DNS name for names). */
+export interface FailoverChannelOptions {
+  /** `host:port` of each replica: IP addresses (one DNS name alone is passed through). */
   readonly addresses: readonly string[];
   /**
    * Methods safe to run twice, retried on another gateway after UNAVAILABLE:
@@ -27,14 +29,14 @@ export interface GatewayChannelOptions {
   readonly maxAttempts?: number;
 }
 
-export interface GatewayChannel {
+export interface FailoverChannel {
   /** The grpc-js target: every address, resolved statically. */
   readonly target: string;
   readonly options: ChannelOptions;
 }
 
-export function gatewayChannel(options: GatewayChannelOptions): GatewayChannel {
-  if (options.addresses.length === 0) throw new Error('name at least one gateway address');
+export function failoverChannel(options: FailoverChannelOptions): FailoverChannel {
+  if (options.addresses.length === 0) throw new Error('name at least one address');
   return {
     target: staticTarget(options.addresses),
     options: {
@@ -44,7 +46,7 @@ export function gatewayChannel(options: GatewayChannelOptions): GatewayChannel {
   };
 }
 
-function serviceConfig(options: GatewayChannelOptions) {
+function serviceConfig(options: FailoverChannelOptions) {
   const names = (options.idempotent ?? []).map((name) => {
     const [service, method] = name.split('/');
     if (!service || name.split('/').length > 2) {
@@ -72,8 +74,15 @@ function serviceConfig(options: GatewayChannelOptions) {
   };
 }
 
-/** `ipv4:a:p,b:p` or `ipv6:[a]:p,…`: grpc-js needs one address family per target. */
+/**
+ * `ipv4:a:p,b:p` or `ipv6:[a]:p,…` (grpc-js needs one address family per target); a
+ * single `host:port` or `dns:///name:port` is left to the resolver.
+ */
 function staticTarget(addresses: readonly string[]): string {
+  const [only] = addresses;
+  if (addresses.length === 1 && only && !isIP(only.replace(/^\[?([^\]]+?)\]?:\d+$/, '$1'))) {
+    return only;
+  }
   const parsed = addresses.map((address) => {
     const match = /^\[?([^\]]+?)\]?:(\d+)$/.exec(address);
     const host = match?.[1] ?? '';
@@ -86,6 +95,6 @@ function staticTarget(addresses: readonly string[]): string {
     return { family, text: family === 6 ? `[${host}]:${match[2]}` : `${host}:${match[2]}` };
   });
   const families = new Set(parsed.map((p) => p.family));
-  if (families.size > 1) throw new Error('gateway addresses must all be IPv4 or all IPv6');
+  if (families.size > 1) throw new Error('addresses must all be IPv4 or all IPv6');
   return `${parsed[0]!.family === 6 ? 'ipv6' : 'ipv4'}:${parsed.map((p) => p.text).join(',')}`;
 }
