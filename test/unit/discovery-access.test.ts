@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Metadata, status } from '@grpc/grpc-js';
+import { registryCredentials } from '../../services/cli/demo-secrets.js';
 import { tokenDigest } from '../../services/common/callers.js';
 import { ConfigError } from '../../services/common/config.js';
 import { RegistryAccess } from '../../services/discovery/access.js';
@@ -116,5 +117,26 @@ test('config: grants, tokens and networks are validated, errors name the field a
     });
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('halyard up: the greeter token is 0600 and the generated grants are a valid discovery config', async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'halyard-up-registry-'));
+  try {
+    const { dir } = registryCredentials(dataDir);
+    const tokenFile = join(dir, 'greeter.token');
+    assert.equal(statSync(tokenFile).mode & 0o777, 0o600);
+    assert.equal(statSync(dir).mode & 0o777, 0o700);
+    const token = readFileSync(tokenFile, 'utf8').trim();
+    assert.deepEqual(registryCredentials(dataDir), { dir }, 'made once, then reused');
+    assert.equal(readFileSync(tokenFile, 'utf8').trim(), token);
+    const config = await loadDiscoveryConfig(['--config', join(dir, 'discovery.yaml')]);
+    assert.ok(!readFileSync(join(dir, 'discovery.yaml'), 'utf8').includes(token));
+    const access = new RegistryAccess({ tokens: config.tokens, grants: config.grants });
+    const greeter = access.identify(callWithToken(token));
+    access.requireClaims(greeter, 'greeter', ['demo.greeter.v1.Greeter']);
+    assert.throws(() => access.requireService(greeter, 'halyard-discovery'));
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
   }
 });
