@@ -18,7 +18,12 @@ import { Bus, RegistryBucket, type ServiceInstance } from '../bus/index.js';
 import { halyard } from '../proto/gen/halyard.js';
 import { sleep } from '../services/common/sleep.js';
 import { DiscoveryReplica } from '../services/discovery/replica.js';
-import { spawnReplica, TestRegistryClient } from '../test/support/discovery.js';
+import {
+  spawnReplica,
+  TESTER_ACCESS,
+  TESTER_ACCESS_YAML,
+  TestRegistryClient,
+} from '../test/support/discovery.js';
 import { NatsCluster } from '../test/support/nats-cluster.js';
 
 const { values } = parseArgs({
@@ -91,6 +96,7 @@ async function startReplica(cluster: NatsCluster, replicaId: string, server: num
     grpcListen: '127.0.0.1:0',
     adminPort: 0,
     logger,
+    access: TESTER_ACCESS,
   });
   await replica.loaded;
   return replica;
@@ -242,7 +248,10 @@ async function main(): Promise<void> {
     // generator does not share their event loop.
     const dir = mkdtempSync(join(tmpdir(), 'halyard-bench-'));
     const config = join(dir, 'discovery.yaml');
-    writeFileSync(config, 'leases: { defaultSeconds: 15, minSeconds: 3, maxSeconds: 300 }\n');
+    writeFileSync(
+      config,
+      `leases: { defaultSeconds: 15, minSeconds: 3, maxSeconds: 300 }\n${TESTER_ACCESS_YAML}\n`,
+    );
     const serving = [cluster.servers[0]!, cluster.servers[2]!].map(
       (server) => ({ ...cluster, servers: [server] }) as NatsCluster,
     );

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { SignJWT } from 'jose';
+import { tokenDigest } from '../common/callers.js';
 
 export interface DemoSecrets {
   readonly meshSecret: string;
@@ -53,4 +54,38 @@ export async function demoToken(
     .setIssuedAt()
     .setExpirationTime(Math.floor(Date.now() / 1000) + ttlSeconds)
     .sign(new TextEncoder().encode(jwtSecret));
+}
+
+/**
+ * Registry credentials of the demo mesh, in `<dataDir>/registry/` (0700): the greeter's
+ * service token (`greeter.token`, 0600, made once) and the discovery config that grants
+ * it service `greeter` and its gRPC name (`discovery.yaml`, holding only the token's
+ * SHA-256). deploy/local/mesh.yaml hands each component its file.
+ */
+export function registryCredentials(dataDir: string): { readonly dir: string } {
+  const dir = path.join(dataDir, 'registry');
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const tokenFile = path.join(dir, 'greeter.token');
+  if (!fs.existsSync(tokenFile)) {
+    fs.writeFileSync(tokenFile, `${randomBytes(32).toString('base64url')}\n`, { mode: 0o600 });
+  }
+  const token = fs.readFileSync(tokenFile, 'utf8').trim();
+  const grants = [
+    '# Written by halyard up: who may call the Registry of the demo mesh.',
+    'tokens:',
+    `  - { sha256: ${tokenDigest(token)}, identity: greeter }`,
+    'grants:',
+    // services/demo/main.ts registers service greeter serving demo.greeter.v1.Greeter.
+    '  greeter: { services: { greeter: [demo.greeter.v1.Greeter] } }',
+    '',
+  ].join('\n');
+  fs.writeFileSync(path.join(dir, 'discovery.yaml'), grants, { mode: 0o600 });
+  return { dir };
+}
+
+/** The environment that tells the demo mesh (deploy/local/mesh.yaml) where those files are. */
+export function registryCredentialsEnv(credentials: {
+  readonly dir: string;
+}): Record<string, string> {
+  return { HALYARD_MESH_REGISTRY_DIR: credentials.dir };
 }

@@ -9,7 +9,12 @@
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Bus } from '../../bus/index.js';
-import { demoSecrets, gatewaySecretsEnv } from './demo-secrets.js';
+import {
+  demoSecrets,
+  gatewaySecretsEnv,
+  registryCredentials,
+  registryCredentialsEnv,
+} from './demo-secrets.js';
 import type { LocalNats } from './local-nats.js';
 import { CliLogIds as Ids, type Logger } from './log.js';
 import { ADMIN_BASE_OFFSET, Mesh, stopLeftoverLauncher } from './mesh.js';
@@ -101,8 +106,12 @@ export async function up(options: UpOptions, log: Logger): Promise<number> {
           servers: local.servers,
           adminBase,
           logFile: launcherLog,
-          // The gateways verify demo tokens (halyard token) and key users with these.
-          env: gatewaySecretsEnv(demoSecrets(dataDir)),
+          // The gateways verify demo tokens (halyard token) and key users with these;
+          // the greeters register with discovery with the registry credentials.
+          env: {
+            ...gatewaySecretsEnv(demoSecrets(dataDir)),
+            ...registryCredentialsEnv(registryCredentials(dataDir)),
+          },
           out,
           log,
         },

@@ -14,7 +14,9 @@
  * Environment: PORT (listen port, required), HALYARD_INSTANCE (instance number, default 1),
  * HALYARD_NATS (comma-separated NATS URLs, default nats://127.0.0.1:4222),
  * HALYARD_HOST (host id, from the launcher), DEMO_DRAIN_MS (grace period, default 2000),
- * DEMO_LEASE_SECONDS (default 10).
+ * DEMO_LEASE_SECONDS (default 10), and the credential discovery grants service `greeter`
+ * to: HALYARD_REGISTRY_TOKEN_FILE (a file holding the token) and/or a client certificate
+ * (HALYARD_REGISTRY_CA_FILE, HALYARD_REGISTRY_CERT_FILE, HALYARD_REGISTRY_KEY_FILE).
  */
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
@@ -22,7 +24,7 @@ import { pino } from 'pino';
 import { Bus } from '../../bus/index.js';
 import { serviceDefinition } from '../common/grpc.js';
 import { sleep } from '../common/sleep.js';
-import { RegistrationClient } from '../discovery/client.js';
+import { RegistrationClient, registryCredentialFromEnv } from '../discovery/client.js';
 import { DISCOVERY_SERVICE_ID } from '../discovery/health-checker.js';
 
 export const GREETER_SERVICE = 'demo.greeter.v1.Greeter';
@@ -109,6 +111,7 @@ let registration: RegistrationClient | undefined;
 for (let attempt = 1; ; attempt++) {
   registration = new RegistrationClient({
     discovery,
+    credential: registryCredentialFromEnv(),
     drainGraceMs: drainMs,
     logger,
     instance: {

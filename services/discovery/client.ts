@@ -2,8 +2,10 @@
  * Registration client for a Node service: registers through any discovery replica
  * (failing over between the addresses it is given), renews on a timer, registers
  * again when told NOT_FOUND, and on stop sets DRAINING, waits a grace period so
- * gateways stop sending new calls, then deregisters.
+ * gateways stop sending new calls, then deregisters. Every call carries the service's
+ * credential: a service token read from a file, or a client certificate over TLS.
  */
+import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { type Logger, pino } from 'pino';
 import type { ServiceInstance } from '../../bus/index.js';
@@ -17,9 +19,43 @@ const { InstanceStatus } = halyard.discovery.v1;
 export type InstanceRegistration = Pick<ServiceInstance, 'serviceId' | 'instanceId' | 'address'> &
   Partial<Omit<ServiceInstance, 'registeredAtMs' | 'renewedAtMs'>>;
 
+/** How a service proves who it is to discovery: a token file, a client certificate, or both. */
+export interface RegistryCredential {
+  /** A file holding the service token (sent as `authorization: Bearer`); read once. */
+  readonly tokenFile?: string;
+  /** TLS to the replicas: the CA that signed their certificates, and a client certificate. */
+  readonly tls?: {
+    readonly caFile: string;
+    readonly certFile?: string;
+    readonly keyFile?: string;
+  };
+}
+
+/**
+ * The credential named by the environment: HALYARD_REGISTRY_TOKEN_FILE, and for TLS
+ * HALYARD_REGISTRY_CA_FILE with HALYARD_REGISTRY_CERT_FILE and HALYARD_REGISTRY_KEY_FILE.
+ * Secrets stay in files; the environment only says where.
+ */
+export function registryCredentialFromEnv(
+  env: NodeJS.ProcessEnv = process.env,
+): RegistryCredential {
+  const caFile = env.HALYARD_REGISTRY_CA_FILE || undefined;
+  return {
+    tokenFile: env.HALYARD_REGISTRY_TOKEN_FILE || undefined,
+    tls: caFile
+      ? {
+          caFile,
+          certFile: env.HALYARD_REGISTRY_CERT_FILE || undefined,
+          keyFile: env.HALYARD_REGISTRY_KEY_FILE || undefined,
+        }
+      : undefined,
+  };
+}
+
 export interface RegistrationClientOptions {
   /** Discovery replicas' gRPC addresses; calls fail over between them. */
   readonly discovery: readonly string[];
+  readonly credential: RegistryCredential;
   readonly instance: InstanceRegistration;
   /** Time between DRAINING and deregistration on stop (default 5 s). */
   readonly drainGraceMs?: number;
@@ -29,7 +65,10 @@ export interface RegistrationClientOptions {
 
 type Callback = (error: grpc.ServiceError | null, response?: Record<string, unknown>) => void;
 type RegistryStub = grpc.Client &
-  Record<string, (req: object, opts: grpc.CallOptions, cb: Callback) => void>;
+  Record<
+    string,
+    (req: object, metadata: grpc.Metadata, opts: grpc.CallOptions, cb: Callback) => void
+  >;
 const RegistryClient = grpc.makeGenericClientConstructor(registryDefinition, 'Registry');
 
 /** Codes after which another replica may succeed where this one did not. */
@@ -47,13 +86,15 @@ export class RegistrationClient {
   private stopped = false;
   private readonly logger: Logger;
   private readonly ref: { serviceId: string; instanceId: string };
+  private readonly metadata = new grpc.Metadata();
 
   constructor(private readonly options: RegistrationClientOptions) {
     if (options.discovery.length === 0) throw new RangeError('discovery: at least one address');
     this.logger = options.logger ?? pino({ name: 'halyard-registration' });
+    const { channel, token } = readCredential(options.credential);
+    if (token !== undefined) this.metadata.set('authorization', `Bearer ${token}`);
     this.stubs = options.discovery.map(
-      (address) =>
-        new RegistryClient(address, grpc.credentials.createInsecure()) as unknown as RegistryStub,
+      (address) => new RegistryClient(address, channel) as unknown as RegistryStub,
     );
     this.ref = { serviceId: options.instance.serviceId, instanceId: options.instance.instanceId };
   }
@@ -152,6 +193,7 @@ export class RegistrationClient {
         const response = await new Promise<Record<string, unknown>>((resolve, reject) =>
           stub[method]!(
             request,
+            this.metadata,
             { deadline: Date.now() + (this.options.callTimeoutMs ?? 3000) },
             (error, res) => (error ? reject(error) : resolve(res ?? {})),
           ),
@@ -175,4 +217,35 @@ export class RegistrationClient {
     }
     throw lastError;
   }
+}
+
+/** The channel credentials and the token of a credential, read from their files now. */
+export function readCredential(credential: RegistryCredential): {
+  channel: grpc.ChannelCredentials;
+  token: string | undefined;
+} {
+  const { tokenFile, tls } = credential;
+  if (tokenFile === undefined && tls?.certFile === undefined) {
+    throw new RangeError(
+      'credential: a token file (HALYARD_REGISTRY_TOKEN_FILE) or a client certificate (HALYARD_REGISTRY_CA_FILE, _CERT_FILE, _KEY_FILE) is required to call discovery',
+    );
+  }
+  if ((tls?.certFile === undefined) !== (tls?.keyFile === undefined)) {
+    throw new RangeError(
+      'credential: a client certificate needs both its certificate and key files',
+    );
+  }
+  let token: string | undefined;
+  if (tokenFile !== undefined) {
+    token = readFileSync(tokenFile, 'utf8').trim();
+    if (token === '') throw new RangeError(`credential: the token file ${tokenFile} is empty`);
+  }
+  const channel = tls
+    ? grpc.credentials.createSsl(
+        readFileSync(tls.caFile),
+        tls.keyFile ? readFileSync(tls.keyFile) : null,
+        tls.certFile ? readFileSync(tls.certFile) : null,
+      )
+    : grpc.credentials.createInsecure();
+  return { channel, token };
 }

@@ -12,6 +12,9 @@ import {
   loadComponentConfig,
   type Setting,
 } from '../common/component-config.js';
+import { serverTlsSettings } from '../common/server-tls.js';
+import { accessSettings } from './access.js';
+import { addressSettings } from './addresses.js';
 import type { ReplicaOptions } from './replica.js';
 
 const positive = z.number().int().positive();
@@ -49,6 +52,12 @@ export const discoveryConfigSchema = z.strictObject({
     .strictObject({ intervalMs: positive, timeoutMs: positive, failureThreshold: positive })
     .partial()
     .default({}),
+  /** TLS on the gRPC port; with `clientCaFile`, client certificates identify callers. */
+  tls: serverTlsSettings.optional(),
+  /** Service tokens (by SHA-256) and what each identity may do: see access.ts. */
+  ...accessSettings,
+  /** Where instances may be registered: see addresses.ts. */
+  ...addressSettings,
 });
 
 export type DiscoveryConfig = z.infer<typeof discoveryConfigSchema>;
@@ -110,5 +119,11 @@ export function replicaOptions(config: DiscoveryConfig): Omit<ReplicaOptions, 'l
     expirySettleMs: config.expiry.settleMs,
     selfPreservation: config.selfPreservation,
     health: config.health,
+    tls: config.tls,
+    access: { tokens: config.tokens, grants: config.grants },
+    addresses: {
+      allowedNetworks: config.allowedNetworks,
+      allowedHostnames: config.allowedHostnames,
+    },
   };
 }

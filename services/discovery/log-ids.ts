@@ -10,6 +10,8 @@ export const LogIds = {
   startFailed: 'HALD0005E',
   stopFailed: 'HALD0006E',
   configInvalid: 'HALD0007E',
+  nobodyGranted: 'HALD0008W',
+  plaintextTokens: 'HALD0009W',
   registered: 'HALD0010I',
   deregistered: 'HALD0011I',
   statusChanged: 'HALD0012I',

@@ -9,8 +9,8 @@ export const discoveryMetrics = {
   }),
   rejected: new Counter({
     name: 'halyard_discovery_rejected_total',
-    help: 'Registry calls rejected for bad input, by method and offending field',
-    labelNames: ['replica', 'method', 'field'],
+    help: 'Registry calls refused, by method, reason (the gRPC status, lower case: unauthenticated, permission_denied, failed_precondition, invalid_argument, already_exists) and the request field at fault ("" when the refusal is about the caller)',
+    labelNames: ['replica', 'method', 'reason', 'field'],
   }),
   expired: new Counter({
     name: 'halyard_discovery_leases_expired_total',

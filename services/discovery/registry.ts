@@ -17,7 +17,8 @@ import {
   type ServiceInstance,
 } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
-import { RegistryError } from './errors.js';
+import type { AddressPolicy } from './addresses.js';
+import { invalid, RegistryError } from './errors.js';
 import { DiscoveryEventKind, type DiscoveryEvents } from './events.js';
 import { LogIds } from './log-ids.js';
 import {
@@ -37,6 +38,8 @@ export interface RegistryOptions {
   readonly view: LocalView<ServiceInstance>;
   readonly events: DiscoveryEvents;
   readonly leases: LeaseBounds;
+  /** Where instances may be registered. */
+  readonly addresses: AddressPolicy;
   readonly logger: Logger;
   /**
    * The registration of an instance whose lease lapsed while self-preservation holds
@@ -70,6 +73,8 @@ export class Registry {
   async register(raw: Record<string, unknown> | null | undefined): Promise<Registration> {
     const now = Date.now();
     const instance = validateRegistration(raw, this.options.leases, now);
+    this.checkAddress(instance);
+    this.checkOwnership(instance, now);
     const { stored, revision, live } = await this.decide(instance, async (entry) => {
       const current = entry?.value;
       const live = current !== undefined && expiresAt(current) > now;
@@ -186,6 +191,7 @@ export class Registry {
   /** Writes an instance discovery itself vouches for (a static definition), keeping its status. */
   async vouch(definition: ServiceInstance): Promise<void> {
     const now = Date.now();
+    this.checkOwnership(definition, now);
     const key = Keys.registry(definition.serviceId, definition.instanceId);
     const current = this.options.view.get(key);
     const status = current?.address === definition.address ? current.status : definition.status;
@@ -205,6 +211,33 @@ export class Registry {
       if (serviceId === '' || entry[1].serviceId === serviceId) out.push(entry);
     }
     return out.sort(([a], [b]) => (a < b ? -1 : 1)).map(([, instance]) => instance);
+  }
+
+  /** INVALID_ARGUMENT unless the address is one instances may be registered at. */
+  checkAddress(instance: Pick<ServiceInstance, 'address'>): void {
+    const refusal = this.options.addresses.refusal(instance.address);
+    if (refusal !== undefined) {
+      throw invalid('instance.address', `"${instance.address}" may not be registered: ${refusal}`);
+    }
+  }
+
+  /**
+   * FAILED_PRECONDITION when another service id serves one of the instance's gRPC
+   * service names: a name is owned by the service id whose live instances claim it,
+   * so where a gateway sends a call never depends on which id sorts first.
+   */
+  private checkOwnership(instance: ServiceInstance, now: number): void {
+    if (instance.grpcServices.length === 0) return;
+    for (const [, other] of this.options.view.entries()) {
+      if (other.serviceId === instance.serviceId || expiresAt(other) <= now) continue;
+      const index = instance.grpcServices.findIndex((name) => other.grpcServices.includes(name));
+      if (index < 0) continue;
+      throw new RegistryError(
+        status.FAILED_PRECONDITION,
+        `instance.grpc_services[${index}]: ${instance.grpcServices[index]} is owned by service ${other.serviceId} (instance ${other.serviceId}/${other.instanceId}); service ${instance.serviceId} may not claim it`,
+        `instance.grpc_services[${index}]`,
+      );
+    }
   }
 
   private async authoritative(ref: InstanceRef): Promise<ServiceInstance | undefined> {

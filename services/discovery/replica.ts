@@ -10,6 +10,9 @@ import type { Logger } from 'pino';
 import { Bus, RegistryBucket } from '../../bus/index.js';
 import { type AdminServer, startAdmin } from '../common/admin.js';
 import { type BusSettings, busOptions } from '../common/bus-settings.js';
+import { type ServerTls, serverCredentials } from '../common/server-tls.js';
+import { type AccessOptions, RegistryAccess } from './access.js';
+import { AddressPolicy, type AddressRules } from './addresses.js';
 import { Announcer } from './announcer.js';
 import { DiscoveryEventKind, DiscoveryEvents } from './events.js';
 import { HealthChecker, type HealthCheckOptions } from './health-checker.js';
@@ -38,6 +41,12 @@ export interface ReplicaOptions {
   readonly expirySettleMs?: number;
   readonly selfPreservation?: Partial<SelfPreservationPolicy>;
   readonly health?: Partial<Omit<HealthCheckOptions, 'replicaId'>>;
+  /** TLS on the gRPC port (default plaintext). */
+  readonly tls?: ServerTls;
+  /** Who may call the Registry and what for. */
+  readonly access: AccessOptions;
+  /** Where instances may be registered (default: loopback and private networks). */
+  readonly addresses?: AddressRules;
   readonly logger: Logger;
 }
 
@@ -92,8 +101,10 @@ export class DiscoveryReplica {
     const { replicaId, logger } = options;
     logger.info({ msgId: LogIds.starting, replicaId }, 'discovery replica starting');
     const leases = { ...DEFAULT_LEASES, ...options.leases };
+    const addresses = new AddressPolicy(options.addresses);
+    const access = new RegistryAccess(options.access);
     const statics = options.staticFile
-      ? await loadStaticDefinitions(options.staticFile, leases.defaultSeconds)
+      ? await loadStaticDefinitions(options.staticFile, leases.defaultSeconds, addresses)
       : [];
     const bus = await Bus.connect(busOptions(options.bus, `discovery-${replicaId}`, logger));
     try {
@@ -106,6 +117,7 @@ export class DiscoveryReplica {
         view,
         events,
         leases,
+        addresses,
         logger,
         heldCopy: (serviceId, instanceId) => expiry.heldCopy(serviceId, instanceId),
       });
@@ -129,14 +141,31 @@ export class DiscoveryReplica {
       let replica: DiscoveryReplica | undefined;
       const health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
       const server = new grpc.Server();
-      const service = registryHandlers(registry, replicaId, () => replica?.ready ?? false, logger);
+      const service = registryHandlers(
+        registry,
+        access,
+        replicaId,
+        () => replica?.ready ?? false,
+        logger,
+      );
       server.addService(registryDefinition, service.handlers);
       health.addToServer(server);
+      const credentials = await serverCredentials(options.tls);
       const port = await new Promise<number>((resolve, reject) =>
-        server.bindAsync(options.grpcListen, grpc.ServerCredentials.createInsecure(), (e, p) =>
-          e ? reject(e) : resolve(p),
-        ),
+        server.bindAsync(options.grpcListen, credentials, (e, p) => (e ? reject(e) : resolve(p))),
       );
+      if (access.empty) {
+        logger.warn(
+          { msgId: LogIds.nobodyGranted, replicaId },
+          'no identity is granted anything: every Registry call will be refused (see grants in services/discovery/README.md)',
+        );
+      }
+      if (!options.tls && options.access.tokens.length > 0) {
+        logger.warn(
+          { msgId: LogIds.plaintextTokens, replicaId },
+          'service tokens are accepted without TLS: use this only on loopback or a trusted network',
+        );
+      }
       const host = options.grpcListen.slice(0, options.grpcListen.lastIndexOf(':'));
       const grpcAddress = options.advertiseAddress ?? `${host}:${port}`;
       const admin = await startAdmin({

@@ -1,18 +1,21 @@
 /**
  * The `halyard.discovery.v1.Registry` gRPC service over a Registry: maps requests
- * to it, its errors to gRPC statuses, and counts every call and every rejection.
+ * to it after identifying and authorizing the caller (access.ts), its errors to gRPC
+ * statuses, and counts every call and every refusal.
  */
 
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { ServiceInstance, ViewChange } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
+import type { Caller } from '../common/callers.js';
 import { serviceDefinition } from '../common/grpc.js';
-import { RegistryError } from './errors.js';
+import type { RegistryAccess } from './access.js';
+import { RegistryError, refusalReason } from './errors.js';
 import { LogIds } from './log-ids.js';
 import { discoveryMetrics } from './metrics.js';
 import type { Registry } from './registry.js';
-import { checkServiceFilter } from './validation.js';
+import { checkServiceFilter, validateRef } from './validation.js';
 
 const WatchKind = halyard.discovery.v1.WatchResponse.Kind;
 type Req = Record<string, unknown>;
@@ -21,18 +24,33 @@ export const registryDefinition = serviceDefinition('halyard.discovery.v1.Regist
 
 export function registryHandlers(
   registry: Registry,
+  access: RegistryAccess,
   replicaId: string,
   isReady: () => boolean,
   logger: Logger,
 ): { handlers: grpc.UntypedServiceImplementation; endWatches(): void } {
   const watches = new Set<grpc.ServerWritableStream<Req, object>>();
-  const fail = (method: string, error: unknown): Partial<grpc.StatusObject> => {
+  const fail = (
+    method: string,
+    error: unknown,
+    caller: Caller | undefined,
+  ): Partial<grpc.StatusObject> => {
     if (error instanceof RegistryError) {
-      if (error.field !== undefined) {
-        discoveryMetrics.rejected.inc({ replica: replicaId, method, field: error.field });
+      const reason = refusalReason(error);
+      if (reason !== undefined) {
+        const field = error.field ?? '';
+        discoveryMetrics.rejected.inc({ replica: replicaId, method, reason, field });
+        // The caller's identity, never its credential.
         logger.warn(
-          { msgId: LogIds.rejected, method, field: error.field, reason: error.message },
-          'request rejected',
+          {
+            msgId: LogIds.rejected,
+            method,
+            reason,
+            field,
+            caller: caller?.identity,
+            message: error.message,
+          },
+          'request refused',
         );
       }
       return { code: error.code, details: error.message };
@@ -53,18 +71,32 @@ export function registryHandlers(
       );
     }
   };
+  /** The instance a write is about, checked before the caller's grant for it. */
+  const writeFor = (caller: Caller, request: Req) => {
+    const ref = validateRef(request.instance as Req);
+    access.requireService(caller, ref.serviceId);
+    return ref;
+  };
 
-  function unary(method: string, run: (request: Req) => Promise<object> | object) {
+  /** A call's caller is identified and authorized before anything is read or written. */
+  function unary(
+    method: string,
+    authorize: (caller: Caller, request: Req) => void,
+    run: (request: Req) => Promise<object> | object,
+  ) {
     return async (
       call: grpc.ServerUnaryCall<Req, object>,
       callback: grpc.sendUnaryData<object>,
     ) => {
+      let caller: Caller | undefined;
       try {
+        caller = access.identify(call);
+        authorize(caller, call.request);
         const response = await run(call.request);
         count(method, grpc.status.OK);
         callback(null, response);
       } catch (error) {
-        const failure = fail(method, error);
+        const failure = fail(method, error, caller);
         count(method, failure.code ?? grpc.status.UNKNOWN);
         callback(failure);
       }
@@ -72,26 +104,43 @@ export function registryHandlers(
   }
 
   const handlers: grpc.UntypedServiceImplementation = {
-    register: unary('Register', (r) => registry.register(r.instance as Req)),
-    renew: unary('Renew', async (r) => ({ expiresAtMs: await registry.renew(r.instance as Req) })),
-    deregister: unary('Deregister', async (r) => {
+    register: unary(
+      'Register',
+      (caller, r) => {
+        const { serviceId } = writeFor(caller, r);
+        const names = (r.instance as Req).grpcServices;
+        access.requireClaims(caller, serviceId, Array.isArray(names) ? names : []);
+      },
+      (r) => registry.register(r.instance as Req),
+    ),
+    renew: unary('Renew', writeFor, async (r) => ({
+      expiresAtMs: await registry.renew(r.instance as Req),
+    })),
+    deregister: unary('Deregister', writeFor, async (r) => {
       await registry.deregister(r.instance as Req);
       return {};
     }),
-    setStatus: unary('SetStatus', async (r) => ({
+    setStatus: unary('SetStatus', writeFor, async (r) => ({
       instance: await registry.setStatus(r.instance as Req, r.status),
     })),
-    list: unary('List', (r) => {
-      requireView();
-      return { instances: registry.list(String(r.serviceId ?? '')) };
-    }),
+    list: unary(
+      'List',
+      (caller) => access.requireRead(caller),
+      (r) => {
+        requireView();
+        return { instances: registry.list(String(r.serviceId ?? '')) };
+      },
+    ),
     watch: (call: grpc.ServerWritableStream<Req, object>) => {
       let serviceId: string;
+      let caller: Caller | undefined;
       try {
+        caller = access.identify(call);
+        access.requireRead(caller);
         requireView();
         serviceId = checkServiceFilter(String(call.request.serviceId ?? ''));
       } catch (error) {
-        const failure = fail('Watch', error);
+        const failure = fail('Watch', error, caller);
         count('Watch', failure.code ?? grpc.status.UNKNOWN);
         call.emit('error', failure);
         return;

@@ -2,7 +2,9 @@
  * Instances that cannot register themselves, defined in a YAML file. Discovery
  * publishes them and renews them for as long as their definition exists; every
  * replica with the file does so (the writes are idempotent), and the health checker
- * probes them like any other instance.
+ * probes them like any other instance. Their addresses obey the same allow list as
+ * registrations, and a definition claiming a gRPC service name another service id owns
+ * is not published (logged at every renewal round).
  *
  * ```yaml
  * instances:
@@ -18,8 +20,9 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import { address, grpcServiceName, id, type ServiceInstance } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
-import { loadYamlConfig } from '../common/config.js';
+import { ConfigError, loadYamlConfig } from '../common/config.js';
 import { parseInstanceMetadata } from '../common/lb-metadata.js';
+import type { AddressPolicy } from './addresses.js';
 import { LogIds } from './log-ids.js';
 import type { Registry } from './registry.js';
 import { renewIntervalSeconds } from './validation.js';
@@ -61,8 +64,15 @@ export function staticInstanceId(def: StaticDefinition): string {
 export async function loadStaticDefinitions(
   file: string,
   leaseSeconds: number,
+  addresses: AddressPolicy,
 ): Promise<ServiceInstance[]> {
   const { instances } = await loadYamlConfig(staticFileSchema, file);
+  instances.forEach((def, i) => {
+    const refusal = addresses.refusal(def.address);
+    if (refusal !== undefined) {
+      throw new ConfigError(file, [`instances[${i}].address: ${refusal}`]);
+    }
+  });
   return instances.map((def) => ({
     serviceId: def.service,
     instanceId: staticInstanceId(def),

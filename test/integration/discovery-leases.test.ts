@@ -7,7 +7,7 @@ import { RegistrationClient } from '../../services/discovery/client.js';
 import { LogIds } from '../../services/discovery/log-ids.js';
 import { discoveryMetrics } from '../../services/discovery/metrics.js';
 import type { DiscoveryReplica } from '../../services/discovery/replica.js';
-import { rejection, startReplica, TestRegistryClient } from '../support/discovery.js';
+import { rejection, startReplica, TestRegistryClient, tokenFile } from '../support/discovery.js';
 import { captureLogs } from '../support/logs.js';
 import { counterSum } from '../support/metrics.js';
 import { NatsCluster } from '../support/nats-cluster.js';
@@ -97,6 +97,7 @@ describe('leases, server-side expiry and self-preservation with two replicas', (
   test('the registration client registers again when its renewal is told NOT_FOUND', async () => {
     const client = new RegistrationClient({
       discovery: [r1.grpcAddress, r2.grpcAddress],
+      credential: { tokenFile: tokenFile() },
       instance: { ...instance('resilient', 'res-1'), leaseSeconds: 3 },
       logger: logs.logger,
     });

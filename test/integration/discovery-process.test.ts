@@ -11,7 +11,9 @@ import {
   type ReplicaProcess,
   spawnReplica,
   spawnTs,
+  TESTER_ACCESS_YAML,
   TestRegistryClient,
+  tokenFile,
 } from '../support/discovery.js';
 import { NatsCluster } from '../support/nats-cluster.js';
 import { until } from '../support/wait.js';
@@ -42,6 +44,7 @@ describe('discovery replicas and a registered service as real processes', () => 
         'expiry: { checkIntervalMs: 300, settleMs: 200 }',
         'selfPreservation: { windowMs: 2000 }',
         'health: { intervalMs: 400, timeoutMs: 300, failureThreshold: 2 }',
+        TESTER_ACCESS_YAML,
       ].join('\n'),
     );
     [p1, p2] = await Promise.all([
@@ -67,6 +70,7 @@ describe('discovery replicas and a registered service as real processes', () => 
       INSTANCE_ID: 'orders-1',
       LEASE_SECONDS: '3',
       GRACE_MS: '500',
+      HALYARD_REGISTRY_TOKEN_FILE: tokenFile(),
     });
     t.after(() => {
       if (service.child.exitCode === null) service.child.kill('SIGKILL');

@@ -5,7 +5,12 @@ import { Bus, busMetrics, Keys, RegistryBucket } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { discoveryMetrics } from '../../services/discovery/metrics.js';
 import type { DiscoveryReplica } from '../../services/discovery/replica.js';
-import { rejection, startReplica, TestRegistryClient } from '../support/discovery.js';
+import {
+  rejection,
+  startReplica,
+  TESTER_ACCESS,
+  TestRegistryClient,
+} from '../support/discovery.js';
 import { counterValue } from '../support/metrics.js';
 import { NatsCluster } from '../support/nats-cluster.js';
 import { rawConnection } from '../support/raw-nats.js';
@@ -273,6 +278,7 @@ describe('readiness', () => {
       grpcListen: '127.0.0.1:0',
       adminPort: 0,
       logger: pino({ level: 'warn' }),
+      access: TESTER_ACCESS,
     });
     cleanup.push(() => replica.stop());
     const readyz = async () => (await fetch(`http://127.0.0.1:${replica.adminPort}/readyz`)).status;

@@ -1,14 +1,43 @@
 /** Discovery replicas, Registry clients and health-checked backends for tests. */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import type { Logger } from 'pino';
 import { pino } from 'pino';
+import { tokenDigest } from '../../services/common/callers.js';
+import type { AccessOptions } from '../../services/discovery/access.js';
+import type { RegistryCredential } from '../../services/discovery/client.js';
 import { LogIds } from '../../services/discovery/log-ids.js';
 import { DiscoveryReplica, type ReplicaOptions } from '../../services/discovery/replica.js';
 import { registryDefinition } from '../../services/discovery/service.js';
 import type { NatsCluster } from './nats-cluster.js';
 import { until } from './wait.js';
+
+/** The token of `tester`, which the replicas of tests grant every service id, name and read. */
+export const TESTER_TOKEN = 'tester-token-for-discovery-tests';
+
+export const TESTER_ACCESS: AccessOptions = {
+  tokens: [{ sha256: tokenDigest(TESTER_TOKEN), identity: 'tester' }],
+  grants: { tester: { services: { '*': ['*'] }, read: true } },
+};
+
+/** A file holding `token` (0600), as a registering service is given its token. */
+export function tokenFile(token = TESTER_TOKEN): string {
+  const file = join(mkdtempSync(join(tmpdir(), 'halyard-token-')), 'registry.token');
+  writeFileSync(file, `${token}\n`, { mode: 0o600 });
+  return file;
+}
+
+/** The replica config lines that grant `tester` (YAML, for replicas run as processes). */
+export const TESTER_ACCESS_YAML = [
+  'tokens:',
+  `  - { sha256: ${tokenDigest(TESTER_TOKEN)}, identity: tester }`,
+  'grants:',
+  `  tester: { services: { "*": ["*"] }, read: true }`,
+].join('\n');
 
 /** Short leases and fast loops, so that lapses and probes happen within a test's time. */
 export const FAST = {
@@ -32,6 +61,7 @@ export async function startReplica(
     grpcListen: '127.0.0.1:0',
     adminPort: 0,
     logger,
+    access: TESTER_ACCESS,
     ...FAST,
     ...overrides,
   });
@@ -42,18 +72,37 @@ export async function startReplica(
 type Obj = Record<string, unknown>;
 const RegistryClient = grpc.makeGenericClientConstructor(registryDefinition, 'Registry');
 
+/** Who a test client is: a token (default `tester`'s), a client certificate, or nothing. */
+export type TestCredential =
+  | { readonly token: string }
+  | { readonly tls: NonNullable<RegistryCredential['tls']>; readonly token?: string }
+  | 'anonymous';
+
 /** A promisified Registry client; failures reject with the grpc ServiceError. */
 export class TestRegistryClient {
   readonly stub: grpc.Client & Record<string, (...args: unknown[]) => unknown>;
+  private readonly metadata = new grpc.Metadata();
 
-  constructor(address: string) {
-    this.stub = new RegistryClient(address, grpc.credentials.createInsecure()) as never;
+  constructor(address: string, credential: TestCredential = { token: TESTER_TOKEN }) {
+    const tls = credential !== 'anonymous' && 'tls' in credential ? credential.tls : undefined;
+    const channel = tls
+      ? grpc.credentials.createSsl(
+          readFileSync(tls.caFile),
+          tls.keyFile ? readFileSync(tls.keyFile) : null,
+          tls.certFile ? readFileSync(tls.certFile) : null,
+        )
+      : grpc.credentials.createInsecure();
+    if (credential !== 'anonymous' && credential.token !== undefined) {
+      this.metadata.set('authorization', `Bearer ${credential.token}`);
+    }
+    this.stub = new RegistryClient(address, channel) as never;
   }
 
   private unary(method: string, request: object, timeoutMs = 30_000): Promise<Obj> {
     return new Promise((resolve, reject) =>
       this.stub[method]!(
         request,
+        this.metadata,
         { deadline: Date.now() + timeoutMs },
         (e: Error | null, r: Obj) => (e ? reject(e) : resolve(r)),
       ),
@@ -76,7 +125,7 @@ export class TestRegistryClient {
     return ((await this.unary('list', { serviceId })).instances ?? []) as Obj[];
   }
   watch(serviceId = ''): grpc.ClientReadableStream<Obj> {
-    return this.stub.watch!({ serviceId }) as grpc.ClientReadableStream<Obj>;
+    return this.stub.watch!({ serviceId }, this.metadata) as grpc.ClientReadableStream<Obj>;
   }
   close(): void {
     this.stub.close();

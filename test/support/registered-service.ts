@@ -1,12 +1,12 @@
 /**
  * A Node service process: a gRPC server that registers itself with the registration
  * client and stops gracefully on SIGTERM (DRAINING, grace period, deregistration).
- * Settings come from the environment; logs are JSON lines on stdout.
+ * Settings come from the environment (its credential too); logs are JSON lines on stdout.
  */
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import { pino } from 'pino';
-import { RegistrationClient } from '../../services/discovery/client.js';
+import { RegistrationClient, registryCredentialFromEnv } from '../../services/discovery/client.js';
 
 const env = (name: string) => {
   const value = process.env[name];
@@ -24,6 +24,8 @@ const port = await new Promise<number>((resolve, reject) =>
 
 const client = new RegistrationClient({
   discovery: env('DISCOVERY').split(','),
+  // HALYARD_REGISTRY_TOKEN_FILE or a client certificate, as any service.
+  credential: registryCredentialFromEnv(),
   instance: {
     serviceId: env('SERVICE_ID'),
     instanceId: env('INSTANCE_ID'),

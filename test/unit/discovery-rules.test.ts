@@ -7,6 +7,7 @@ import { status } from '@grpc/grpc-js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { ConfigError } from '../../services/common/config.js';
 import { ownerOf } from '../../services/common/rendezvous.js';
+import { AddressPolicy } from '../../services/discovery/addresses.js';
 import { RegistryError } from '../../services/discovery/errors.js';
 import { SelfPreservation } from '../../services/discovery/self-preservation.js';
 import { loadStaticDefinitions } from '../../services/discovery/static-definitions.js';
@@ -103,8 +104,8 @@ test('static definitions: deterministic ids; bad entries name their path', async
       file,
       'instances:\n  - service: legacy\n    address: "10.0.0.5:9000"\n  - service: legacy\n    id: fixed\n    address: "10.0.0.6:9000"\n',
     );
-    const [a, b] = await loadStaticDefinitions(file, 15);
-    const [again] = await loadStaticDefinitions(file, 15);
+    const [a, b] = await loadStaticDefinitions(file, 15, new AddressPolicy());
+    const [again] = await loadStaticDefinitions(file, 15, new AddressPolicy());
     assert.equal(a?.instanceId, again?.instanceId, 'same definition, same id on every replica');
     assert.match(a?.instanceId ?? '', /^static-[0-9a-f]{16}$/);
     assert.equal(b?.instanceId, 'fixed');
@@ -112,7 +113,7 @@ test('static definitions: deterministic ids; bad entries name their path', async
       file,
       'instances:\n  - service: Legacy\n    address: nowhere\n    metadata: { lb.policy: random }\n',
     );
-    await assert.rejects(loadStaticDefinitions(file, 15), (e: unknown) => {
+    await assert.rejects(loadStaticDefinitions(file, 15, new AddressPolicy()), (e: unknown) => {
       assert.ok(e instanceof ConfigError);
       assert.match(e.message, /instances\.0\.service: /);
       assert.match(e.message, /instances\.0\.address: /);
