@@ -32,6 +32,7 @@ import {
   type Setting,
 } from '../common/component-config.js';
 import { loadYamlConfig } from '../common/config.js';
+import { serverTlsSettings } from '../common/server-tls.js';
 import { DEFAULT_LIMITS, DEFAULT_POLICY } from './rules.js';
 
 const port = z.number().int().min(0).max(65535);
@@ -49,17 +50,7 @@ export const cacheConfig = z.strictObject({
   bus: busSettings,
   grpc: endpoint(7470).default({ host: '127.0.0.1', port: 7470 }),
   admin: endpoint(7471).default({ host: '127.0.0.1', port: 7471 }),
-  tls: z
-    .strictObject({
-      certFile: z.string().min(1),
-      keyFile: z.string().min(1),
-      clientCaFile: z.string().min(1).optional(),
-      requireClientCert: z.boolean().default(false),
-    })
-    .refine((tls) => !tls.requireClientCert || tls.clientCaFile, {
-      message: 'requireClientCert needs clientCaFile',
-    })
-    .optional(),
+  tls: serverTlsSettings.optional(),
   tokens: z
     .array(
       z.strictObject({

@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { type Bus, CacheBucket, type CacheEntry } from '../../bus/index.js';
 import { type AdminServer, startAdmin } from '../common/admin.js';
 import { serviceDefinition } from '../common/grpc.js';
+import { serverCredentials } from '../common/server-tls.js';
 import type { CacheConfig } from './config.js';
 import { Identities } from './identity.js';
 import { CacheLogIds } from './log-ids.js';
@@ -79,11 +80,11 @@ export class CacheServer {
         logger,
       ) as unknown as grpc.UntypedServiceImplementation,
     );
-    const serverCredentials = await credentials(config);
+    const credentials = await serverCredentials(config.tls);
     const grpcPort = await new Promise<number>((resolve, reject) =>
       server.bindAsync(
         `${config.grpc.host}:${config.grpc.port}`,
-        serverCredentials,
+        credentials,
         (error, port) => (error ? reject(error) : resolve(port)),
       ),
     );
@@ -178,50 +179,6 @@ function effectiveLimits(config: CacheConfig, maxPayload: number | undefined, lo
     'value limit lowered to fit the bus server’s max_payload (raise max_payload in the NATS config to allow more)',
   );
   return { ...limits, maxValueBytes: room };
-}
-
-async function credentials(config: CacheConfig): Promise<grpc.ServerCredentials> {
-  const tls = config.tls;
-  if (!tls) return grpc.ServerCredentials.createInsecure();
-  if (!tls.clientCaFile) {
-    return grpc.ServerCredentials.createSsl(null, [
-      { private_key: readFileSync(tls.keyFile), cert_chain: readFileSync(tls.certFile) },
-    ]);
-  }
-  // Client certificates are requested and verified against the CA; without one the
-  // handshake still succeeds (unless required) and the caller may present a token.
-  const files = new grpc.experimental.FileWatcherCertificateProvider({
-    certificateFile: tls.certFile,
-    privateKeyFile: tls.keyFile,
-    caCertificateFile: tls.clientCaFile,
-    refreshIntervalMs: 60_000,
-  });
-  // The provider reads the files asynchronously; a handshake before that fails, so the
-  // port is bound only once both the identity and the CA are loaded.
-  // Listeners are removed once served: a provider with listeners keeps a refresh timer
-  // alive, and the server's own listeners are handed the loaded files at once.
-  await Promise.all([
-    new Promise<void>((resolve) => {
-      const listener = () => {
-        files.removeCaCertificateListener(listener);
-        resolve();
-      };
-      files.addCaCertificateListener(listener);
-    }),
-    new Promise<void>((resolve) => {
-      const listener = () => {
-        files.removeIdentityCertificateListener(listener);
-        resolve();
-      };
-      files.addIdentityCertificateListener(listener);
-    }),
-  ]);
-  // grpc-js takes (identity, ca, requireClientCertificate) whatever its typings call them.
-  return grpc.experimental.createCertificateProviderServerCredentials(
-    files,
-    files,
-    tls.requireClientCert,
-  );
 }
 
 type Unary<Req, Res> = (
