@@ -3,7 +3,6 @@
  * the admin endpoint (/healthz, /readyz, /metrics) and the record-limit trim. Ready — in gRPC
  * health and /readyz — only once the local view of the bucket is loaded.
  */
-import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'pino';
@@ -82,10 +81,8 @@ export class CacheServer {
     );
     const credentials = await serverCredentials(config.tls);
     const grpcPort = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(
-        `${config.grpc.host}:${config.grpc.port}`,
-        credentials,
-        (error, port) => (error ? reject(error) : resolve(port)),
+      server.bindAsync(`${config.grpc.host}:${config.grpc.port}`, credentials, (error, port) =>
+        error ? reject(error) : resolve(port),
       ),
     );
     if (!config.tls && config.tokens.length > 0) {
