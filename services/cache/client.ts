@@ -17,8 +17,8 @@
  *
  * Every refusal is a CacheError carrying the gRPC status code and the service's message.
  */
-import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
+import { clientCredentials } from '../common/client-tls.js';
 import { failoverChannel } from '../common/failover-channel.js';
 import { serviceDefinition } from '../common/grpc.js';
 import {
@@ -154,13 +154,7 @@ class GrpcCacheClient implements CacheClient {
 
   constructor(address: string | readonly string[], options: CacheClientOptions) {
     const tls = options.tls;
-    const credentials = tls
-      ? grpc.credentials.createSsl(
-          readFileSync(tls.caFile),
-          tls.keyFile ? readFileSync(tls.keyFile) : null,
-          tls.certFile ? readFileSync(tls.certFile) : null,
-        )
-      : grpc.credentials.createInsecure();
+    const credentials = clientCredentials(tls);
     const channel = failoverChannel({
       addresses: typeof address === 'string' ? [address] : address,
       idempotent: IDEMPOTENT.map((method) => `${CACHE_SERVICE}/${method}`),

@@ -10,6 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import { type Logger, pino } from 'pino';
 import type { ServiceInstance } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
+import { clientCredentials } from '../common/client-tls.js';
 import { sleep } from '../common/sleep.js';
 import { LogIds } from './log-ids.js';
 import { registryDefinition } from './service.js';
@@ -240,12 +241,6 @@ export function readCredential(credential: RegistryCredential): {
     token = readFileSync(tokenFile, 'utf8').trim();
     if (token === '') throw new RangeError(`credential: the token file ${tokenFile} is empty`);
   }
-  const channel = tls
-    ? grpc.credentials.createSsl(
-        readFileSync(tls.caFile),
-        tls.keyFile ? readFileSync(tls.keyFile) : null,
-        tls.certFile ? readFileSync(tls.certFile) : null,
-      )
-    : grpc.credentials.createInsecure();
+  const channel = clientCredentials(tls);
   return { channel, token };
 }

@@ -1,6 +1,4 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -9,17 +7,15 @@ import { stringify } from 'yaml';
 import { type CacheClient, createCacheClient } from '../../services/cache/client.js';
 import { freePort } from '../../services/launcher/instance.js';
 import { tokensFor } from '../support/cache.js';
+import { type ComponentProcess, spawnComponent } from '../support/component-process.js';
 import { NatsCluster } from '../support/nats-cluster.js';
-import { until } from '../support/wait.js';
 
 const CALLS = 1200;
 const IN_FLIGHT = 8;
 const KILL_AFTER = 200;
 
-interface CacheProcess {
-  readonly child: ChildProcess;
+interface CacheProcess extends ComponentProcess {
   readonly address: string;
-  readonly exited: Promise<unknown>;
 }
 
 async function spawnCache(
@@ -28,33 +24,15 @@ async function spawnCache(
   configFile: string,
 ): Promise<CacheProcess> {
   const [port, admin] = [await freePort(), await freePort()];
-  const child = spawn(
-    process.execPath,
+  const cache = await spawnComponent(
+    'services/cache/main.ts',
     [
-      '--import',
-      'tsx',
-      'services/cache/main.ts',
-      '--config',
-      configFile,
-      '--id',
-      id,
-      '--grpc-port',
-      String(port),
-      '--admin-port',
-      String(admin),
-      '--nats',
-      servers.join(','),
+      ...['--config', configFile, '--id', id, '--grpc-port', String(port)],
+      ...['--admin-port', String(admin), '--nats', servers.join(',')],
     ],
-    { stdio: 'ignore' },
+    admin,
   );
-  const exited = once(child, 'exit');
-  await until(
-    `${id} ready`,
-    async () => (await fetch(`http://127.0.0.1:${admin}/readyz`).catch(() => undefined))?.ok,
-    30_000,
-    100,
-  );
-  return { child, address: `127.0.0.1:${port}`, exited };
+  return { ...cache, address: `127.0.0.1:${port}` };
 }
 
 describe('a cache client over two replicas, one killed under load', () => {

@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import type { Bus } from '../../bus/index.js';
 import { failoverChannel } from '../../services/common/failover-channel.js';
 import { freePort } from '../../services/launcher/instance.js';
 import { startBusCluster } from '../support/bus-cluster.js';
+import { type ComponentProcess, spawnComponent } from '../support/component-process.js';
 import {
   type EchoClient,
   type EchoServer,
@@ -22,48 +21,28 @@ const CALLS = 1500;
 const IN_FLIGHT = 16;
 const KILL_AFTER = 300;
 
-interface GatewayProcess {
-  readonly child: ChildProcess;
+interface GatewayProcess extends ComponentProcess {
   readonly address: string;
   /** Calls this gateway answered, from its metrics. */
   requests(): Promise<number>;
-  readonly exited: Promise<unknown>;
 }
 
 async function spawnGateway(id: string, servers: string[]): Promise<GatewayProcess> {
   const [port, admin] = [await freePort(), await freePort()];
-  const child = spawn(
-    process.execPath,
+  const gateway = await spawnComponent(
+    'services/gateway/main.ts',
     [
-      '--import',
-      'tsx',
-      'services/gateway/main.ts',
-      '--id',
-      id,
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--admin',
-      `127.0.0.1:${admin}`,
-      '--nats',
-      servers.join(','),
+      ...['--id', id, '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`],
+      ...['--nats', servers.join(',')],
     ],
-    { stdio: 'ignore' },
+    admin,
   );
-  const exited = once(child, 'exit');
-  await until(
-    `${id} ready`,
-    async () => (await fetch(`http://127.0.0.1:${admin}/readyz`).catch(() => undefined))?.ok,
-    30_000,
-    100,
-  );
-  const requests = async () => {
-    const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
-    return text
+  const requests = async () =>
+    (await gateway.metrics())
       .split('\n')
       .filter((line) => line.startsWith('halyard_gateway_requests_total{'))
       .reduce((sum, line) => sum + Number(line.split(' ').at(-1)), 0);
-  };
-  return { child, address: `127.0.0.1:${port}`, requests, exited };
+  return { ...gateway, address: `127.0.0.1:${port}`, requests };
 }
 
 function unary(client: EchoClient): Promise<grpc.ServiceError | undefined> {

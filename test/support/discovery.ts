@@ -1,6 +1,6 @@
 /** Discovery replicas, Registry clients and health-checked backends for tests. */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -8,6 +8,7 @@ import { service as healthService } from 'grpc-health-check';
 import type { Logger } from 'pino';
 import { pino } from 'pino';
 import { tokenDigest } from '../../services/common/callers.js';
+import { clientCredentials } from '../../services/common/client-tls.js';
 import type { AccessOptions } from '../../services/discovery/access.js';
 import type { RegistryCredential } from '../../services/discovery/client.js';
 import { LogIds } from '../../services/discovery/log-ids.js';
@@ -85,13 +86,7 @@ export class TestRegistryClient {
 
   constructor(address: string, credential: TestCredential = { token: TESTER_TOKEN }) {
     const tls = credential !== 'anonymous' && 'tls' in credential ? credential.tls : undefined;
-    const channel = tls
-      ? grpc.credentials.createSsl(
-          readFileSync(tls.caFile),
-          tls.keyFile ? readFileSync(tls.keyFile) : null,
-          tls.certFile ? readFileSync(tls.certFile) : null,
-        )
-      : grpc.credentials.createInsecure();
+    const channel = clientCredentials(tls);
     if (credential !== 'anonymous' && credential.token !== undefined) {
       this.metadata.set('authorization', `Bearer ${credential.token}`);
     }
