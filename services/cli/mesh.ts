@@ -68,7 +68,7 @@ interface ReportedChild {
  * with the start time kept in the pid file, it proves that a pid read from that file
  * still is that launcher.
  */
-const UP_LAUNCHER_MARKER_ENV = 'HALYARD_UP_LAUNCHER';
+export const UP_LAUNCHER_MARKER_ENV = 'HALYARD_UP_LAUNCHER';
 
 export interface Endpoint {
   readonly component: string;
