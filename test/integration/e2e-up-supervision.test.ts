@@ -23,6 +23,7 @@ import { CliLogIds } from '../../services/cli/log.js';
 import { serviceDefinition } from '../../services/common/grpc.js';
 import { procStat } from '../../services/common/proc.js';
 import { ControlCodecsOf } from '../../services/launcher/control.js';
+import { LogIds } from '../../services/launcher/log-ids.js';
 import { LAUNCHER_MARKER_ENV } from '../../services/launcher/process.js';
 import { descendants, processesWithEnvironment } from '../support/processes.js';
 import { until } from '../support/wait.js';
@@ -364,8 +365,19 @@ test('halyard up restarts a killed launcher (which adopts the mesh) and a killed
   assert.equal(code, 0, `halyard up did not exit cleanly (${code})\n${stderr.slice(-3000)}`);
   assert.deepEqual(meshPids.filter(alive), [], 'mesh processes left behind');
   assert.deepEqual([...seenPids].filter(alive), [], 'processes left behind');
-  const stopped = stdout.filter((l) => /^\s+■ \S+\s+stopped$/.test(l));
-  assert.equal(stopped.length, MESH_PROCESSES, stdout.join('\n'));
+  assert.match(stderr, /HALX0013I/, 'the mesh was stopped through its launcher');
+  // In reverse dependency order, by the new launcher, as its log tells (the lifecycle
+  // events say the same; `up` shows those it receives before it closes the bus).
+  const stoppedByNewLauncher = fs
+    .readFileSync(path.join(dataDir, 'logs', 'launcher.log'), 'utf8')
+    .split('\n')
+    .flatMap((l) => (l.startsWith('{') ? [JSON.parse(l) as Record<string, unknown>] : []))
+    .filter(
+      (l) => l.msgId === LogIds.stopped && String(l.eventId).includes(`/${second.launcherId}/`),
+    )
+    .map((l) => String(l.component));
+  assert.equal(stoppedByNewLauncher.length, MESH_PROCESSES, stoppedByNewLauncher.join(' '));
+  assert.deepEqual(stoppedByNewLauncher.slice(-2), ['discovery', 'discovery'], 'discovery last');
   up.stdout?.destroy();
   up.stderr?.destroy();
 });
