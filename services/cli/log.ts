@@ -31,6 +31,9 @@ export const CliLogIds = {
   nodeCrashed: 'HALX0034E',
   badOption: 'HALX0035E',
   meshFailed: 'HALX0036E',
+  superviseRestarting: 'HALX0040W',
+  superviseRestarted: 'HALX0041I',
+  superviseGaveUp: 'HALX0042E',
 } as const;
 
 export type LogFormat = 'json' | 'pretty';

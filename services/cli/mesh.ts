@@ -2,7 +2,9 @@
  * The mesh part of `halyard up`: one launcher with deploy/local/mesh.yaml, run as a child
  * process in its own process group (a Ctrl-C in the terminal reaches only `up`, which then
  * asks the launcher to stop its children in order). Progress comes from the launcher's
- * lifecycle events on the bus; the endpoints from its `display` reply.
+ * lifecycle events on the bus; the endpoints from its `display` reply. A launcher that
+ * exits on its own is started again by `up` (up/supervise.ts) and adopts the children
+ * still running.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -10,11 +12,12 @@ import * as path from 'node:path';
 import type { Bus, LauncherStatus, LifecycleEvent, Subscription } from '../../bus/index.js';
 import { Subjects } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
-import { commandLineOf, isAlive } from '../common/proc.js';
+import { commandLineOf, isMarkedProcess, procStat } from '../common/proc.js';
 import { sleep } from '../common/sleep.js';
 import { signalProcess, stopProcess } from '../common/stop-process.js';
 import { forHost, loadLauncherConfig } from '../launcher/config.js';
 import { ControlCodecsOf } from '../launcher/control.js';
+import { isLauncherChild, launcherMarker } from '../launcher/process.js';
 import { CliLogIds as Ids, type Logger } from './log.js';
 
 const Kind = halyard.launcher.v1.LifecycleEvent.Kind;
@@ -44,6 +47,29 @@ export interface MeshOptions {
   readonly log: Logger;
 }
 
+/** How the launcher process ended. */
+export interface LauncherExit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  /** `stop()` asked for it; otherwise it crashed or was killed from outside. */
+  readonly requested: boolean;
+}
+
+/** A child the launcher reported STARTED, as its event said. */
+interface ReportedChild {
+  readonly component: string;
+  readonly instance: number;
+  readonly pid: number;
+  readonly processStart: number;
+}
+
+/**
+ * The environment variable `up` sets on its launcher, naming the launcher's log file:
+ * with the start time kept in the pid file, it proves that a pid read from that file
+ * still is that launcher.
+ */
+export const UP_LAUNCHER_MARKER_ENV = 'HALYARD_UP_LAUNCHER';
+
 export interface Endpoint {
   readonly component: string;
   readonly instance: number;
@@ -60,35 +86,57 @@ export async function expectedInstances(file: string): Promise<Map<string, numbe
 export class Mesh {
   private child: ChildProcess | undefined;
   private events: Subscription | undefined;
-  /** Pids of the launcher's children, from STARTED events; killed if the launcher leaves them. */
-  private readonly pids = new Map<string, number>();
+  /** The launcher's children, from STARTED events; killed if the launcher leaves them. */
+  private readonly children = new Map<string, ReportedChild>();
   private readonly ready = new Set<string>();
   /** Every instance of the config; known once start() has read it. */
   private total = 0;
   private readyWaiter: (() => void) | undefined;
   private stopping = false;
-  private exited: Promise<number | null> = Promise.resolve(null);
-  private exitListener: ((code: number | null, signal: NodeJS.Signals | null) => void) | undefined;
+  private exit: Promise<LauncherExit> = Promise.resolve({
+    code: null,
+    signal: null,
+    requested: true,
+  });
 
   constructor(
     private readonly options: MeshOptions,
     private readonly bus: Bus,
   ) {}
 
-  /** Calls back when the launcher exits on its own (not when stopped). */
-  onUnexpectedExit(listener: (code: number | null, signal: NodeJS.Signals | null) => void): void {
-    this.exitListener = listener;
+  /** Resolves when the current launcher process has exited, saying whether it was asked to. */
+  launcherExited(): Promise<LauncherExit> {
+    return this.exit;
   }
 
   /** Reads the config, follows lifecycle events from now, then starts the launcher. */
   async start(): Promise<void> {
-    const { log, out } = this.options;
+    const { out } = this.options;
     const expected = await expectedInstances(this.options.configFile);
     this.total = [...expected.values()].reduce((a, b) => a + b, 0);
     this.events = await this.bus.subscribe(
       { kind: 'lifecycle', filter: `${MESH_HOST_ID}.>`, from: { time: new Date() } },
       ({ event }) => this.progress(event),
     );
+    this.spawnLauncher();
+    out.write(`Starting the mesh (${this.total} processes):\n`);
+  }
+
+  /**
+   * Starts the launcher again after it exited on its own. Its config says `recovery:
+   * adopt`: it finds the children still running by replay and adopts them.
+   */
+  restartLauncher(): number | undefined {
+    if (this.stopping) return undefined;
+    const pid = this.spawnLauncher();
+    this.options.out.write(
+      `  ↻ launcher     restarted (pid ${pid}): adopting the processes still running\n`,
+    );
+    return pid;
+  }
+
+  private spawnLauncher(): number | undefined {
+    const { log } = this.options;
     fs.mkdirSync(path.dirname(this.options.logFile), { recursive: true });
     const logFd = fs.openSync(this.options.logFile, 'a');
     const { adminBase } = this.options;
@@ -116,25 +164,27 @@ export class Mesh {
         ...this.options.env,
         HALYARD_NATS: this.options.servers.join(','),
         HALYARD_ADMIN_BASE: String(adminBase),
+        [UP_LAUNCHER_MARKER_ENV]: this.options.logFile,
       },
     });
     fs.closeSync(logFd);
     this.child = child;
-    if (child.pid !== undefined)
-      fs.writeFileSync(launcherPidFile(this.options.logFile), `${child.pid}\n`);
-    this.exited = new Promise((resolve) => {
-      child.once('exit', (code, signal) => {
-        this.child = undefined;
-        resolve(code);
-        this.exitListener?.(code, signal);
+    if (child.pid !== undefined) writeLauncherPid(this.options.logFile, child.pid);
+    this.exit = new Promise((resolve) => {
+      const exited = (code: number | null, signal: NodeJS.Signals | null) => {
+        if (this.child === child) this.child = undefined;
+        resolve({ code, signal, requested: this.stopping });
+      };
+      child.once('exit', exited);
+      child.once('error', () => {
+        if (child.pid === undefined) exited(null, null);
       });
-      child.once('error', () => resolve(null));
     });
     log.info(
       { msgId: Ids.meshStarting, launcherPid: child.pid, config: this.options.configFile },
       `starting the mesh: one launcher (pid ${child.pid}) with ${path.relative(this.options.repoRoot, this.options.configFile)}; its log: ${this.options.logFile}`,
     );
-    out.write(`Starting the mesh (${this.total} processes):\n`);
+    return child.pid;
   }
 
   /** Resolves once every instance of the config has been READY. */
@@ -156,7 +206,15 @@ export class Mesh {
     const out = this.options.out;
     switch (e.kind) {
       case Kind.STARTED:
-        this.pids.set(name, e.pid);
+        this.children.set(name, {
+          component: e.component,
+          instance: e.instance,
+          pid: e.pid,
+          processStart: e.processStart,
+        });
+        if (e.reason.startsWith('adopted')) {
+          out.write(`  ↻ ${name.padEnd(12)} ${e.reason} (pid ${e.pid})\n`);
+        }
         break;
       case Kind.STARTING:
         if (!this.ready.has(name)) out.write(`  … ${name.padEnd(12)} starting on port ${e.port}\n`);
@@ -171,14 +229,14 @@ export class Mesh {
         }
         break;
       case Kind.EXITED:
-        this.pids.delete(name);
+        this.children.delete(name);
         if (!this.ready.has(name)) out.write(`  ✗ ${name.padEnd(12)} exited: ${e.reason}\n`);
         break;
       case Kind.GAVE_UP:
         out.write(`  ✗ ${name.padEnd(12)} gave up: ${e.reason}\n`);
         break;
       case Kind.STOPPED:
-        this.pids.delete(name);
+        this.children.delete(name);
         if (this.stopping) out.write(`  ■ ${name.padEnd(12)} stopped\n`);
         break;
     }
@@ -222,7 +280,6 @@ export class Mesh {
    */
   async stop(timeoutMs: number): Promise<void> {
     const { log } = this.options;
-    this.exitListener = undefined;
     this.stopping = true;
     const child = this.child;
     if (child) this.options.out.write('Stopping the mesh:\n');
@@ -232,7 +289,7 @@ export class Mesh {
         'stopping the mesh: the launcher stops its children',
       );
       const { killed } = await stopProcess(
-        { pid: child.pid, group: true, exited: this.exited },
+        { pid: child.pid, group: true, exited: this.exit },
         'SIGTERM',
         timeoutMs,
       );
@@ -244,9 +301,12 @@ export class Mesh {
       }
     }
     // Whatever the launcher left (it was killed, or crashed): their groups go too.
-    for (const [name, pid] of this.pids) {
-      if (signalProcess({ pid, group: true }, 'SIGKILL')) {
-        log.warn({ msgId: Ids.forcedStop, pid }, `killed ${name} (pid ${pid}) left running`);
+    for (const [name, reported] of this.children) {
+      if (killLeftChild(reported)) {
+        log.warn(
+          { msgId: Ids.forcedStop, pid: reported.pid },
+          `killed ${name} (pid ${reported.pid}) left running`,
+        );
       }
     }
     await sleep(200);
@@ -256,10 +316,21 @@ export class Mesh {
 
   /** Synchronous last resort (second Ctrl-C, process exit). */
   killAllSync(): void {
+    this.stopping = true;
     if (this.child?.pid !== undefined)
       signalProcess({ pid: this.child.pid, group: true }, 'SIGKILL');
-    for (const pid of this.pids.values()) signalProcess({ pid, group: true }, 'SIGKILL');
+    for (const reported of this.children.values()) killLeftChild(reported);
   }
+}
+
+/**
+ * SIGKILLs the group of a child an event reported, only when the pid still is that child
+ * (its start time and the launcher's marker): an event is not proof, and pids are reused.
+ */
+function killLeftChild(c: ReportedChild): boolean {
+  const marker = launcherMarker(MESH_HOST_ID, c.component, c.instance);
+  if (!isLauncherChild(c.pid, c.processStart, marker)) return false;
+  return signalProcess({ pid: c.pid, group: true, start: c.processStart }, 'SIGKILL');
 }
 
 /** Where the launcher's pid is kept (next to its log), so that a later `up` finds a leftover. */
@@ -267,10 +338,27 @@ function launcherPidFile(logFile: string): string {
   return path.join(path.dirname(logFile), 'launcher.pid');
 }
 
+/** The pid and its start time: together, with the marker, the identity of the launcher. */
+function writeLauncherPid(logFile: string, pid: number): void {
+  const start = procStat(pid)?.start;
+  fs.writeFileSync(launcherPidFile(logFile), `${JSON.stringify({ pid, start })}\n`);
+}
+
+function readLauncherPid(file: string): { pid: number; start: number } | undefined {
+  try {
+    const { pid, start } = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+    return typeof pid === 'number' && typeof start === 'number' ? { pid, start } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * A launcher left running by an `up` that was killed (kill -9): stopped with SIGTERM (it
- * stops its children) while the bus may still be up, then killed with its group. Only a
- * process that still runs this launcher with this config is touched (pids get reused).
+ * stops its children) while the bus may still be up, then killed with its group. Only the
+ * very launcher the pid file names is touched — its recorded start time, the marker `up`
+ * set in its environment, this launcher with this config on its command line — since
+ * pids get reused.
  */
 export async function stopLeftoverLauncher(
   logFile: string,
@@ -279,19 +367,20 @@ export async function stopLeftoverLauncher(
   timeoutMs: number,
 ): Promise<void> {
   const file = launcherPidFile(logFile);
-  let pid: number;
-  try {
-    pid = Number.parseInt(fs.readFileSync(file, 'utf8'), 10);
-  } catch {
+  const recorded = readLauncherPid(file);
+  if (!recorded) {
+    fs.rmSync(file, { force: true });
     return;
   }
-  const cmd = pid > 0 && isAlive(pid) ? commandLineOf(pid) : undefined;
+  const { pid, start } = recorded;
+  const marker = { name: UP_LAUNCHER_MARKER_ENV, value: logFile };
+  const cmd = isMarkedProcess(pid, start, marker) ? commandLineOf(pid) : undefined;
   if (cmd?.includes('services/launcher/main.ts') && cmd.includes(configFile)) {
     log.warn(
       { msgId: Ids.leftoverServer, launcherPid: pid },
       `stopping the launcher (pid ${pid}) left running by an earlier halyard up`,
     );
-    await stopProcess({ pid, group: true }, 'SIGTERM', timeoutMs);
+    await stopProcess({ pid, group: true, start }, 'SIGTERM', timeoutMs);
   }
   fs.rmSync(file, { force: true });
 }

@@ -4,7 +4,8 @@
  * (up/ports.ts), start the NATS cluster, connect and provision the bus (up/bus.ts), print
  * where it is (up/summary.ts), then run deploy/local/mesh.yaml with one launcher
  * (mesh.ts) until Ctrl-C / SIGTERM, and stop it all in reverse order. A second signal
- * kills everything at once.
+ * kills everything at once. Meanwhile a launcher or nats-server that exits on its own is
+ * started again (up/supervise.ts); the restarted launcher adopts the running mesh.
  */
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,6 +33,7 @@ import { StopRequested, UpError } from './up/errors.js';
 import { UpLock } from './up/lock.js';
 import { busPorts, checkPortRange, checkPortsFree, meshAdminPorts } from './up/ports.js';
 import { busSummary, meshSummary, readyLine } from './up/summary.js';
+import { describeExit, supervise } from './up/supervise.js';
 
 export interface UpOptions {
   /** Where node data, configs, logs and the lock live; resolved against the working dir. */
@@ -149,14 +151,32 @@ async function startMesh(
   log: Logger,
   stop: AbortController,
 ): Promise<void> {
-  mesh.onUnexpectedExit((exitCode, exitSignal) => {
-    log.error(
-      { msgId: Ids.meshFailed, code: exitCode, signal: exitSignal },
-      `the launcher exited (${exitSignal ?? `code ${exitCode}`}); see ${launcherLog}`,
-    );
-    stop.abort(new UpError(Ids.meshFailed, 'the mesh stopped: its launcher exited'));
-  });
   await mesh.start();
+  void supervise(
+    {
+      name: 'the launcher',
+      exited: async () => {
+        const exit = await mesh.launcherExited();
+        const detail = describeExit(exit.code, exit.signal);
+        if (!exit.requested) {
+          log.error(
+            { msgId: Ids.meshFailed, code: exit.code, signal: exit.signal, log: launcherLog },
+            `the launcher exited unexpectedly (${detail}); see ${launcherLog}`,
+          );
+        }
+        return { unexpected: !exit.requested, detail };
+      },
+      restart: async () => {
+        mesh.restartLauncher();
+      },
+    },
+    {
+      log,
+      stopping: stop.signal,
+      onGiveUp: (message) =>
+        stop.abort(new UpError(Ids.meshFailed, `the mesh stopped: ${message}`)),
+    },
+  );
   const timeout = AbortSignal.timeout(MESH_READY_TIMEOUT_MS);
   try {
     await mesh.waitReady(AbortSignal.any([stop.signal, timeout]));

@@ -50,6 +50,44 @@ export function commandLineOf(pid: number): string | undefined {
   }
 }
 
+/**
+ * The value of `name` in the environment a process was started with
+ * (`/proc/<pid>/environ`); undefined when unset or unreadable (not ours, or no /proc).
+ */
+export function environmentValueOf(pid: number, name: string): string | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/environ`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const prefix = `${name}=`;
+  return text
+    .split('\0')
+    .find((entry) => entry.startsWith(prefix))
+    ?.slice(prefix.length);
+}
+
+/**
+ * Whether `pid` is the very process recorded earlier: the same start time and, in its
+ * environment, the marker its starter set. A pid read from a file or an event proves
+ * nothing by itself (pids are reused); these two together do. Never pid 0 or 1.
+ */
+export function isMarkedProcess(
+  pid: number,
+  start: number,
+  marker: { readonly name: string; readonly value: string },
+): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 1) return false;
+  const stat = procStat(pid);
+  return (
+    stat !== undefined &&
+    stat.state !== 'Z' &&
+    stat.start === start &&
+    environmentValueOf(pid, marker.name) === marker.value
+  );
+}
+
 /** A process's resident set size in bytes (VmRSS); undefined when unknown. */
 export function residentBytesOf(pid: number): number | undefined {
   let text: string;

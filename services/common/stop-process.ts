@@ -40,6 +40,7 @@ export async function stopProcess(
   signal: NodeJS.Signals,
   timeoutMs: number,
 ): Promise<StopResult> {
+  if (!isSignallable(target.pid)) return { killed: false };
   let exited = target.exited === undefined;
   void target.exited?.then(
     () => {
@@ -66,6 +67,7 @@ export async function stopProcess(
  * is no error.
  */
 export function signalProcess(target: StopTarget, signal: NodeJS.Signals): boolean {
+  if (!isSignallable(target.pid)) return false;
   const ids = target.group ? [-target.pid, target.pid] : [target.pid];
   for (const id of ids) {
     if (id > 0 && target.start !== undefined && !exists(target)) continue;
@@ -78,6 +80,14 @@ export function signalProcess(target: StopTarget, signal: NodeJS.Signals): boole
     }
   }
   return false;
+}
+
+/**
+ * Pid 0 and negative pids address groups or every process, and pid 1 is init: none of
+ * them is ever a process Halyard started, whatever a file or an event says.
+ */
+function isSignallable(pid: number): boolean {
+  return Number.isSafeInteger(pid) && pid > 1;
 }
 
 /** Whether the target process itself (not its group) still exists: a zombie does. */

@@ -61,6 +61,41 @@ const component = z.strictObject({
   hosts: z.array(id).optional(),
 });
 
+/**
+ * Who may call the gRPC `Launcher` API (see services/common/callers.ts): callers prove an
+ * identity with a client certificate verified against `tls.clientCaFile` (identity = its
+ * subject CN) or a service token whose SHA-256 is listed; `grants` says what each
+ * identity may do: `read` (Display) or `control` (Start, Stop, Restart, Refresh, and
+ * Display). Nobody is granted anything by default.
+ */
+const controlAccess = z.strictObject({
+  tls: z
+    .strictObject({
+      certFile: z.string().min(1),
+      keyFile: z.string().min(1),
+      clientCaFile: z.string().min(1).optional(),
+      requireClientCert: z.boolean().default(false),
+    })
+    .refine((tls) => !tls.requireClientCert || tls.clientCaFile, {
+      message: 'requireClientCert needs clientCaFile',
+    })
+    .optional(),
+  tokens: z
+    .array(
+      z.strictObject({
+        sha256: z
+          .string()
+          .regex(/^[0-9a-f]{64}$/, 'must be the SHA-256 of the token, 64 lower-case hex digits'),
+        identity: z.string().min(1),
+      }),
+    )
+    .default([])
+    .refine((tokens) => new Set(tokens.map((t) => t.sha256)).size === tokens.length, {
+      message: 'the same token digest is listed twice',
+    }),
+  grants: z.record(z.string().min(1), z.enum(['read', 'control'])).default({}),
+});
+
 export const launcherConfig = z
   .strictObject({
     hostId: id.optional(),
@@ -70,6 +105,8 @@ export const launcherConfig = z
       .string()
       .regex(/^.+:\d{1,5}$/, 'must be host:port')
       .default('127.0.0.1:7400'),
+    /** Who may call the gRPC control API, and what for. */
+    control: controlAccess.default({ tokens: [], grants: {} }),
     /** Admin HTTP port (/healthz /readyz /metrics); 0 picks a free one. */
     adminPort: z.number().int().min(0).max(65_535).default(7401),
     /** What to do with children a killed launcher left running. */
@@ -119,6 +156,7 @@ function dependencies(config: unknown): Record<string, string[]> {
 export type LauncherConfig = z.infer<typeof launcherConfig>;
 export type ComponentConfig = z.infer<typeof component>;
 export type Readiness = z.infer<typeof readiness>;
+export type ControlAccess = z.infer<typeof controlAccess>;
 
 function findCycle(components: Record<string, string[]>): string[] | undefined {
   const state = new Map<string, 'visiting' | 'done'>();

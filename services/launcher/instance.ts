@@ -12,7 +12,13 @@ import type { ComponentConfig } from './config.js';
 import type { LifecycleRecorder } from './lifecycle.js';
 import { LogIds } from './log-ids.js';
 import { launcherMetrics } from './metrics.js';
-import { type Child, type Exit, spawnChild } from './process.js';
+import {
+  type Child,
+  type Exit,
+  LAUNCHER_MARKER_ENV,
+  launcherMarker,
+  spawnChild,
+} from './process.js';
 import { probeFor, type Registry } from './readiness.js';
 import { afterExit } from './restart-policy.js';
 
@@ -181,6 +187,7 @@ export class Instance {
       HALYARD_HOST: hostId,
       HALYARD_COMPONENT: component,
       [config.instanceEnv]: String(number),
+      [LAUNCHER_MARKER_ENV]: launcherMarker(hostId, component, number).value,
       ...(config.port ? { [config.port.env]: String(port) } : {}),
     };
     const child = spawnChild({

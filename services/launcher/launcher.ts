@@ -26,7 +26,7 @@ import {
   type LauncherConfig,
   loadLauncherConfig,
 } from './config.js';
-import { addGrpcService, bindGrpc, type Controls, serveOnBus } from './control.js';
+import { addGrpcService, bindGrpc, ControlGuard, type Controls, serveOnBus } from './control.js';
 import { LifecycleRecorder } from './lifecycle.js';
 import { LogIds } from './log-ids.js';
 import { trackChildren } from './metrics.js';
@@ -115,8 +115,19 @@ export class Launcher implements Controls {
     );
     await this.watchRegistryIfNeeded(configs);
     // Bound before any child starts: a taken control port fails the start with nothing to clean up.
-    addGrpcService(this.grpc, this);
-    this.grpcPort = await bindGrpc(this.grpc, this.options.grpcAddress ?? '127.0.0.1:0');
+    const access = this.config.control;
+    addGrpcService(this.grpc, this, new ControlGuard(access, logger));
+    this.grpcPort = await bindGrpc(
+      this.grpc,
+      this.options.grpcAddress ?? '127.0.0.1:0',
+      access.tls,
+    );
+    if (!access.tls && access.tokens.length > 0) {
+      logger.warn(
+        { msgId: LogIds.plaintextTokens, grpcPort: this.grpcPort },
+        'control tokens are accepted without TLS: use this only on loopback or a trusted network',
+      );
+    }
     try {
       await this.supervisor.startAll(configs, adoptable);
       this.served = await serveOnBus(bus, this.hostId, this);

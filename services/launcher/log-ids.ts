@@ -35,4 +35,6 @@ export const LogIds = {
   // Control.
   rollingRestart: 'HALL0040I',
   rollingAborted: 'HALL0041E',
+  controlRefused: 'HALL0042W',
+  plaintextTokens: 'HALL0043W',
 } as const;

@@ -30,6 +30,11 @@ export const launcherMetrics = {
       for (const source of stateSources) for (const state of source()) this.inc({ state });
     },
   }),
+  controlRefused: new Counter({
+    name: 'halyard_launcher_control_refused_total',
+    help: 'gRPC control calls refused before anything was done, by reason',
+    labelNames: ['reason'],
+  }),
   leftovers: new Counter({
     name: 'halyard_launcher_leftovers_total',
     help: 'Children found alive from a previous launcher run, by what was done with them',

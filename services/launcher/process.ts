@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { procStat } from '../common/proc.js';
+import { isMarkedProcess, procStat } from '../common/proc.js';
 import { sleep } from '../common/sleep.js';
 import { type StopResult, stopProcess } from '../common/stop-process.js';
 
@@ -33,12 +33,34 @@ export interface SpawnSpec {
   readonly onOutput: (stream: 'stdout' | 'stderr', line: string) => void;
 }
 
-/** Whether the pid still is the process that was started at `processStart`, leading its group. */
-export function isSameProcess(pid: number, processStart: number): boolean {
+/**
+ * The environment variable the launcher sets on every child it starts, naming the host's
+ * launcher and the instance (`<hostId>/<component>/<instance>`). A later launcher run (or
+ * `halyard up`) reads it back from /proc before it signals a pid it only read in an event:
+ * a pid that does not carry it is not a Halyard child, whatever the event says.
+ */
+export const LAUNCHER_MARKER_ENV = 'HALYARD_LAUNCHER_MARKER';
+
+export function launcherMarker(hostId: string, component: string, instance: number) {
+  return { name: LAUNCHER_MARKER_ENV, value: `${hostId}/${component}/${instance}` } as const;
+}
+
+/**
+ * Whether the pid still is the child this host's launcher started as that instance at
+ * `processStart`: the same start time, the launcher's marker, leading its own group.
+ */
+export function isLauncherChild(
+  pid: number,
+  processStart: number,
+  marker: ReturnType<typeof launcherMarker>,
+): boolean {
+  return isMarkedProcess(pid, processStart, marker) && procStat(pid)?.pgrp === pid;
+}
+
+/** Whether the pid still is the process that was started at `processStart` (not a zombie). */
+function isSameProcess(pid: number, processStart: number): boolean {
   const stat = procStat(pid);
-  return (
-    stat !== undefined && stat.state !== 'Z' && stat.start === processStart && stat.pgrp === pid
-  );
+  return stat !== undefined && stat.state !== 'Z' && stat.start === processStart;
 }
 
 export function spawnChild(spec: SpawnSpec): Child {
@@ -72,8 +94,8 @@ export function spawnChild(spec: SpawnSpec): Child {
 }
 
 /**
- * A child a previous launcher run started. It is not our child, so its exit status is
- * unknown: its end is seen by polling /proc.
+ * A child a previous launcher run started (checked with isLauncherChild). It is not our
+ * child, so its exit status is unknown: its end is seen by polling /proc.
  */
 export function adoptChild(pid: number, processStart: number): Child {
   const gone = () => !isSameProcess(pid, processStart);

@@ -2,7 +2,8 @@
  * Recovery by replay: a launcher that was killed left its children running. Its
  * successor replays the host's lifecycle events, finds every process that was
  * STARTED and never reported EXITED or STOPPED, checks that the pid still is that
- * very process (a pid may have been reused), and stops or adopts it.
+ * very process — its start time and the launcher's marker in its environment: a pid
+ * may have been reused, and an event proves nothing by itself — and stops or adopts it.
  */
 import type { Logger } from 'pino';
 import type { Bus } from '../../bus/index.js';
@@ -11,7 +12,7 @@ import type { LifecycleRecorder } from './lifecycle.js';
 import { Kind } from './lifecycle.js';
 import { LogIds } from './log-ids.js';
 import { launcherMetrics } from './metrics.js';
-import { adoptChild, isSameProcess } from './process.js';
+import { adoptChild, isLauncherChild, launcherMarker } from './process.js';
 import type { Adoptable } from './supervisor.js';
 
 export interface Leftover {
@@ -40,11 +41,15 @@ export async function findLeftovers(bus: Bus, hostId: string, logger: Logger): P
     },
   );
   const leftovers = [...alive.values()].filter((l) => {
-    const same = isSameProcess(l.pid, l.processStart);
+    const same = isLauncherChild(
+      l.pid,
+      l.processStart,
+      launcherMarker(hostId, l.component, l.instance),
+    );
     if (!same) {
       logger.info(
         { msgId: LogIds.leftoverGone, component: l.component, instance: l.instance, pid: l.pid },
-        `${l.component}#${l.instance} (pid ${l.pid}) of launcher run ${l.launcherId} is gone`,
+        `${l.component}#${l.instance} (pid ${l.pid}) of launcher run ${l.launcherId} is gone (or the pid is not that child)`,
       );
     }
     return same;

@@ -2,15 +2,25 @@ import assert from 'node:assert/strict';
 import { get } from 'node:http';
 import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { credentials, makeClientConstructor, type ServiceError, status } from '@grpc/grpc-js';
+import {
+  credentials,
+  Metadata,
+  makeClientConstructor,
+  type ServiceError,
+  status,
+} from '@grpc/grpc-js';
 import { type Bus, ControlError, type LauncherStatus, Subjects } from '../../bus/index.js';
 import { serviceDefinition } from '../../services/common/grpc.js';
 import { ControlCodecsOf } from '../../services/launcher/control.js';
 import type { Launcher } from '../../services/launcher/launcher.js';
+import { LogIds } from '../../services/launcher/log-ids.js';
+import { launcherMetrics } from '../../services/launcher/metrics.js';
 import { startBusCluster } from '../support/bus-cluster.js';
 import {
+  type ControlCaller,
   child,
   collectEvents,
+  controlToken,
   Kind,
   kindName,
   pidAlive,
@@ -35,28 +45,36 @@ const service = (extra: object = {}) => ({
 });
 
 type Callback<T> = (error: ServiceError | null, reply: T) => void;
-interface LauncherClient {
-  display(request: object, callback: Callback<LauncherStatus>): void;
-  stop(request: object, callback: Callback<unknown>): void;
-  restart(request: object, callback: Callback<unknown>): void;
+type Method = 'display' | 'stop' | 'restart';
+type LauncherStub = Record<Method, (r: object, m: Metadata, cb: Callback<unknown>) => void> & {
   close(): void;
-}
-const LauncherClient = makeClientConstructor(
+};
+const LauncherStub = makeClientConstructor(
   serviceDefinition('halyard.launcher.v1.Launcher'),
   'Launcher',
 );
-function grpcClient(port: number): LauncherClient {
-  return new LauncherClient(
+interface LauncherClient {
+  readonly stub: LauncherStub;
+  readonly metadata: Metadata;
+  close(): void;
+}
+/** A client of the gRPC API calling as `caller` (its token read from its file), or anonymously. */
+function grpcClient(
+  port: number,
+  caller: ControlCaller | 'anonymous' = 'operator',
+): LauncherClient {
+  const stub = new LauncherStub(
     `127.0.0.1:${port}`,
     credentials.createInsecure(),
-  ) as unknown as LauncherClient;
+  ) as unknown as LauncherStub;
+  const metadata = new Metadata();
+  if (caller !== 'anonymous') metadata.set('authorization', `Bearer ${controlToken(caller)}`);
+  return { stub, metadata, close: () => stub.close() };
 }
-function unary<T>(client: LauncherClient, method: 'display' | 'stop' | 'restart', request: object) {
+function unary<T>(client: LauncherClient, method: Method, request: object) {
   return new Promise<T>((resolve, reject) =>
-    (client[method] as (r: object, cb: Callback<T>) => void).call(
-      client,
-      request,
-      (error, reply) => (error ? reject(error) : resolve(reply)),
+    client.stub[method].call(client.stub, request, client.metadata, (error, reply) =>
+      error ? reject(error) : resolve(reply as T),
     ),
   );
 }
@@ -168,6 +186,92 @@ describe('launcher control', () => {
       client.close();
       await a.launcher.shutdown();
       await b.launcher.shutdown();
+    }
+  });
+
+  test('gRPC control admits only granted callers; refusals are counted and logged without the token', async () => {
+    const { launcher, logs } = await startLauncher(bus, 'host-guarded', {
+      components: { svc: service() },
+    });
+    const clients = {
+      anonymous: grpcClient(launcher.grpcPort, 'anonymous'),
+      monitor: grpcClient(launcher.grpcPort, 'monitor'),
+      stranger: grpcClient(launcher.grpcPort, 'stranger'),
+      operator: grpcClient(launcher.grpcPort, 'operator'),
+    };
+    const forged = grpcClient(launcher.grpcPort, 'anonymous');
+    forged.metadata.set('authorization', 'Bearer not-a-listed-token');
+    const refused = (reason: string) =>
+      launcherMetrics.controlRefused.get().then((m) => {
+        return m.values.find((v) => v.labels.reason === reason)?.value ?? 0;
+      });
+    const rejectsWith = (p: Promise<unknown>, code: status, pattern: RegExp) =>
+      assert.rejects(p, (e: ServiceError) => {
+        assert.equal(e.code, code, e.details);
+        assert.match(e.details, pattern);
+        return true;
+      });
+    try {
+      await until('ready', () => launcher.display().processes[0]?.state === State.READY);
+      const [pid] = pidsOf(launcher, 'svc');
+      const before = {
+        unauthenticated: await refused('unauthenticated'),
+        notGranted: await refused('not_granted'),
+      };
+      const stop = { component: 'svc', instance: 0 };
+
+      await rejectsWith(
+        unary(clients.anonymous, 'display', {}),
+        status.UNAUTHENTICATED,
+        /no identity/,
+      );
+      await rejectsWith(
+        unary(clients.anonymous, 'stop', stop),
+        status.UNAUTHENTICATED,
+        /no identity/,
+      );
+      await rejectsWith(
+        unary(forged, 'stop', stop),
+        status.UNAUTHENTICATED,
+        /unknown service token/,
+      );
+      await rejectsWith(
+        unary(clients.stranger, 'display', {}),
+        status.PERMISSION_DENIED,
+        /stranger .* not granted read/,
+      );
+      // Read is not control.
+      const seen = await unary<LauncherStatus>(clients.monitor, 'display', {});
+      assert.equal(seen.hostId, 'host-guarded');
+      await rejectsWith(
+        unary(clients.monitor, 'stop', stop),
+        status.PERMISSION_DENIED,
+        /monitor .* not granted control, which Launcher\/stop needs/,
+      );
+      await rejectsWith(
+        unary(clients.monitor, 'restart', stop),
+        status.PERMISSION_DENIED,
+        /not granted control/,
+      );
+      assert.deepEqual(pidsOf(launcher, 'svc'), [pid], 'nothing refused was done');
+      assert.ok(pidAlive(pid!));
+
+      assert.equal((await refused('unauthenticated')) - before.unauthenticated, 3);
+      assert.equal((await refused('not_granted')) - before.notGranted, 3);
+      const lines = logs.withId(LogIds.controlRefused);
+      assert.equal(lines.length, 6);
+      const text = JSON.stringify(logs.lines);
+      for (const caller of ['operator', 'monitor', 'stranger'] as const) {
+        assert.ok(!text.includes(controlToken(caller)), `${caller}'s token is never logged`);
+      }
+      assert.ok(!text.includes('not-a-listed-token'), 'an unknown token is never logged');
+
+      // The operator may do everything.
+      await unary(clients.operator, 'stop', stop);
+      assert.equal(launcher.display().processes[0]?.state, State.STOPPED);
+    } finally {
+      for (const c of [...Object.values(clients), forged]) c.close();
+      await launcher.shutdown();
     }
   });
 

@@ -5,6 +5,7 @@ import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type Bus, ControlError, type LifecycleEvent, Subjects } from '../../bus/index.js';
+import { procStat } from '../../services/common/proc.js';
 import { ControlCodecsOf } from '../../services/launcher/control.js';
 import { LogIds } from '../../services/launcher/log-ids.js';
 import { startBusCluster } from '../support/bus-cluster.js';
@@ -155,6 +156,28 @@ describe('launcher process: bad config, kill -9 and recovery by replay', () => {
     await first.exited;
     assert.ok(oldGroupMembers.every(pidAlive), 'the children outlive a killed launcher');
 
+    // STARTED events naming processes no launcher started, with their true start times:
+    // a `sleep` of the test's own (leading its group, as a child would) and init.
+    const stranger = spawn('sleep', ['30'], { stdio: 'ignore', detached: true });
+    const strangerPid = stranger.pid!;
+    for (const [component, pid] of [
+      ['other', strangerPid],
+      ['init', 1],
+    ] as const) {
+      await bus.publisher().publish({
+        source: 'lifecycle',
+        event: samples.lifecycleEvent({
+          eventId: `${host}/${component}/1/old-run/1`,
+          kind: Kind.STARTED,
+          hostId: host,
+          component,
+          instance: 1,
+          pid,
+          processStart: procStat(pid)!.start,
+        }),
+      });
+    }
+
     const live = await collectEvents(bus, host);
     const second = run(args);
     await listening(second);
@@ -174,6 +197,10 @@ describe('launcher process: bad config, kill -9 and recovery by replay', () => {
         e.kind === Kind.STOPPED && /left running by launcher run/.test(e.reason),
     );
     assert.deepEqual(stops.map((e) => e.pid).sort(), [...oldPids].sort());
+    assert.ok(pidAlive(strangerPid), 'a pid without the launcher marker is never signalled');
+    assert.ok(second.lines.some((l) => l.msgId === LogIds.leftoverGone && l.pid === strangerPid));
+    assert.ok(second.lines.some((l) => l.msgId === LogIds.leftoverGone && l.pid === 1));
+    stranger.kill('SIGKILL');
     assert.ok(second.lines.some((l) => l.msgId === LogIds.replayed && l.leftovers === 2));
 
     second.proc.kill('SIGTERM');

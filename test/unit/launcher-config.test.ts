@@ -73,3 +73,40 @@ test("forHost keeps the host's components, dependencies first", () => {
   assert.deepEqual([...forHost(config, 'h1').keys()], ['cache', 'discovery', 'app']);
   assert.deepEqual([...forHost(config, 'h2').keys()], ['discovery', 'app', 'other']);
 });
+
+test('control: nobody is granted anything by default; tokens, grants and TLS are checked strictly', () => {
+  assert.deepEqual(parse({ hostId: 'h1' }).control, { tokens: [], grants: {} });
+  const sha256 = 'a'.repeat(64);
+  const ok = parse({
+    hostId: 'h1',
+    control: { tokens: [{ sha256, identity: 'ops' }], grants: { ops: 'control', dash: 'read' } },
+  });
+  assert.deepEqual(ok.control.grants, { ops: 'control', dash: 'read' });
+  assert.throws(
+    () =>
+      parse({
+        hostId: 'h1',
+        control: {
+          tokens: [
+            { sha256: 'not-hex', identity: 'ops' },
+            { sha256, identity: 'a' },
+            { sha256, identity: 'b' },
+          ],
+          grants: { ops: 'admin' },
+          tls: { certFile: 'c', keyFile: 'k', requireClientCert: true },
+          token: 'secret',
+        },
+      }),
+    (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      const text = error.problems.join('\n');
+      assert.match(text, /control\.tokens\.0\.sha256: must be the SHA-256 of the token/);
+      assert.match(text, /control\.tokens: the same token digest is listed twice/);
+      assert.match(text, /control\.grants\.ops/);
+      assert.match(text, /control\.tls: requireClientCert needs clientCaFile/);
+      assert.match(text, /control: .*token/, 'an unknown key is refused');
+      assert.ok(!text.includes('secret'), 'a value is never echoed');
+      return true;
+    },
+  );
+});

@@ -45,3 +45,12 @@ test('a pid whose start time is not the one given counts as gone and is not sign
   process.kill(pid, 'SIGKILL');
   assert.equal(await exited, 'SIGKILL', 'the first signal it got is the test’s own');
 });
+
+test('pid 1, pid 0 and negative pids are never signalled, whatever the caller read', async () => {
+  // SIGCONT: harmless to anything it would reach if the guard failed.
+  for (const pid of [1, 0, -1]) {
+    assert.equal(signalProcess({ pid }, 'SIGCONT'), false, `pid ${pid}`);
+    assert.equal(signalProcess({ pid, group: true }, 'SIGCONT'), false, `group ${pid}`);
+    assert.deepEqual(await stopProcess({ pid }, 'SIGCONT', 100), { killed: false }, `pid ${pid}`);
+  }
+});

@@ -20,6 +20,7 @@ import {
 import { CliLogIds as Ids, type Logger } from '../log.js';
 import { UpError } from './errors.js';
 import { PortOffsets } from './ports.js';
+import { describeExit, supervise } from './supervise.js';
 
 const CLUSTER_NAME = 'halyard-local';
 const LAYOUT_FILE = 'layout.json';
@@ -213,27 +214,60 @@ async function provision(bus: Bus, dataDir: string, log: Logger, signal: AbortSi
   }
 }
 
-/** After start-up, a node that exits on its own is reported; with none left, `up` stops. */
+/**
+ * After start-up, a node that exits on its own is reported and started again
+ * (up/supervise.ts) while the others serve; `up` stops when it gives up on a node and
+ * none is left running.
+ */
 export function watchForCrashes(local: LocalNats, log: Logger, stop: AbortController): void {
   for (const n of local.nodes) {
-    void n.exited.then(() => {
-      if (!n.expectedUp) return;
-      n.expectedUp = false;
-      log.error(
-        {
-          msgId: Ids.nodeCrashed,
-          node: n.name,
-          code: n.child?.exitCode,
-          signal: n.child?.signalCode,
-          log: n.logPath,
+    void supervise(
+      {
+        name: `nats-server ${n.name}`,
+        exited: async () => {
+          await n.exited;
+          const unexpected = n.expectedUp;
+          const detail = describeExit(n.child?.exitCode, n.child?.signalCode);
+          if (unexpected) {
+            log.error(
+              { msgId: Ids.nodeCrashed, node: n.name, detail, log: n.logPath },
+              `nats-server ${n.name} exited unexpectedly (${detail}); see ${n.logPath}`,
+            );
+          }
+          return { unexpected, detail };
         },
-        `nats-server ${n.name} exited unexpectedly; see ${n.logPath}`,
-      );
-      if (local.nodes.every((o) => !o.running)) {
-        stop.abort(new Error('every nats-server node has exited'));
-      }
-    });
+        restart: () => restartNode(local, n, log, stop.signal),
+      },
+      {
+        log,
+        stopping: stop.signal,
+        onGiveUp: (message) => {
+          n.expectedUp = false;
+          if (local.nodes.every((o) => !o.running))
+            stop.abort(new UpError(Ids.nodeCrashed, message));
+        },
+      },
+    );
   }
+}
+
+/** Spawns one node again and waits until it is back in the cluster (routed, meta leader agreed). */
+async function restartNode(
+  local: LocalNats,
+  n: LocalNatsNode,
+  log: Logger,
+  signal: AbortSignal,
+): Promise<void> {
+  local.spawn(n.index);
+  log.info(
+    { msgId: Ids.nodeStarting, node: n.name, serverPid: n.child?.pid, log: n.logPath },
+    `nats-server ${n.name} starting again on ${n.url}`,
+  );
+  await local.waitReady(READY_TIMEOUT_MS, { signal });
+  log.info(
+    { msgId: Ids.clusterReady, node: n.name, metaLeader: await local.metaLeader() },
+    `nats-server ${n.name} is back in the cluster`,
+  );
 }
 
 /** Closes the bus connection, then stops the nodes (SIGTERM, SIGKILL after the timeout). */
