@@ -153,6 +153,14 @@ function deliverFrom(from: StartFrom): Partial<ConsumerConfig> {
   return { deliver_policy: DeliverPolicy.StartTime, opt_start_time: from.time.toISOString() };
 }
 
+/**
+ * How long one pull waits. The server sends heartbeats at half of it and the client
+ * resets a consumer after two missed ones: the client's default (30 s) left a
+ * subscription whose server died silent for up to a minute; this bounds it to seconds,
+ * for one small pull request every few seconds per idle subscription.
+ */
+const PULL_EXPIRES_MS = 5000;
+
 export async function subscribe<K extends SubscriptionKind>(
   js: JetStreamClient,
   jsm: JetStreamManager,
@@ -173,7 +181,7 @@ export async function subscribe<K extends SubscriptionKind>(
   const open = async (): Promise<ConsumerMessages> => {
     if (!durable) {
       const consumer = await js.consumers.get(feed.stream, { filter_subjects: filter, ...start });
-      return consumer.consume({ max_messages });
+      return consumer.consume({ max_messages, expires: PULL_EXPIRES_MS });
     }
     const config: Partial<ConsumerConfig> = {
       durable_name: durable,
@@ -200,7 +208,10 @@ export async function subscribe<K extends SubscriptionKind>(
         opt_start_seq: existing.ack_floor.stream_seq + 1,
       });
     }
-    return (await js.consumers.get(feed.stream, durable)).consume({ max_messages });
+    return (await js.consumers.get(feed.stream, durable)).consume({
+      max_messages,
+      expires: PULL_EXPIRES_MS,
+    });
   };
   // Creating a consumer needs the stream's leader: wait out an election.
   const messages = await retryTransient(open, { signal });
@@ -342,7 +353,7 @@ export async function replay<K extends SubscriptionKind>(
       js.consumers.get(feed.stream, { filter_subjects: filter, deliver_policy: DeliverPolicy.All }),
     { signal },
   );
-  const messages = await consumer.consume({ max_messages: 256 });
+  const messages = await consumer.consume({ max_messages: 256, expires: PULL_EXPIRES_MS });
   let replayed = 0;
   for await (const m of messages) {
     try {
