@@ -97,6 +97,7 @@ export function loadCacheConfig(file: string): Promise<CacheConfig> {
 const settings: readonly Setting[] = [
   ...busFlags,
   { flag: '--id <id>', path: 'id', description: 'this replica’s id' },
+  { flag: '--grpc-host <ip>', path: 'grpc.host', description: 'gRPC listen address' },
   { flag: '--grpc-port <port>', path: 'grpc.port', description: 'gRPC port', parse: Number },
   {
     flag: '--admin-port <port>',

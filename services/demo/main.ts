@@ -13,7 +13,8 @@
  *
  * Environment: PORT (listen port, required), HALYARD_INSTANCE (instance number, default 1),
  * HALYARD_NATS (comma-separated NATS URLs, default nats://127.0.0.1:4222),
- * HALYARD_HOST (host id, from the launcher), DEMO_DRAIN_MS (grace period, default 2000),
+ * HALYARD_HOST (host id, from the launcher), HALYARD_HOST_ADDRESS (where to listen and
+ * what to register, from the launcher; default 127.0.0.1), DEMO_DRAIN_MS (grace period, default 2000),
  * DEMO_LEASE_SECONDS (default 10), and the credential discovery grants service `greeter`
  * to: HALYARD_REGISTRY_TOKEN_FILE (a file holding the token) and/or a client certificate
  * (HALYARD_REGISTRY_CA_FILE, HALYARD_REGISTRY_CERT_FILE, HALYARD_REGISTRY_KEY_FILE).
@@ -56,7 +57,9 @@ if (!Number.isInteger(port) || port < 1 || port > 65_535) {
   logger.error({ port: env.PORT }, 'PORT must be a port number');
   process.exit(2);
 }
-const address = `127.0.0.1:${port}`;
+// The launcher says where this host's components listen; alone, loopback.
+const host = env.HALYARD_HOST_ADDRESS ?? '127.0.0.1';
+const address = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 let instanceId = `greeter-${instanceNumber}`;
 
 const server = new grpc.Server();

@@ -99,6 +99,11 @@ const controlAccess = z.strictObject({
 export const launcherConfig = z
   .strictObject({
     hostId: id.optional(),
+    /**
+     * This host's address on the network between hosts: children listen on it (given
+     * as HALYARD_HOST_ADDRESS), and free ports and readiness probes use it.
+     */
+    address: z.ipv4().or(z.ipv6()).default('127.0.0.1'),
     bus: busSettings,
     /** gRPC control address; port 0 picks a free one. */
     grpcListen: z
@@ -189,6 +194,12 @@ const settings: readonly Setting[] = [
     flag: '--host-id <id>',
     path: 'hostId',
     description: 'this host (overrides hostId in the file)',
+  },
+  {
+    flag: '--address <ip>',
+    env: 'HALYARD_HOST_ADDRESS',
+    path: 'address',
+    description: "this host's address, where its components listen",
   },
   { flag: '--grpc <host:port>', path: 'grpcListen', description: 'gRPC control address' },
   {

@@ -27,6 +27,8 @@ export type StateName = Exclude<keyof typeof State, 'STATE_UNSPECIFIED'>;
 
 export interface InstanceContext {
   readonly hostId: string;
+  /** Where this host's children listen (HALYARD_HOST_ADDRESS). */
+  readonly address: string;
   readonly recorder: LifecycleRecorder;
   readonly logger: Logger;
   readonly registry: Registry;
@@ -35,11 +37,11 @@ export interface InstanceContext {
 const PROBE_INTERVAL_MS = 100;
 
 /** A port nobody listens on right now, for an instance that asks for a dynamic port. */
-export function freePort(): Promise<number> {
+export function freePort(address = '127.0.0.1'): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(0, address, () => {
       const { port } = server.address() as { port: number };
       server.close(() => resolve(port));
     });
@@ -177,7 +179,7 @@ export class Instance {
 
   private launch(): void {
     const generation = ++this.generation;
-    const { recorder, logger, hostId } = this.ctx;
+    const { recorder, logger, hostId, address } = this.ctx;
     const { component, number, port, config } = this;
     this.setState('STARTING');
     recorder.record('STARTING', component, number, { port });
@@ -185,6 +187,7 @@ export class Instance {
       ...process.env,
       ...config.env,
       HALYARD_HOST: hostId,
+      HALYARD_HOST_ADDRESS: address,
       HALYARD_COMPONENT: component,
       [config.instanceEnv]: String(number),
       [LAUNCHER_MARKER_ENV]: launcherMarker(hostId, component, number).value,
@@ -230,7 +233,7 @@ export class Instance {
       this.setState('READY');
     };
     if (!readiness) return ready();
-    const probe = probeFor(readiness, this.port, this.ctx.registry);
+    const probe = probeFor(readiness, this.ctx.address, this.port, this.ctx.registry);
     const deadline = Date.now() + readyTimeoutSeconds * 1000;
     while (this.generation === generation && this.state === 'RUNNING') {
       if (await probe()) {

@@ -74,6 +74,7 @@ export class Launcher implements Controls {
     this.recorder = new LifecycleRecorder(hostId, this.launcherId, bus.publisher(), logger);
     this.supervisor = new Supervisor({
       hostId,
+      address: config.address,
       recorder: this.recorder,
       logger,
       registry: {

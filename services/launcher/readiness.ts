@@ -31,7 +31,12 @@ interface HealthCheckClient {
 // biome-ignore lint/suspicious/noTemplateCurlyInString: ${PORT} is the config's placeholder, not a template
 const withPort = (text: string, port: number) => text.replaceAll('${PORT}', String(port));
 
-export function probeFor(readiness: Readiness, port: number, registry: Registry): Probe {
+export function probeFor(
+  readiness: Readiness,
+  address: string,
+  port: number,
+  registry: Registry,
+): Probe {
   if ('http' in readiness) {
     const url = withPort(readiness.http, port);
     return async () => {
@@ -45,13 +50,14 @@ export function probeFor(readiness: Readiness, port: number, registry: Registry)
     };
   }
   if ('grpc' in readiness) {
-    // biome-ignore lint/suspicious/noTemplateCurlyInString: the config's placeholder
-    const address = withPort(readiness.grpc.address ?? '127.0.0.1:${PORT}', port);
+    const target = readiness.grpc.address
+      ? withPort(readiness.grpc.address, port)
+      : `${address.includes(':') ? `[${address}]` : address}:${port}`;
     const service = readiness.grpc.service;
     return () =>
       new Promise((resolve) => {
         const client = new HealthClient(
-          address,
+          target,
           credentials.createInsecure(),
         ) as unknown as HealthCheckClient;
         const deadline = new Date(Date.now() + PROBE_TIMEOUT_MS);

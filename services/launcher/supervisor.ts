@@ -187,7 +187,11 @@ export class Supervisor {
       const adopted = adoptable.find((a) => a.component === name && a.instance === number);
       const port =
         adopted?.port ??
-        (config.port?.base ? config.port.base + number - 1 : config.port ? await freePort() : 0);
+        (config.port?.base
+          ? config.port.base + number - 1
+          : config.port
+            ? await freePort(this.ctx.address)
+            : 0);
       const instance = new Instance(name, number, config, port, this.ctx);
       instances.push(instance);
       if (adopted) instance.adopt(adopted.child);

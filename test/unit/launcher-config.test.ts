@@ -110,3 +110,13 @@ test('control: nobody is granted anything by default; tokens, grants and TLS are
     },
   );
 });
+
+test("the host's address is loopback unless given, and must be an IP address", () => {
+  assert.equal(parse({ hostId: 'h1' }).address, '127.0.0.1');
+  assert.equal(parse({ hostId: 'h1', address: '10.0.0.7' }).address, '10.0.0.7');
+  assert.throws(
+    () => parse({ hostId: 'h1', address: 'host-1.example' }),
+    (error: unknown) =>
+      error instanceof ConfigError && error.problems.some((p) => p.startsWith('address:')),
+  );
+});
