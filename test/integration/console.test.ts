@@ -9,16 +9,17 @@ import { mkdir } from 'node:fs/promises';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type Browser, chromium, type Page } from 'playwright-core';
-import { AffinityBucket, type Bus } from '../../bus/index.js';
+import { AffinityBucket, type Bus, type ServiceInstance } from '../../bus/index.js';
+import { halyard } from '../../proto/gen/halyard.js';
 import { tokenDigest } from '../../services/common/callers.js';
 import { type Console, startConsole } from '../../services/console/server.js';
 import type { Launcher } from '../../services/launcher/launcher.js';
 import { startBusCluster } from '../support/bus-cluster.js';
-import { register } from '../support/gateway.js';
+import { InstanceStatus, register } from '../support/gateway.js';
 import { child, collectEvents, Kind, startLauncher } from '../support/launcher.js';
 import { captureLogs } from '../support/logs.js';
 import type { NatsCluster } from '../support/nats-cluster.js';
-import { preference, userKey } from '../support/samples.js';
+import { gatewayEvent, preference, userKey } from '../support/samples.js';
 import { until } from '../support/wait.js';
 
 // What the functions run in the page use of the DOM (the project compiles without lib.dom).
@@ -46,6 +47,7 @@ describe('web console', () => {
   const requested: string[] = [];
   const logs = captureLogs('warn');
   const stickyUsers = ['ada', 'grace', 'linus'].map(userKey);
+  const registered: ServiceInstance[] = [];
 
   before(async () => {
     assert.ok(
@@ -73,7 +75,7 @@ describe('web console', () => {
     });
     await live.stop();
     for (const [i, port] of ready.slice(0, 3).entries()) {
-      await register(bus, {
+      registered[i] = await register(bus, {
         serviceId: 'greeter',
         instanceId: `greeter-${i + 1}`,
         address: `127.0.0.1:${port}`,
@@ -194,6 +196,37 @@ describe('web console', () => {
     await exited.first().waitFor();
     const sources = await page.locator('tr[data-event-kind] td:nth-child(3)').allTextContents();
     assert.ok(sources.length > 0 && sources.every((s) => s === 'lifecycle'), sources.join(','));
+  });
+
+  test('the service timeline shows status changes and ejections as they happen', async () => {
+    await page.goto(`${web.url}#/service/greeter`);
+    await page.locator('.lane[data-lane="greeter-3"] .seg.UP').waitFor();
+    const draining = {
+      ...registered[2]!,
+      status: InstanceStatus.DRAINING,
+      renewedAtMs: Date.now(),
+    };
+    await register(bus, draining);
+    await bus.publisher().publish({
+      source: 'gateway',
+      event: gatewayEvent({
+        kind: halyard.gateway.v1.GatewayEvent.Kind.INSTANCE_EJECTED,
+        gatewayId: 'gw-console',
+        serviceId: 'greeter',
+        instanceId: 'greeter-2',
+        toInstanceId: '',
+        userKey: '',
+      }),
+    });
+    await page.locator('.lane[data-lane="greeter-3"] .seg.DRAINING').waitFor();
+    await page.locator('.lane[data-lane="greeter-2"] .tick.EJECTED').waitFor();
+    assert.equal(
+      await page.locator('tr[data-instance="greeter/greeter-3"]').getAttribute('class'),
+      'warn',
+      'a draining instance stands out',
+    );
+    await register(bus, { ...registered[2]!, renewedAtMs: Date.now() });
+    await page.locator('tr[data-instance="greeter/greeter-3"][data-status="UP"]').waitFor();
   });
 
   test('the service page shows instances, sticky users as counts per instance, and the lb settings', async () => {

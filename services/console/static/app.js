@@ -4,6 +4,7 @@
 
 const EVENTS_KEPT = 2000;
 const TIMELINE_WINDOW_MS = 10 * 60_000;
+const TIMELINE_MIN_MS = 60_000;
 
 let model; // the console's snapshot (services/console/state.ts ConsoleSnapshot)
 let receivedAt = 0; // Date.now() when the snapshot arrived, to age it locally
@@ -397,10 +398,17 @@ function eventsPage() {
   ];
 }
 
+/** The timeline spans what the console has seen: a minute at least, ten at most. */
+function timelineWindow(service, now) {
+  const first = Math.min(now, ...service.timeline.map((t) => t.atMs));
+  return Math.min(TIMELINE_WINDOW_MS, Math.max(TIMELINE_MIN_MS, now - first));
+}
+
 function timeline(service) {
   const now = serverNow();
-  const start = now - TIMELINE_WINDOW_MS;
-  const x = (t) => `${Math.max(0, ((t - start) / TIMELINE_WINDOW_MS) * 100)}%`;
+  const span = timelineWindow(service, now);
+  const start = now - span;
+  const x = (t) => `${Math.max(0, ((t - start) / span) * 100)}%`;
   const ids = [
     ...new Set([
       ...service.instances.map((i) => i.instanceId),
@@ -416,7 +424,7 @@ function timeline(service) {
       if (until < start || t.what === 'REMOVED' || t.what === 'EXPIRED') return;
       const seg = h('div', { class: `seg ${t.what}`, title: `${t.what} from ${time(t.atMs)}` });
       seg.style.left = x(t.atMs);
-      seg.style.width = `${Math.max(0.3, ((until - Math.max(t.atMs, start)) / TIMELINE_WINDOW_MS) * 100)}%`;
+      seg.style.width = `${Math.max(0.3, ((until - Math.max(t.atMs, start)) / span) * 100)}%`;
       track.append(seg);
     });
     for (const t of entries.filter(
@@ -426,23 +434,21 @@ function timeline(service) {
       tick.style.left = x(t.atMs);
       track.append(tick);
     }
-    return h('div', { class: 'lane' }, h('span', { class: 'name' }, id), track);
+    return h('div', { class: 'lane', 'data-lane': id }, h('span', { class: 'name' }, id), track);
   });
+  const swatch = (cls, text) => h('span', {}, h('i', { class: cls }), text);
   const legend = h(
     'div',
     { class: 'legend muted' },
-    ['UP', 'STARTING', 'DRAINING', 'DOWN'].map((s) => {
-      const swatch = h('i', { class: `seg ${s}` });
-      swatch.style.position = 'static';
-      return h('span', {}, swatch, s.toLowerCase());
-    }),
-    h('span', {}, '▌ red tick: ejected by a gateway'),
+    ['UP', 'STARTING', 'DRAINING', 'DOWN'].map((s) => swatch(`seg ${s}`, s.toLowerCase())),
+    swatch('tick', 'ejected by a gateway'),
+    swatch('tick RETURNED', 'returned'),
   );
   return h(
     'div',
     { class: 'timeline' },
     lanes,
-    h('div', { class: 'axis' }, h('span', {}, '10 min ago'), h('span', {}, 'now')),
+    h('div', { class: 'axis' }, h('span', {}, `${age(span)} ago`), h('span', {}, 'now')),
     legend,
   );
 }
@@ -466,7 +472,7 @@ function servicePage(serviceId) {
       service.instances.length,
       table(['Instance', 'Status', 'Host', 'Address', 'Lease age', 'Policy', 'Sticky users'], rows),
     ),
-    panel('Timeline (last 10 minutes)', undefined, timeline(service)),
+    panel('Timeline', undefined, timeline(service)),
     h(
       'div',
       { class: 'grid' },
