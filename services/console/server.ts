@@ -14,7 +14,7 @@ import {
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { type Bus, type BusEvent, EVENTS_STREAM, EventSources } from '../../bus/index.js';
+import { type Bus, EVENTS_STREAM, EventSources } from '../../bus/index.js';
 import { parseDuration } from '../cli/options.js';
 import type { TokenIdentity } from '../common/callers.js';
 import type { ServerTls } from '../common/server-tls.js';
@@ -48,8 +48,10 @@ const HEARTBEAT_MS = 15_000;
 const HISTORY_SENT = 300;
 /** A replay returns at most this many events (the newest). */
 const REPLAY_MAX = 5000;
-/** A replay ends when no event arrived for this long (the window's end was reached). */
-const REPLAY_IDLE_MS = 1000;
+/** A replay that received nothing this long after it subscribed has an empty window. */
+const REPLAY_EMPTY_MS = 2000;
+/** A replay answers with what it has after this long, whatever is left. */
+const REPLAY_MAX_MS = 20_000;
 
 const ASSETS: Record<string, { file: string; type: string }> = {
   '/': { file: 'index.html', type: 'text/html; charset=utf-8' },
@@ -97,8 +99,8 @@ export async function startConsole(options: ConsoleOptions): Promise<Console> {
   const handle = (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? '/', 'http://console');
     for (const [name, value] of Object.entries(SECURITY_HEADERS)) res.setHeader(name, value);
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('read-only\n');
+    if (req.method !== 'GET') {
+      res.writeHead(405, { allow: 'GET', 'content-type': 'text/plain' }).end('read-only\n');
       return;
     }
     if (!access.allows(req, url)) {
@@ -259,23 +261,33 @@ async function replayWindow(bus: Bus, state: ConsoleState, url: URL): Promise<Co
   const done = new Promise<void>((resolve) => {
     finish = resolve;
   });
-  let idle = setTimeout(finish, REPLAY_IDLE_MS * 3);
+  let delivered = false;
+  // Every source is read, so that the stream's last sequence marks the end of the
+  // window; the type is filtered here like the rest.
   const subscription = await bus.subscribe(
-    { kind: (type ?? 'events') as 'events', from: { time: new Date(now - since) } },
+    { kind: 'events', from: { time: new Date(now - since) } },
     (delivery, meta) => {
-      clearTimeout(idle);
-      idle = setTimeout(finish, REPLAY_IDLE_MS);
-      const event = state.describe(delivery as BusEvent, meta);
+      delivered = true;
+      const event = state.describe(delivery, meta);
       const at = Number(event.occurredAtMs) || meta.time.getTime();
-      if (at <= end && (!service || event.service === service) && (!host || event.host === host)) {
+      if (
+        at <= end &&
+        (!type || event.source === type) &&
+        (!service || event.service === service) &&
+        (!host || event.host === host)
+      ) {
         found.push(event);
         if (found.length > REPLAY_MAX) found.shift();
       }
       if (meta.seq >= last) finish();
     },
   );
+  // Nothing stored after the window's start: nothing is delivered at all.
+  const empty = setTimeout(() => delivered || finish(), REPLAY_EMPTY_MS);
+  const cap = setTimeout(finish, REPLAY_MAX_MS);
   await done;
-  clearTimeout(idle);
+  clearTimeout(empty);
+  clearTimeout(cap);
   await subscription.stop();
   return found;
 }

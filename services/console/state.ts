@@ -10,6 +10,7 @@ import {
   type Bus,
   type BusEvent,
   type DeliveryMeta,
+  Keys,
   type LauncherStatus,
   type LocalView,
   RegistryBucket,
@@ -29,7 +30,7 @@ const { State } = halyard.launcher.v1.ProcessStatus;
 const { GatewayEvent } = halyard.gateway.v1;
 
 /** How far back the live tail starts when the console starts. */
-export const EVENT_LOOKBACK_MS = 10 * 60_000;
+const EVENT_LOOKBACK_MS = 10 * 60_000;
 /** Events kept for pages that open later (the newest). */
 const EVENTS_KEPT = 1000;
 /** Timeline entries kept per service (the newest). */
@@ -37,8 +38,10 @@ const TIMELINE_KEPT = 200;
 /** Every launcher is asked this often; the one whose process changed, at once. */
 const LAUNCHERS_EVERY_MS = 5000;
 const STREAMS_EVERY_MS = 5000;
-/** A launcher that has not answered for this long is shown as unreachable. */
-export const LAUNCHER_STALE_MS = 15_000;
+/** A launcher that has not answered for this long is shown as unreachable… */
+const LAUNCHER_STALE_MS = 15_000;
+/** …and after this long, forgotten (a host taken out of service). */
+const LAUNCHER_FORGOTTEN_MS = 10 * 60_000;
 
 /** The process state a lifecycle event leaves behind, until the launcher's next display. */
 const stateAfter: Record<number, string> = {
@@ -198,7 +201,9 @@ export class ConsoleState {
     }
     const e = delivery.event;
     const instance =
-      e.serviceId && e.instanceId ? this.registry.get(`${e.serviceId}.${e.instanceId}`) : undefined;
+      e.serviceId && e.instanceId
+        ? this.registry.get(Keys.registry(e.serviceId, e.instanceId))
+        : undefined;
     return {
       ...json,
       seq: meta.seq,
@@ -342,6 +347,11 @@ export class ConsoleState {
     }
     if (this.stopped) return;
     for (const status of replies) this.merge(status, asked);
+    if (!host) {
+      for (const [id, l] of this.hosts) {
+        if (asked - l.lastSeenMs > LAUNCHER_FORGOTTEN_MS) this.hosts.delete(id);
+      }
+    }
     this.changed();
   }
 

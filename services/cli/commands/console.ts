@@ -7,10 +7,11 @@ import { type Command, Option } from 'commander';
 import { pino } from 'pino';
 import { Bus } from '../../../bus/index.js';
 import { loadYamlConfig } from '../../common/config.js';
+import { ConsoleConfigError, checkExposure } from '../../console/access.js';
 import { type ConsoleConfig, consoleConfig, DEFAULT_LISTEN } from '../../console/config.js';
-import { startConsole } from '../../console/server.js';
+import { parseListen, startConsole } from '../../console/server.js';
 import { resolveServers } from '../connect.js';
-import { reportError } from '../errors.js';
+import { CliError, ExitCodes, reportError } from '../errors.js';
 import { serversGiven } from '../options.js';
 
 interface ConsoleFlags {
@@ -46,7 +47,11 @@ export function addConsoleCommand(program: Command): void {
         const config: ConsoleConfig = flags.config
           ? await loadYamlConfig(consoleConfig, flags.config)
           : consoleConfig.parse({});
+        const listen = flags.listen ?? config.listen;
+        // Refused before waiting for the bus, which may take long.
+        checkExposure(parseListen(listen).host, config.tokens, config.tls);
         const { servers } = resolveServers(serversGiven(cmd));
+        process.stderr.write(`halyard console: connecting to the bus at ${servers.join(', ')}…\n`);
         const logger = pino(
           { name: 'halyard-console', level: process.env.HALYARD_LOG_LEVEL ?? 'info' },
           pino.destination(2),
@@ -55,7 +60,7 @@ export function addConsoleCommand(program: Command): void {
         const served = await startConsole({
           bus,
           logger,
-          listen: flags.listen ?? config.listen,
+          listen,
           tokens: config.tokens,
           ...(config.tls ? { tls: config.tls } : {}),
         });
@@ -66,7 +71,11 @@ export function addConsoleCommand(program: Command): void {
         });
         await served.close();
       } catch (error) {
-        reportError(error);
+        reportError(
+          error instanceof ConsoleConfigError
+            ? new CliError(error.message, ExitCodes.usage)
+            : error,
+        );
       } finally {
         await bus?.close().catch(() => {});
       }

@@ -11,6 +11,7 @@ let receivedAt = 0; // Date.now() when the snapshot arrived, to age it locally
 let events = []; // newest last
 let replay; // { since, events } while the events page shows a past window
 const filters = { type: '', service: '', host: '' };
+let replaySince = '30m';
 
 // --- DOM helpers ---------------------------------------------------------------------
 
@@ -323,79 +324,92 @@ const matches = (e) =>
   (!filters.service || e.service === filters.service) &&
   (!filters.host || e.host === filters.host);
 
-function eventsPage() {
+/**
+ * The events page's filters: built when the page opens and kept while it is shown, so
+ * redraws (every event, every second) leave what is typed and the focus alone.
+ */
+function eventControls() {
   const field = (name, control) => h('label', {}, name, control);
   const onFilter = (key) => (ev) => {
     filters[key] = ev.target.value.trim();
     if (!replay) render();
   };
-  const typeSelect = h(
-    'select',
-    { id: 'filter-type', onchange: onFilter('type') },
-    ['', 'lifecycle', 'gateway', 'discovery'].map((t) =>
-      h('option', { value: t, selected: filters.type === t }, t || 'all'),
-    ),
-  );
-  const since = h('input', { id: 'replay-since', value: replay?.since ?? '30m', size: 6 });
+  const since = h('input', {
+    id: 'replay-since',
+    value: replaySince,
+    size: 6,
+    oninput: (ev) => {
+      replaySince = ev.target.value;
+    },
+  });
   const runReplay = async () => {
-    const q = new URLSearchParams({ since: since.value.trim() });
+    const span = replaySince.trim();
+    const q = new URLSearchParams({ since: span });
     for (const key of ['type', 'service', 'host']) if (filters[key]) q.set(key, filters[key]);
     const res = await fetch(`/api/events?${q}`);
     const body = await res.json();
     if (!res.ok) return alert(body.error);
-    replay = { since: since.value.trim(), events: body };
+    replay = { since: span, events: body };
     render();
   };
-  const shown = replay ? replay.events : events.filter(matches);
-  return [
-    h('h1', {}, 'Events'),
-    h(
-      'div',
-      { class: 'filters' },
-      field('Type', typeSelect),
-      field(
-        'Service',
-        h('input', {
-          id: 'filter-service',
-          value: filters.service,
-          placeholder: 'any',
-          onchange: onFilter('service'),
-        }),
+  return h(
+    'div',
+    { class: 'filters' },
+    field(
+      'Type',
+      h(
+        'select',
+        { id: 'filter-type', onchange: onFilter('type') },
+        ['', 'lifecycle', 'gateway', 'discovery'].map((t) =>
+          h('option', { value: t, selected: filters.type === t }, t || 'all'),
+        ),
       ),
-      field(
-        'Host',
-        h('input', {
-          id: 'filter-host',
-          value: filters.host,
-          placeholder: 'any',
-          onchange: onFilter('host'),
-        }),
-      ),
-      field('Replay the last', since),
-      h('button', { id: 'replay', onclick: runReplay }, 'Replay'),
-      replay
-        ? h(
-            'button',
-            {
-              id: 'live-tail',
-              onclick: () => {
-                replay = undefined;
-                render();
-              },
-            },
-            'Back to live',
-          )
-        : null,
     ),
-    replay
-      ? h(
-          'div',
-          { class: 'banner', id: 'replay-banner' },
-          `Replay of the last ${replay.since}: ${replay.events.length} events (filters as when asked)`,
-        )
-      : h('div', { class: 'banner' }, 'Live tail: new events appear at the top'),
-    h('section', { class: 'panel' }, eventTable(shown.slice(-500))),
-  ];
+    field(
+      'Service',
+      h('input', {
+        id: 'filter-service',
+        value: filters.service,
+        placeholder: 'any',
+        onchange: onFilter('service'),
+      }),
+    ),
+    field(
+      'Host',
+      h('input', {
+        id: 'filter-host',
+        value: filters.host,
+        placeholder: 'any',
+        onchange: onFilter('host'),
+      }),
+    ),
+    field('Replay the last', since),
+    h('button', { id: 'replay', onclick: runReplay }, 'Replay'),
+  );
+}
+
+/** The events page below its filters: the live tail, or the replay asked for. */
+function eventsBody() {
+  const banner = replay
+    ? h(
+        'div',
+        { class: 'banner', id: 'replay-banner' },
+        `Replay of the last ${replay.since}: ${replay.events.length} events (filters as when asked) `,
+        h(
+          'button',
+          {
+            id: 'live-tail',
+            onclick: () => {
+              replay = undefined;
+              render();
+            },
+          },
+          'Back to live',
+        ),
+      )
+    : h('div', { class: 'banner' }, 'Live tail: new events appear at the top');
+  const shown = replay ? replay.events : events.filter(matches);
+  return [banner, h('section', { class: 'panel' }, eventTable(shown.slice(-500)))];
 }
 
 /** The timeline spans what the console has seen: a minute at least, ten at most. */
@@ -557,17 +571,23 @@ function route() {
 function render() {
   if (!model) return;
   const { page, arg } = route();
-  const focused = document.activeElement?.id;
-  const content =
-    page === 'events'
-      ? eventsPage()
-      : page === 'service'
+  const main = document.getElementById('page');
+  if (page === 'events') {
+    let body = document.getElementById('events-body');
+    if (!body) {
+      body = h('div', { id: 'events-body' });
+      main.replaceChildren(h('h1', {}, 'Events'), eventControls(), body);
+    }
+    body.replaceChildren(...eventsBody());
+  } else {
+    main.replaceChildren(
+      ...(page === 'service'
         ? servicePage(arg)
         : page === 'launcher'
           ? launcherPage(arg)
-          : overview();
-  document.getElementById('page').replaceChildren(...content);
-  if (focused) document.getElementById(focused)?.focus();
+          : overview()),
+    );
+  }
   for (const a of document.querySelectorAll('[data-nav]'))
     a.classList.toggle('active', a.dataset.nav === page);
   const found = problems();
@@ -619,7 +639,5 @@ window.addEventListener('hashchange', () => {
   render();
 });
 // Ages and lease ages move on between pushes.
-setInterval(() => {
-  if (document.activeElement?.tagName !== 'INPUT') render();
-}, 1000);
+setInterval(render, 1000);
 connect();
