@@ -4,8 +4,9 @@
  * children, and their registrations in the registry.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
+import { request } from 'node:https';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type Browser, chromium, type Page } from 'playwright-core';
@@ -15,6 +16,7 @@ import { tokenDigest } from '../../services/common/callers.js';
 import { type Console, startConsole } from '../../services/console/server.js';
 import type { Launcher } from '../../services/launcher/launcher.js';
 import { startBusCluster } from '../support/bus-cluster.js';
+import { makePki } from '../support/cache.js';
 import { InstanceStatus, register } from '../support/gateway.js';
 import { child, collectEvents, Kind, startLauncher } from '../support/launcher.js';
 import { captureLogs } from '../support/logs.js';
@@ -304,6 +306,61 @@ describe('web console', () => {
       }
     } finally {
       await guarded.close();
+    }
+  });
+  test('with TLS client certificates, only holders of one the CA signed are shown the console', async () => {
+    const pki = makePki();
+    const tls = { certFile: pki.serverCert, keyFile: pki.serverKey, clientCaFile: pki.caFile };
+    /** The status of GET /api/state, or the error that ended the connection. */
+    const get = (url: string, client?: { certFile: string; keyFile: string }) =>
+      new Promise<number | string>((resolve) => {
+        const req = request(
+          new URL('/api/state', url),
+          {
+            ca: readFileSync(pki.caFile),
+            ...(client
+              ? { cert: readFileSync(client.certFile), key: readFileSync(client.keyFile) }
+              : {}),
+          },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          },
+        );
+        req.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+        req.end();
+      });
+    const required = await startConsole({
+      bus,
+      listen: '127.0.0.1:0',
+      logger: logs.logger,
+      tls: { ...tls, requireClientCert: true },
+    });
+    try {
+      assert.ok(required.url.startsWith('https://'));
+      assert.equal(await get(required.url, pki.client('ops')), 200);
+      assert.notEqual(await get(required.url), 200, 'no certificate');
+      assert.notEqual(
+        await get(required.url, pki.client('ops', { stranger: true })),
+        200,
+        'a stranger',
+      );
+    } finally {
+      await required.close();
+    }
+    // Certificates optional beside tokens: either proves the caller.
+    const either = await startConsole({
+      bus,
+      listen: '127.0.0.1:0',
+      logger: logs.logger,
+      tokens: [{ sha256: tokenDigest(TOKEN), identity: 'ops' }],
+      tls: { ...tls, requireClientCert: false },
+    });
+    try {
+      assert.equal(await get(either.url), 401);
+      assert.equal(await get(either.url, pki.client('ops')), 200);
+    } finally {
+      await either.close();
     }
   });
 });
