@@ -7,5 +7,4 @@ export const ConsoleLogIds = {
   stopped: 'HALW0002I',
   refused: 'HALW0020W',
   replayFailed: 'HALW0030W',
-  startFailed: 'HALW0090E',
 } as const;
