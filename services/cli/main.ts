@@ -10,6 +10,7 @@
 import { Command } from 'commander';
 import { addAffinityCommand } from './commands/affinity.js';
 import { addCallCommand } from './commands/call.js';
+import { addConsoleCommand } from './commands/console.js';
 import { addEventsCommand } from './commands/events.js';
 import { addLauncherCommand } from './commands/launcher.js';
 import { addStatusCommand } from './commands/status.js';
@@ -36,6 +37,7 @@ addEventsCommand(program);
 addLauncherCommand(program);
 addAffinityCommand(program);
 addCallCommand(program);
+addConsoleCommand(program);
 
 // `halyard events | head`: a closed pipe ends the command quietly.
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {
