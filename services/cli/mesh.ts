@@ -31,6 +31,8 @@ export const MeshAdminOffsets = {
   discovery: 10,
   gateway: 20,
   cache: 30,
+  /** The web console `up` serves (services/console). */
+  console: 40,
 } as const;
 /** From the bus's base port: 4222 → admin ports from 9222. */
 export const ADMIN_BASE_OFFSET = 5000;

@@ -10,6 +10,7 @@
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Bus } from '../../bus/index.js';
+import { type Console, startConsole } from '../console/server.js';
 import {
   demoSecrets,
   gatewaySecretsEnv,
@@ -18,7 +19,7 @@ import {
 } from './demo-secrets.js';
 import type { LocalNats } from './local-nats.js';
 import { CliLogIds as Ids, type Logger } from './log.js';
-import { ADMIN_BASE_OFFSET, Mesh, stopLeftoverLauncher } from './mesh.js';
+import { ADMIN_BASE_OFFSET, Mesh, MeshAdminOffsets, stopLeftoverLauncher } from './mesh.js';
 import {
   checkLayout,
   connectAndProvision,
@@ -69,6 +70,7 @@ export async function up(options: UpOptions, log: Logger): Promise<number> {
   const stop = new AbortController();
   let bus: Bus | undefined;
   let mesh: Mesh | undefined;
+  let web: Console | undefined;
   const stopHandlers = onStopSignals(log, stop, () => {
     mesh?.killAllSync();
     local.killAllSync();
@@ -122,6 +124,13 @@ export async function up(options: UpOptions, log: Logger): Promise<number> {
       await startMesh(mesh, launcherLog, log, stop);
       const status = await mesh.display();
       out.write(meshSummary(status ? mesh.endpoints(status) : [], adminBase));
+      // Loopback only: anyone on this machine may look, nobody else can reach it.
+      web = await startConsole({
+        bus,
+        listen: `127.0.0.1:${adminBase + MeshAdminOffsets.console}`,
+        logger: log,
+      });
+      out.write(`Console: ${web.url}\n\n`);
     }
 
     log.info(
@@ -133,6 +142,7 @@ export async function up(options: UpOptions, log: Logger): Promise<number> {
   } catch (err) {
     code = exitCodeOf(err, log);
   } finally {
+    await web?.close();
     await mesh?.stop(MESH_STOP_TIMEOUT_MS);
     await stopBus(local, bus, log);
     lock.release();

@@ -52,6 +52,7 @@ export function meshAdminPorts(basePort: number): PortUse[] {
     ...[1, 2].map((i) => ({ port: adminBase + o.discovery + i, what: `discovery-${i} admin` })),
     ...[1, 2].map((i) => ({ port: adminBase + o.gateway + i, what: `gateway-${i} admin` })),
     { port: adminBase + o.cache + 1, what: 'cache-1 admin' },
+    { port: adminBase + o.console, what: 'web console' },
   ];
 }
 
