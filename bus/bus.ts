@@ -2,7 +2,6 @@
  * A component's connection to the bus and the typed parts built on it. This is the
  * entry point of `bus/`: components hold a Bus and never see NATS itself.
  */
-import { readFile } from 'node:fs/promises';
 import {
   type JetStreamClient,
   type JetStreamManager,
@@ -15,6 +14,7 @@ import {
   connect,
   credsAuthenticator,
   type NatsConnection,
+  nkeyAuthenticator,
 } from '@nats-io/transport-node';
 import { AffinityBucket, type BucketSpec, RegistryBucket } from './buckets.js';
 import {
@@ -32,6 +32,7 @@ import { busMetrics } from './metrics.js';
 import { BusConfigError, type ProvisionOptions, provision } from './provision.js';
 import { retryTransient } from './retry.js';
 import type { AffinityPreference, ServiceInstance } from './schemas.js';
+import { readSecretFile } from './secret-file.js';
 import { KvStore } from './store.js';
 import {
   type Handler,
@@ -48,11 +49,18 @@ export interface Snapshot<K extends 'registrations' | 'affinity'> {
   readonly revision: number;
 }
 
+/**
+ * The one credential a connection presents, always read from a file that only its
+ * owner may read (see secret-file.ts): never a secret in a flag, a variable or a log.
+ */
 export type BusAuth =
-  | { readonly user: string; readonly pass: string }
-  | { readonly token: string }
-  | { readonly credsFile: string };
+  /** A decentralised-auth `.creds` file (JWT and nkey seed). */
+  | { readonly credsFile: string }
+  /** A user nkey seed (`SU…`), as `halyard certs` writes for each role. */
+  | { readonly nkeyFile: string }
+  | { readonly user: string; readonly passwordFile: string };
 
+/** PEM files; the CA alone turns TLS on, a certificate and key also present a client certificate. */
 export interface BusTls {
   readonly caFile?: string;
   readonly certFile?: string;
@@ -323,12 +331,27 @@ async function connectionOptions(options: BusOptions): Promise<ConnectionOptions
     ...(options.failFast
       ? { maxReconnectAttempts: 0, waitOnFirstConnect: false, timeout: 2000, reconnect: false }
       : {}),
-    ...(options.tls ? { tls: { ...options.tls } } : {}),
+    ...(options.tls ? { tls: tlsOptions(options.tls) } : {}),
   };
   const auth = options.auth;
   if (!auth) return base;
   if ('credsFile' in auth) {
-    return { ...base, authenticator: credsAuthenticator(await readFile(auth.credsFile)) };
+    const creds = readSecretFile(auth.credsFile, 'NATS credentials file');
+    return { ...base, authenticator: credsAuthenticator(creds) };
   }
-  return { ...base, ...auth };
+  if ('nkeyFile' in auth) {
+    const seed = readSecretFile(auth.nkeyFile, 'NATS nkey seed file').toString('utf8').trim();
+    return { ...base, authenticator: nkeyAuthenticator(new TextEncoder().encode(seed)) };
+  }
+  const pass = readSecretFile(auth.passwordFile, 'NATS password file').toString('utf8').trim();
+  return { ...base, user: auth.user, pass };
+}
+
+function tlsOptions(tls: BusTls): NonNullable<ConnectionOptions['tls']> {
+  if (tls.keyFile) readSecretFile(tls.keyFile, 'NATS client key'); // refuses a loose key early
+  return {
+    ...(tls.caFile ? { caFile: tls.caFile } : {}),
+    ...(tls.certFile ? { certFile: tls.certFile } : {}),
+    ...(tls.keyFile ? { keyFile: tls.keyFile } : {}),
+  };
 }

@@ -1,11 +1,14 @@
 /**
  * How the CLI's commands find the bus: `--servers`, else `HALYARD_NATS`, else the
  * servers of the `halyard up` running for ./.halyard (its lock), else 127.0.0.1:4222.
+ * TLS and the credential come from the same variables every component reads
+ * (HALYARD_NATS_CA, …; see services/common/bus-settings.ts).
  * An unreachable bus is a one-line message naming every address tried (exit 3).
  */
 import type { Command } from 'commander';
 import { pino } from 'pino';
 import { Bus } from '../../bus/index.js';
+import { busOptions, busSecurityFromEnv } from '../common/bus-settings.js';
 import { CliError, ExitCodes, reportError } from './errors.js';
 import { type ServersGiven, serversGiven } from './options.js';
 import { DEFAULT_DATA_DIR, readLock } from './up/lock.js';
@@ -34,7 +37,8 @@ export async function connect(given: ServersGiven | undefined): Promise<Bus> {
     pino.destination(2),
   );
   try {
-    return await Bus.connect({ servers, name: 'halyard-cli', logger, failFast: true });
+    const settings = { ...busSecurityFromEnv(), servers };
+    return await Bus.connect({ ...busOptions(settings, 'halyard-cli', logger), failFast: true });
   } catch (error) {
     throw new CliError(
       `cannot reach the Halyard bus: tried ${servers.join(', ')} (from ${from}): ${(error as Error).message}. ` +
