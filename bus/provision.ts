@@ -27,7 +27,16 @@ export interface ProvisionOptions {
   readonly eventsMaxAgeMs?: number;
   /** Window in which a republished event id is dropped as a duplicate (default 2 min). */
   readonly eventsDuplicateWindowMs?: number;
+  /**
+   * The most the events stream (and the dead letters) may hold on disk; the oldest
+   * events go first, so a flood cannot fill the servers' disks (default 256 MiB, about
+   * a million events; dead letters a quarter of it). JetStream reserves it in each
+   * server's `max_file_store`.
+   */
+  readonly eventsMaxBytes?: number;
 }
+
+const EVENTS_MAX_BYTES = 256 * 1024 ** 2;
 
 export class BusConfigError extends Error {
   override readonly name = 'BusConfigError';
@@ -47,6 +56,7 @@ export function eventsStreamConfig(
     storage: StorageType.File,
     num_replicas: options.replicas,
     max_age: nanos(options.eventsMaxAgeMs ?? 7 * DAY_MS),
+    max_bytes: options.eventsMaxBytes ?? EVENTS_MAX_BYTES,
     duplicate_window: nanos(options.eventsDuplicateWindowMs ?? 120_000),
     discard: DiscardPolicy.Old,
   };
@@ -116,6 +126,7 @@ export function deadLetterStreamConfig(
     storage: StorageType.File,
     num_replicas: options.replicas,
     max_age: nanos(options.eventsMaxAgeMs ?? 7 * DAY_MS),
+    max_bytes: Math.floor((options.eventsMaxBytes ?? EVENTS_MAX_BYTES) / 4),
     duplicate_window: nanos(120_000),
     discard: DiscardPolicy.Old,
   };
@@ -127,7 +138,13 @@ async function ensureStream(
 ) {
   const existing = await streamConfig(jsm, expected.name);
   // `add` with an identical config is a no-op on the server, so racing creators agree.
-  const actual = existing ?? (await jsm.streams.add(expected)).config;
+  let actual = existing ?? (await jsm.streams.add(expected)).config;
+  if (actual.max_bytes === -1 && expected.max_bytes !== undefined) {
+    // Streams made before the cap was introduced are unbounded: capping keeps every
+    // message that fits, and only ever drops the oldest.
+    actual = (await jsm.streams.update(expected.name, { ...actual, max_bytes: expected.max_bytes }))
+      .config;
+  }
   const { name, ...fields } = expected;
   check(name, actual, fields);
 }
