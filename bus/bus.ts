@@ -29,7 +29,7 @@ import {
 import { EventPublisher, type EventPublisherOptions } from './events.js';
 import { defaultLogger, type Logger, LogIds } from './log.js';
 import { busMetrics } from './metrics.js';
-import { BusConfigError, type ProvisionOptions, provision } from './provision.js';
+import { BusConfigError, checkProvisioned, type ProvisionOptions, provision } from './provision.js';
 import { retryTransient } from './retry.js';
 import type { AffinityPreference, ServiceInstance } from './schemas.js';
 import { readSecretFile } from './secret-file.js';
@@ -173,9 +173,20 @@ export class Bus {
     return bus;
   }
 
-  /** Ensures every stream and bucket exists with the expected configuration. */
+  /**
+   * Creates every stream and bucket, or checks an existing one has the expected
+   * configuration: the admin's step (`halyard bus provision`).
+   */
   provision(options: Partial<ProvisionOptions> = {}): Promise<void> {
     return provision(this.jsm, this.kvm, { replicas: this.replicas, ...options }, this.logger);
+  }
+
+  /**
+   * Throws a BusConfigError saying what to run when a stream or bucket is missing or
+   * not as Halyard expects; changes nothing. What a component runs at start-up.
+   */
+  checkProvisioned(options: Partial<ProvisionOptions> = {}): Promise<void> {
+    return checkProvisioned(this.jsm, { replicas: this.replicas, ...options });
   }
 
   async store<T>(spec: BucketSpec<T>): Promise<KvStore<T>> {

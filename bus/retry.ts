@@ -47,7 +47,7 @@ export function isTransient(error: unknown): boolean {
 }
 
 /** A refusal by the bus's permissions, however wrapped: trying again cannot help. */
-function deniedBy(error: unknown, depth = 0): boolean {
+export function deniedBy(error: unknown, depth = 0): boolean {
   if (error instanceof PermissionViolationError) return true;
   const cause = (error as { cause?: unknown } | undefined)?.cause;
   return depth < 5 && cause !== undefined && cause !== error && deniedBy(cause, depth + 1);

@@ -63,6 +63,19 @@ describe('a locked bus: one credential per role, least privilege', () => {
   });
 
   describe('each role does its job', () => {
+    test('every role checks the bus is provisioned, as far as it may see it', async () => {
+      for (const role of [
+        'gateway',
+        'discovery',
+        'launcher-host-a',
+        'cache',
+        'operator',
+        'extender',
+      ]) {
+        await (await as(role)).checkProvisioned();
+      }
+    });
+
     test('discovery registers instances and publishes its events', async () => {
       const discovery = await as('discovery');
       await (await discovery.store(RegistryBucket)).put(samples.instance({ instanceId: 'i-1' }));

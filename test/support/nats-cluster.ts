@@ -12,9 +12,10 @@
  * only tests need: temp dirs, free ports, orphan reaping, kill -9 and restart,
  * and the stream leader.
  *
- * Only Node built-ins are used here: readiness and leadership come from the
- * servers' HTTP monitoring endpoints, so the harness does not depend on (or
- * mask bugs in) the client library under test.
+ * Readiness and leadership come from the servers' HTTP monitoring endpoints, so
+ * they do not depend on (or mask bugs in) the client library under test. An open
+ * JetStream cluster is then provisioned as an admin would (`halyard bus provision`),
+ * since components only check that the bus is provisioned.
  *
  * Behaviour of nats-server that shaped this file (seen on 2.9.10, still handled on 2.15.2):
  * - After the meta leader is SIGKILLed, survivors keep answering 200 on
@@ -30,6 +31,8 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { pino } from 'pino';
+import { Bus } from '../../bus/index.js';
 import { makeBusBundle, roleFiles } from '../../services/cli/commands/certs-bundle.js';
 import {
   type Jsz,
@@ -61,6 +64,12 @@ export interface ClusterOptions {
    * bundle made by `halyard certs` for nodes n0…; default false: open, on loopback.
    */
   secure?: boolean;
+  /**
+   * Provision Halyard's streams and buckets once the cluster is ready, as the admin
+   * does before any component starts. Default true for an open JetStream cluster;
+   * a secure one is provisioned by its test, with the admin role.
+   */
+  provision?: boolean;
   /** Secure only: the launcher host ids given a role (default: the node names). */
   launcherHosts?: readonly string[];
 }
@@ -112,6 +121,7 @@ export class NatsCluster {
       const cluster = await NatsCluster.#create(size, jetstream, opts);
       try {
         await cluster.startAll();
+        if (jetstream && !opts.secure && (opts.provision ?? true)) await cluster.#provision();
         return cluster;
       } catch (err) {
         const portClash = cluster.#local.nodes.some((n) =>
@@ -171,6 +181,19 @@ export class NatsCluster {
     registry.add(cluster);
     installExitHandlers();
     return cluster;
+  }
+
+  async #provision(): Promise<void> {
+    const bus = await Bus.connect({
+      servers: this.servers,
+      name: 'harness-provision',
+      logger: pino({ level: 'warn' }),
+    });
+    try {
+      await bus.provision();
+    } finally {
+      await bus.close();
+    }
   }
 
   /** Secure only: the files a role (`gateway`, `launcher-n0`, …) connects with. */
