@@ -30,7 +30,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { sleep } from '../common/sleep.js';
 import { signalProcess, stopProcess } from '../common/stop-process.js';
-import { renderHostConf } from './commands/certs-bundle.js';
+import { writeHostConf } from './commands/certs-bundle.js';
 
 /** One node: its name, ports and files. */
 export interface NatsNodeSpec {
@@ -181,18 +181,24 @@ export class LocalNats {
     return n;
   }
 
+  /** The `halyard certs` directory of a locked bus; undefined for an open one. */
+  get secureBundle(): string | undefined {
+    return this.#options.secureBundle;
+  }
+
   /** The file a node's server is started with. */
   configFile(n: LocalNatsNode): string {
     const bundle = this.#options.secureBundle;
     return bundle ? path.join(bundle, 'hosts', n.name, 'nats.conf') : n.confPath;
   }
 
-  /** A locked node's host.conf: the variables deploy/nats/nats.conf reads. */
-  #renderHostConf(n: LocalNatsNode, bundle: string): string {
+  /** A locked node's host.conf and routes.conf, which deploy/nats/nats.conf includes. */
+  #writeHostConf(n: LocalNatsNode, bundle: string): void {
     const q = JSON.stringify;
     const hostDir = path.join(bundle, 'hosts', n.name);
-    return renderHostConf({
+    writeHostConf(hostDir, {
       name: n.name,
+      cluster: this.#options.clusterName,
       clientListen: `127.0.0.1:${n.port}`,
       monitorListen: `127.0.0.1:${n.httpPort}`,
       routeListen: `127.0.0.1:${n.clusterPort}`,
@@ -243,10 +249,8 @@ export class LocalNats {
         fs.mkdirSync(path.dirname(file), { recursive: true });
       }
       const bundle = this.#options.secureBundle;
-      if (bundle) {
-        const file = path.join(bundle, 'hosts', n.name, 'host.conf');
-        fs.writeFileSync(file, this.#renderHostConf(n, bundle), { mode: 0o600 });
-      } else fs.writeFileSync(n.confPath, this.renderConfig(n));
+      if (bundle) this.#writeHostConf(n, bundle);
+      else fs.writeFileSync(n.confPath, this.renderConfig(n));
     }
   }
 

@@ -14,9 +14,11 @@ import type { LocalNats } from './local-nats.js';
 import { CliLogIds as Ids, type Logger } from './log.js';
 import { ADMIN_BASE_OFFSET, Mesh, stopLeftoverLauncher } from './mesh.js';
 import {
+  busRoleEnv,
   checkLayout,
   connectAndProvision,
   localNats,
+  MESH_LAUNCHER_ROLE,
   monitoringUrls,
   startCluster,
   stopBus,
@@ -36,6 +38,8 @@ export interface UpOptions {
   readonly singleNode: boolean;
   /** Only the bus: no launcher, no mesh. */
   readonly busOnly?: boolean;
+  /** A plaintext bus without credentials, for debugging; by default it is locked. */
+  readonly insecure?: boolean;
   /** The launcher config of the mesh; default deploy/local/mesh.yaml of this checkout. */
   readonly meshConfig?: string;
   /** Where the summary for humans goes. Default stdout. */
@@ -57,7 +61,7 @@ export async function up(options: UpOptions, log: Logger): Promise<number> {
     options.meshConfig ?? path.join(REPO_ROOT, 'deploy/local/mesh.yaml'),
   );
   const launcherLog = path.join(dataDir, 'logs', 'launcher.log');
-  const local = localNats(dataDir, options.basePort, size);
+  const local = localNats(dataDir, options.basePort, size, options.insecure);
   const lock = new UpLock(dataDir, log);
   const stop = new AbortController();
   let bus: Bus | undefined;
@@ -102,7 +106,11 @@ export async function up(options: UpOptions, log: Logger): Promise<number> {
           adminBase,
           logFile: launcherLog,
           // The gateways verify demo tokens (halyard token) and key users with these.
-          env: gatewaySecretsEnv(demoSecrets(dataDir)),
+          env: {
+            ...gatewaySecretsEnv(demoSecrets(dataDir)),
+            // The launcher's own role; each component's mesh.yaml entry names its role.
+            ...busRoleEnv(local, MESH_LAUNCHER_ROLE),
+          },
           out,
           log,
         },

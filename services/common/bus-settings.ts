@@ -13,12 +13,20 @@
  * | `nkey`         | `HALYARD_NATS_NKEY`          | `--nats-nkey`          |
  * | `user`         | `HALYARD_NATS_USER`          | `--nats-user`          |
  * | `passwordFile` | `HALYARD_NATS_PASSWORD_FILE` | `--nats-password-file` |
+ * | `roles`        | `HALYARD_NATS_ROLES`         | `--nats-roles`         |
+ * | `role`         | `HALYARD_NATS_ROLE`          | `--nats-role`          |
+ *
+ * `roles` and `role` name the files a role has in the layout `halyard certs` writes
+ * (`<roles>/<role>/ca.crt`, `client.crt`, `client.key`, `nkey.seed`): one directory
+ * for a host's components, one name per component. A file named on its own wins; a
+ * role without a roles directory means nothing (an open bus).
  *
  * Every value is a URL or a file name: secrets (a private key, a seed, a password) are
  * read from files that only their owner may read, never given on a command line.
  * One credential at most: a `.creds` file, an nkey seed file, or a user and its
  * password file.
  */
+import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { BusAuth, BusOptions, BusTls } from '../../bus/index.js';
@@ -47,6 +55,13 @@ export const busSettings = z
     /** A user name, with its password in `passwordFile`. */
     user: z.string().min(1).optional(),
     passwordFile: file.optional(),
+    /** A directory of role directories, as `halyard certs` writes `<dir>/roles`. */
+    roles: file.optional(),
+    /** This component's role there: `gateway`, `launcher-<host>`, … */
+    role: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,64}$/, 'a role name')
+      .optional(),
   })
   .check((ctx) => {
     const s = ctx.value;
@@ -66,6 +81,14 @@ export const busSettings = z
         input: s,
         path: [s.user ? 'passwordFile' : 'user'],
         message: 'a bus user needs both a name and a password file',
+      });
+    }
+    if (s.roles && !s.role) {
+      ctx.issues.push({
+        code: 'custom',
+        input: s,
+        path: ['role'],
+        message: 'name the role whose files to use in the roles directory',
       });
     }
     if (!s.cert !== !s.key) {
@@ -92,6 +115,8 @@ export const BusEnv = {
   nkey: 'HALYARD_NATS_NKEY',
   user: 'HALYARD_NATS_USER',
   passwordFile: 'HALYARD_NATS_PASSWORD_FILE',
+  roles: 'HALYARD_NATS_ROLES',
+  role: 'HALYARD_NATS_ROLE',
 } as const;
 
 const fileFlag = (
@@ -115,6 +140,8 @@ export const busFlags: readonly Setting[] = [
   fileFlag('nkey', '--nats-nkey <file>', 'NATS user nkey seed file (mode 0600)'),
   fileFlag('user', '--nats-user <name>', 'NATS user name (with --nats-password-file)'),
   fileFlag('passwordFile', '--nats-password-file <file>', 'NATS password file (mode 0600)'),
+  fileFlag('roles', '--nats-roles <dir>', 'directory of role directories (`halyard certs`)'),
+  fileFlag('role', '--nats-role <name>', 'this component’s role in --nats-roles'),
 ];
 
 /**
@@ -131,7 +158,8 @@ export function busSecurityFromEnv(env: NodeJS.ProcessEnv = process.env): BusSet
 }
 
 /** What `Bus.connect` needs; `name` is the connection's name in the server's monitoring. */
-export function busOptions(settings: BusSettings, name: string, logger?: Logger): BusOptions {
+export function busOptions(given: BusSettings, name: string, logger?: Logger): BusOptions {
+  const settings = withRoleFiles(given);
   const auth = busAuth(settings);
   const tls = busTls(settings);
   return {
@@ -141,6 +169,20 @@ export function busOptions(settings: BusSettings, name: string, logger?: Logger)
     ...(settings.replicas ? { replicas: settings.replicas } : {}),
     ...(auth ? { auth } : {}),
     ...(tls ? { tls } : {}),
+  };
+}
+
+/** The files of `role` in `roles`, where no file was named on its own. */
+function withRoleFiles(s: BusSettings): BusSettings {
+  if (!s.roles || !s.role) return s;
+  const dir = path.join(s.roles, s.role);
+  const explicitCredential = s.creds || s.nkey || s.user;
+  return {
+    ...s,
+    ca: s.ca ?? path.join(dir, 'ca.crt'),
+    cert: s.cert ?? path.join(dir, 'client.crt'),
+    key: s.key ?? path.join(dir, 'client.key'),
+    ...(explicitCredential ? {} : { nkey: path.join(dir, 'nkey.seed') }),
   };
 }
 

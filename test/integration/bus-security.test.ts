@@ -279,7 +279,7 @@ describe('a locked bus: one credential per role, least privilege', () => {
           'server_name: rogue',
           'listen: "127.0.0.1:-1"',
           `log_file: ${JSON.stringify(log)}`,
-          `cluster { name: halyard, listen: "127.0.0.1:-1", routes: [${routes.map((r) => JSON.stringify(r)).join(', ')}] }`,
+          `cluster { name: ${JSON.stringify(clusterName(cluster))}, listen: "127.0.0.1:-1", routes: [${routes.map((r) => JSON.stringify(r)).join(', ')}] }`,
         ].join('\n'),
       );
       const rogue = spawn(
@@ -343,8 +343,18 @@ describe('a locked bus: one credential per role, least privilege', () => {
   });
 });
 
-/** A port of a node, from the host.conf the secure cluster runs it with. */
+/** The cluster's name, which a rogue server must give to be taken for one of it. */
+function clusterName(cluster: NatsCluster): string {
+  const conf = fs.readFileSync(path.join(cluster.bundle!, 'hosts', 'n0', 'routes.conf'), 'utf8');
+  return JSON.parse(/^name: (".*")$/m.exec(conf)![1]!) as string;
+}
+
+/** A port of a node, from the host.conf or routes.conf the secure cluster runs it with. */
 function hostPort(cluster: NatsCluster, name: string, listener: 'ROUTE' | 'MONITOR'): number {
-  const conf = fs.readFileSync(path.join(cluster.bundle!, 'hosts', name, 'host.conf'), 'utf8');
-  return Number(new RegExp(`HALYARD_${listener}_LISTEN: "[^:]+:(\\d+)"`).exec(conf)![1]);
+  const [file, pattern] =
+    listener === 'ROUTE'
+      ? ['routes.conf', /^listen: "[^:]+:(\d+)"/m]
+      : ['host.conf', /HALYARD_MONITOR_LISTEN: "[^:]+:(\d+)"/];
+  const conf = fs.readFileSync(path.join(cluster.bundle!, 'hosts', name, file), 'utf8');
+  return Number(pattern.exec(conf)![1]);
 }

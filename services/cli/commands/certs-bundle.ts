@@ -7,7 +7,8 @@
  *   <dir>/ca/ca.crt, ca.key               the CA (keep ca.key off the hosts)
  *   <dir>/hosts/<host>/                   copy to each host's config dir
  *     nats.conf                           deploy/nats/nats.conf, unchanged
- *     host.conf                           this host's name, addresses, routes and files
+ *     host.conf                           this host's name, addresses and files
+ *     routes.conf                         its route listener and routes (none alone)
  *     users.conf                          every role's nkey and permissions
  *     ca.crt, server.crt, server.key
  *   <dir>/roles/<role>/                   give each component only its role's directory
@@ -28,7 +29,7 @@ import { BusEnv } from '../../common/bus-settings.js';
 const run = promisify(execFile);
 
 /** The shipped server configuration every host runs. */
-export const NATS_CONF = fileURLToPath(new URL('../../../deploy/nats/nats.conf', import.meta.url));
+const NATS_CONF = fileURLToPath(new URL('../../../deploy/nats/nats.conf', import.meta.url));
 
 export interface BusHost {
   /** `server_name` and the launcher's host id, e.g. `n1`. */
@@ -77,6 +78,8 @@ export function roleFiles(dir: string, role: string): RoleFiles {
 /** The variables of one host that deploy/nats/nats.conf reads (see host.conf there). */
 export interface HostVars {
   readonly name: string;
+  /** The cluster's name, the same on every host (default `halyard`). */
+  readonly cluster?: string;
   readonly clientListen: string;
   readonly monitorListen: string;
   readonly routeListen: string;
@@ -96,14 +99,25 @@ export function renderHostConf(v: HostVars): string {
     `HALYARD_SERVER_NAME: ${q(v.name)}`,
     `HALYARD_CLIENT_LISTEN: ${q(v.clientListen)}`,
     `HALYARD_MONITOR_LISTEN: ${q(v.monitorListen)}`,
-    `HALYARD_ROUTE_LISTEN: ${q(v.routeListen)}`,
-    `HALYARD_ROUTES: [${v.routes.map((r) => q(r)).join(', ')}]`,
     `HALYARD_STORE_DIR: ${q(v.storeDir)}`,
     `HALYARD_CA_FILE: ${q(v.caFile)}`,
     `HALYARD_CERT_FILE: ${q(v.certFile)}`,
     `HALYARD_KEY_FILE: ${q(v.keyFile)}`,
     ...(v.extra ?? []),
   ].join('\n')}\n`;
+}
+
+/** `routes.conf`, inside nats.conf's cluster block: a lone server has no routes. */
+export function renderRoutesConf(v: HostVars): string {
+  if (v.routes.length === 0) return '# A single server: no routes.\n';
+  const q = JSON.stringify;
+  return `name: ${q(v.cluster ?? 'halyard')}\nlisten: ${q(v.routeListen)}\nroutes: [${v.routes.map((r) => q(r)).join(', ')}]\n`;
+}
+
+/** Writes a host's host.conf and routes.conf into `hostDir`. */
+export function writeHostConf(hostDir: string, v: HostVars): void {
+  fs.writeFileSync(path.join(hostDir, 'host.conf'), renderHostConf(v), { mode: 0o600 });
+  fs.writeFileSync(path.join(hostDir, 'routes.conf'), renderRoutesConf(v), { mode: 0o600 });
 }
 
 /** `users.conf`: one nkey user per role, each with its permissions. */
@@ -203,30 +217,29 @@ export async function makeBusBundle(options: BundleOptions): Promise<void> {
     const hostDir = path.join(dir, 'hosts', host.name);
     const installed = options.installDir ?? hostDir;
     mkdir(hostDir);
-    fs.copyFileSync(ca.crt, path.join(hostDir, 'ca.crt'));
-    fs.copyFileSync(NATS_CONF, path.join(hostDir, 'nats.conf'));
-    for (const f of ['ca.crt', 'nats.conf']) fs.chmodSync(path.join(hostDir, f), 0o600);
+    for (const file of [ca.crt, NATS_CONF]) {
+      const copy = path.join(hostDir, path.basename(file));
+      fs.copyFileSync(file, copy);
+      fs.chmodSync(copy, 0o600);
+    }
     const san =
       (/^[\d.]+$/.test(host.address) || host.address.includes(':') ? 'IP:' : 'DNS:') + host.address;
     const sans = [...new Set([san, 'IP:127.0.0.1', 'DNS:localhost', `DNS:${host.name}`])];
     await sign(path.join(hostDir, 'server.crt'), path.join(hostDir, 'server.key'), host.name, sans);
     write(path.join(hostDir, 'users.conf'), usersConf);
-    write(
-      path.join(hostDir, 'host.conf'),
-      renderHostConf({
-        name: host.name,
-        clientListen: `${host.address}:${host.clientPort ?? 4222}`,
-        monitorListen: `127.0.0.1:${host.monitorPort ?? 8222}`,
-        routeListen: `${host.address}:${host.routePort ?? 6222}`,
-        routes: hosts
-          .filter((o) => o !== host)
-          .map((o) => `nats-route://${o.address}:${o.routePort ?? 6222}`),
-        storeDir: options.storeDir ?? '/var/lib/halyard/nats',
-        caFile: path.join(installed, 'ca.crt'),
-        certFile: path.join(installed, 'server.crt'),
-        keyFile: path.join(installed, 'server.key'),
-      }),
-    );
+    writeHostConf(hostDir, {
+      name: host.name,
+      clientListen: `${host.address}:${host.clientPort ?? 4222}`,
+      monitorListen: `127.0.0.1:${host.monitorPort ?? 8222}`,
+      routeListen: `${host.address}:${host.routePort ?? 6222}`,
+      routes: hosts
+        .filter((o) => o !== host)
+        .map((o) => `nats-route://${o.address}:${o.routePort ?? 6222}`),
+      storeDir: options.storeDir ?? '/var/lib/halyard/nats',
+      caFile: path.join(installed, 'ca.crt'),
+      certFile: path.join(installed, 'server.crt'),
+      keyFile: path.join(installed, 'server.key'),
+    });
   }
 }
 
