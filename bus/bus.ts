@@ -30,7 +30,8 @@ import { EventPublisher, type EventPublisherOptions } from './events.js';
 import { defaultLogger, type Logger, LogIds } from './log.js';
 import { busMetrics } from './metrics.js';
 import { BusConfigError, checkProvisioned, type ProvisionOptions, provision } from './provision.js';
-import { retryTransient } from './retry.js';
+import { deniedBy, retryTransient } from './retry.js';
+import { inboxPrefix } from './roles.js';
 import type { AffinityPreference, ServiceInstance } from './schemas.js';
 import { readSecretFile } from './secret-file.js';
 import { KvStore } from './store.js';
@@ -74,6 +75,11 @@ export interface BusOptions {
   readonly name: string;
   readonly auth?: BusAuth;
   readonly tls?: BusTls;
+  /**
+   * The connection's role on a locked bus (`gateway`, `launcher-<host>`, …): its replies
+   * arrive under that role's inbox prefix, the only one its permissions let it read.
+   */
+  readonly role?: string;
   /** Stream and bucket replicas; default 3 when the server is in a cluster, else 1. */
   readonly replicas?: number;
   readonly logger?: Logger;
@@ -166,7 +172,14 @@ export class Bus {
       'connected to the bus',
     );
     // Checks the JetStream API, which has no leader for a moment after a node dies.
-    const jsm = await retryTransient(() => jetstreamManager(nc));
+    const jsm = await retryTransient(() => jetstreamManager(nc)).catch(async (error: unknown) => {
+      await nc.close();
+      if (!deniedBy(error)) throw error;
+      throw new BusConfigError(
+        `the bus refused ${options.role ? `role ${options.role}` : 'this connection'} its first request (${(error as Error).message}): ` +
+          'name the role whose credential it uses (HALYARD_NATS_ROLE, bus.role) so its replies arrive where that role may read them',
+      );
+    });
     const js = jetstream(nc);
     const bus = new Bus(nc, js, jsm, new Kvm(js), replicas, logger);
     void bus.logStatus();
@@ -343,6 +356,7 @@ async function connectionOptions(options: BusOptions): Promise<ConnectionOptions
       ? { maxReconnectAttempts: 0, waitOnFirstConnect: false, timeout: 2000, reconnect: false }
       : {}),
     ...(options.tls ? { tls: tlsOptions(options.tls) } : {}),
+    ...(options.role ? { inboxPrefix: inboxPrefix(options.role) } : {}),
   };
   const auth = options.auth;
   if (!auth) return base;

@@ -5,8 +5,10 @@
  * subjects of the streams it reads, the consumers it makes and the direct gets it does.
  * Only `admin` may create, change, purge or delete a stream.
  *
- * A reply to a request goes to the asker's `_INBOX.…` subject, so every role subscribes
- * to `_INBOX.>`; answering a control request needs only `allow_responses`.
+ * A reply to a request (a JetStream ack, a get, a consumer's messages) goes to the
+ * asker's inbox: each role has its own inbox prefix, `_INBOX.<role>` (the connection
+ * sets it from its role's name), so no role can read the replies sent to another.
+ * Answering a control request needs only `allow_responses`.
  */
 import { nkeys } from '@nats-io/transport-node';
 import {
@@ -45,10 +47,24 @@ interface Grant {
 }
 
 const API = '$JS.API';
-const INBOXES = '_INBOX.>';
 
-/** Every JetStream client: the API check at connect, and replies (acks, gets, consumers) on its inbox. */
-const base: Grant = { publish: [`${API}.INFO`], subscribe: [INBOXES] };
+/**
+ * The name of a role's user and files: the role itself, or `launcher-<host>` for a
+ * launcher, whose grants are its host's.
+ */
+export function roleName(role: Role, hostId?: string): string {
+  if (role !== 'launcher') return role;
+  if (!hostId) throw new RangeError('a launcher role belongs to one host: name it');
+  return `launcher-${hostId}`;
+}
+
+/** Where a role's replies arrive: the connection's inbox prefix. */
+export const inboxPrefix = (name: string) => `_INBOX.${name}`;
+
+/** Every JetStream client: the API check at connect, and replies on its own inbox. */
+function base(name: string): Grant {
+  return { publish: [`${API}.INFO`], subscribe: [`${inboxPrefix(name)}.>`] };
+}
 
 /**
  * Reading a stream: its info, ordered and durable consumers (created, read, deleted),
@@ -112,13 +128,14 @@ function permissions(grant: Grant, allowResponses = false): Permissions {
  * requests it answers.
  */
 export function rolePermissions(role: Role, hostId?: string): Permissions {
+  const own = base(roleName(role, hostId));
   switch (role) {
     case 'admin':
       return permissions({ publish: ['>'], subscribe: ['>'] }, true);
     case 'gateway':
       return permissions(
         merge(
-          base,
+          own,
           readBucket(Buckets.registry),
           readBucket(Buckets.affinity),
           writeBucket(Buckets.affinity),
@@ -128,20 +145,19 @@ export function rolePermissions(role: Role, hostId?: string): Permissions {
     case 'discovery':
       return permissions(
         merge(
-          base,
+          own,
           readBucket(Buckets.registry),
           writeBucket(Buckets.registry),
           publishEvents('discovery'),
         ),
       );
     case 'launcher': {
-      if (!hostId) throw new RangeError('a launcher role belongs to one host: name it');
-      const own = `${Subjects.eventsOfPrefix('lifecycle')}.${hostId}.>`;
+      const lifecycle = `${Subjects.eventsOfPrefix('lifecycle')}.${hostId}.>`;
       return permissions(
         merge(
-          base,
+          own,
           publishEvents('lifecycle', `${hostId}.>`),
-          readStream(EVENTS_STREAM, own),
+          readStream(EVENTS_STREAM, lifecycle),
           // Launchers probing readiness through discovery mark draining instances.
           readBucket(Buckets.registry),
           writeBucket(Buckets.registry),
@@ -157,11 +173,11 @@ export function rolePermissions(role: Role, hostId?: string): Permissions {
       );
     }
     case 'cache':
-      return permissions(merge(base, readBucket(Buckets.cache), writeBucket(Buckets.cache)));
+      return permissions(merge(own, readBucket(Buckets.cache), writeBucket(Buckets.cache)));
     case 'operator':
       return permissions(
         merge(
-          base,
+          own,
           readStream(EVENTS_STREAM),
           readBucket(Buckets.registry),
           readBucket(Buckets.affinity),
@@ -176,7 +192,7 @@ export function rolePermissions(role: Role, hostId?: string): Permissions {
     case 'extender':
       return permissions(
         merge(
-          base,
+          own,
           readStream(EVENTS_STREAM),
           readBucket(Buckets.registry),
           readStream(DEADLETTER_STREAM),

@@ -18,8 +18,9 @@
  *
  * `roles` and `role` name the files a role has in the layout `halyard certs` writes
  * (`<roles>/<role>/ca.crt`, `client.crt`, `client.key`, `nkey.seed`): one directory
- * for a host's components, one name per component. A file named on its own wins; a
- * role without a roles directory means nothing (an open bus).
+ * for a host's components, one name per component. A file named on its own wins. The
+ * role also names the connection's reply inbox (`_INBOX.<role>`), the only one its
+ * permissions let it read: give it with explicit files too.
  *
  * Every value is a URL or a file name: secrets (a private key, a seed, a password) are
  * read from files that only their owner may read, never given on a command line.
@@ -57,7 +58,7 @@ export const busSettings = z
     passwordFile: file.optional(),
     /** A directory of role directories, as `halyard certs` writes `<dir>/roles`. */
     roles: file.optional(),
-    /** This component's role there: `gateway`, `launcher-<host>`, … */
+    /** This component's role: `gateway`, `launcher-<host>`, … (its files in `roles`, its inbox). */
     role: z
       .string()
       .regex(/^[A-Za-z0-9_-]{1,64}$/, 'a role name')
@@ -141,7 +142,7 @@ export const busFlags: readonly Setting[] = [
   fileFlag('user', '--nats-user <name>', 'NATS user name (with --nats-password-file)'),
   fileFlag('passwordFile', '--nats-password-file <file>', 'NATS password file (mode 0600)'),
   fileFlag('roles', '--nats-roles <dir>', 'directory of role directories (`halyard certs`)'),
-  fileFlag('role', '--nats-role <name>', 'this component’s role in --nats-roles'),
+  fileFlag('role', '--nats-role <name>', 'this component’s bus role (gateway, launcher-<host>, …)'),
 ];
 
 /**
@@ -169,6 +170,7 @@ export function busOptions(given: BusSettings, name: string, logger?: Logger): B
     ...(settings.replicas ? { replicas: settings.replicas } : {}),
     ...(auth ? { auth } : {}),
     ...(tls ? { tls } : {}),
+    ...(settings.role ? { role: settings.role } : {}),
   };
 }
 

@@ -12,9 +12,11 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import {
   AffinityBucket,
   Bus,
+  BusConfigError,
   CacheBucket,
   Codecs,
   EVENTS_STREAM,
+  inboxPrefix,
   Keys,
   RegistryBucket,
   Subjects,
@@ -201,6 +203,28 @@ describe('a locked bus: one credential per role, least privilege', () => {
         assert.doesNotMatch(received, /\+OK|PONG/);
       } finally {
         socket.destroy();
+      }
+    });
+
+    test('a role without its name: its replies would go where it may not read', async () => {
+      const { role: _role, ...files } = cluster.role('gateway');
+      await assert.rejects(
+        Bus.connect({
+          ...busOptions(busSettings.parse(files), 'nameless', logs.logger),
+          failFast: true,
+        }),
+        (error: Error) =>
+          error instanceof BusConfigError && /HALYARD_NATS_ROLE/.test(error.message),
+      );
+    });
+
+    test('a role reads the replies sent to another', async () => {
+      const nc = await rawRoleConnection(cluster.role('cache'));
+      try {
+        const sub = nc.subscribe(`${inboxPrefix('gateway')}.>`);
+        assert.match(String(await sub.closed), PERMISSION);
+      } finally {
+        await nc.close();
       }
     });
 

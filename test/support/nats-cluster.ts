@@ -81,6 +81,7 @@ export interface RoleConnection {
   readonly cert: string;
   readonly key: string;
   readonly nkey: string;
+  readonly role: string;
 }
 
 const BIN = process.env.NATS_SERVER_BIN ?? 'nats-server';
@@ -199,7 +200,7 @@ export class NatsCluster {
   /** Secure only: the files a role (`gateway`, `launcher-n0`, …) connects with. */
   role(role: string): RoleConnection {
     if (!this.bundle) throw new Error('an open cluster has no roles: start it with secure: true');
-    return { servers: this.servers, ...roleFiles(this.bundle, role) };
+    return { servers: this.servers, role, ...roleFiles(this.bundle, role) };
   }
 
   /** SIGTERM and wait for exit; nats-server shuts JetStream down cleanly, so peers see a graceful departure. */

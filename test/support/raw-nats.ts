@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { connect, type NatsConnection, nkeyAuthenticator } from '@nats-io/transport-node';
+import { inboxPrefix } from '../../bus/index.js';
 import type { RoleConnection } from './nats-cluster.js';
 
 export function rawConnection(servers: string | readonly string[]): Promise<NatsConnection> {
@@ -16,6 +17,7 @@ export function rawRoleConnection(role: RoleConnection): Promise<NatsConnection>
   return connect({
     servers: role.servers,
     tls: { caFile: role.ca, certFile: role.cert, keyFile: role.key },
+    inboxPrefix: inboxPrefix(role.role),
     authenticator: nkeyAuthenticator(
       new TextEncoder().encode(readFileSync(role.nkey, 'utf8').trim()),
     ),

@@ -23,7 +23,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { newUserNkey, type Role, Roles, rolePermissions } from '../../../bus/index.js';
+import { newUserNkey, type Role, Roles, roleName, rolePermissions } from '../../../bus/index.js';
 import { BusEnv } from '../../common/bus-settings.js';
 
 const run = promisify(execFile);
@@ -63,7 +63,7 @@ export interface RoleFiles {
 }
 
 /** The role name of a host's launcher; every other role is shared by all hosts. */
-export const launcherRole = (host: string) => `launcher-${host}`;
+export const launcherRole = (host: string) => roleName('launcher', host);
 
 export function roleFiles(dir: string, role: string): RoleFiles {
   const d = path.join(dir, 'roles', role);
@@ -203,11 +203,11 @@ export async function makeBusBundle(options: BundleOptions): Promise<void> {
     const nkey = newUserNkey();
     write(files.nkey, `${nkey.seed}\n`);
     users.push({ role, publicKey: nkey.publicKey });
-    const env = { ca: files.ca, cert: files.cert, key: files.key, nkey: files.nkey } as const;
+    const env = { ca: files.ca, cert: files.cert, key: files.key, nkey: files.nkey, role };
     write(
       path.join(path.dirname(files.nkey), 'bus.env'),
       Object.entries(env)
-        .map(([field, file]) => `${BusEnv[field as keyof typeof env]}=${file}`)
+        .map(([field, value]) => `${BusEnv[field as keyof typeof env]}=${value}`)
         .join('\n')
         .concat('\n'),
     );
