@@ -3,11 +3,12 @@
  * its own credential, and every action outside its grant is refused by the server.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { jetstreamManager } from '@nats-io/jetstream';
 import {
   AffinityBucket,
@@ -40,6 +41,13 @@ const status = (hostId: string) => ({
   version: '1',
 });
 const PERMISSION = /permission/i;
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** Runs the `halyard` CLI against the cluster as `role`, its files given as a component's are. */
+let cli: (
+  args: string[],
+  role: string,
+) => Promise<{ code: number | null; stdout: string; stderr: string }>;
 
 describe('a locked bus: one credential per role, least privilege', () => {
   let cluster: NatsCluster;
@@ -57,6 +65,30 @@ describe('a locked bus: one credential per role, least privilege', () => {
 
   before(async () => {
     cluster = await NatsCluster.start({ secure: true, launcherHosts: ['host-a', 'host-b'] });
+    cli = (args, role) =>
+      new Promise((resolve) => {
+        const child = execFile(
+          process.execPath,
+          [
+            '--import',
+            'tsx',
+            'services/cli/main.ts',
+            ...args,
+            '--servers',
+            cluster.servers.join(','),
+          ],
+          {
+            cwd: ROOT,
+            env: {
+              ...process.env,
+              HALYARD_NATS_ROLES: path.join(cluster.bundle!, 'roles'),
+              HALYARD_NATS_ROLE: role,
+            },
+          },
+          (error, stdout, stderr) =>
+            resolve({ code: error ? (child.exitCode ?? 1) : 0, stdout, stderr }),
+        );
+      });
     await (await as('admin')).provision();
   });
   after(async () => {
@@ -148,6 +180,35 @@ describe('a locked bus: one credential per role, least privilege', () => {
       assert.ok(count >= 3);
     });
 
+    test('the CLI, as the operator, runs status, events and launcher display', async () => {
+      const launcher = await as('launcher-host-a');
+      const served = await launcher.serve(
+        [
+          Subjects.control('launcher', 'host-a', 'display'),
+          Subjects.control('launcher', '*', 'display'),
+        ],
+        display,
+        async () => status('host-a'),
+      );
+      try {
+        const statusRun = await cli(['status', '--json'], 'operator');
+        assert.ok(JSON.parse(statusRun.stdout), statusRun.stderr);
+        const events = await cli(['events', '--json'], 'operator');
+        assert.equal(events.code, 0, events.stderr);
+        assert.ok(events.stdout.trim().split('\n').length >= 3);
+        const launchers = await cli(['launcher', 'display', '--json'], 'operator');
+        assert.equal(launchers.code, 0, launchers.stderr);
+        assert.match(launchers.stdout, /host-a/);
+      } finally {
+        await served.stop();
+      }
+    });
+
+    test('halyard bus provision runs as admin', async () => {
+      const run = await cli(['bus', 'provision'], 'admin');
+      assert.equal(run.code, 0, run.stderr);
+    });
+
     test('an extender’s durable subscriber replays and resumes', async () => {
       const extender = await as('extender');
       const first: number[] = [];
@@ -226,6 +287,13 @@ describe('a locked bus: one credential per role, least privilege', () => {
       } finally {
         await nc.close();
       }
+    });
+
+    test('halyard bus provision as anyone but admin', async () => {
+      await (await as('admin')).provision(); // nothing left to create: the check alone is asked
+      const run = await cli(['bus', 'provision'], 'operator');
+      assert.notEqual(run.code, 0);
+      assert.match(run.stderr, PERMISSION);
     });
 
     test('a gateway writes the registry', async () => {
