@@ -2,7 +2,6 @@
  * A component's connection to the bus and the typed parts built on it. This is the
  * entry point of `bus/`: components hold a Bus and never see NATS itself.
  */
-import { readFile } from 'node:fs/promises';
 import {
   type JetStreamClient,
   type JetStreamManager,
@@ -15,6 +14,7 @@ import {
   connect,
   credsAuthenticator,
   type NatsConnection,
+  nkeyAuthenticator,
 } from '@nats-io/transport-node';
 import { AffinityBucket, type BucketSpec, RegistryBucket } from './buckets.js';
 import {
@@ -29,9 +29,11 @@ import {
 import { EventPublisher, type EventPublisherOptions } from './events.js';
 import { defaultLogger, type Logger, LogIds } from './log.js';
 import { busMetrics } from './metrics.js';
-import { BusConfigError, type ProvisionOptions, provision } from './provision.js';
-import { retryTransient } from './retry.js';
+import { BusConfigError, checkProvisioned, type ProvisionOptions, provision } from './provision.js';
+import { deniedBy, retryTransient } from './retry.js';
+import { inboxPrefix } from './roles.js';
 import type { AffinityPreference, ServiceInstance } from './schemas.js';
+import { readSecretFile } from './secret-file.js';
 import { KvStore } from './store.js';
 import {
   type Handler,
@@ -48,11 +50,18 @@ export interface Snapshot<K extends 'registrations' | 'affinity'> {
   readonly revision: number;
 }
 
+/**
+ * The one credential a connection presents, always read from a file that only its
+ * owner may read (see secret-file.ts): never a secret in a flag, a variable or a log.
+ */
 export type BusAuth =
-  | { readonly user: string; readonly pass: string }
-  | { readonly token: string }
-  | { readonly credsFile: string };
+  /** A decentralised-auth `.creds` file (JWT and nkey seed). */
+  | { readonly credsFile: string }
+  /** A user nkey seed (`SU…`), as `halyard certs` writes for each role. */
+  | { readonly nkeyFile: string }
+  | { readonly user: string; readonly passwordFile: string };
 
+/** PEM files; the CA alone turns TLS on, a certificate and key also present a client certificate. */
 export interface BusTls {
   readonly caFile?: string;
   readonly certFile?: string;
@@ -66,6 +75,11 @@ export interface BusOptions {
   readonly name: string;
   readonly auth?: BusAuth;
   readonly tls?: BusTls;
+  /**
+   * The connection's role on a locked bus (`gateway`, `launcher-<host>`, …): its replies
+   * arrive under that role's inbox prefix, the only one its permissions let it read.
+   */
+  readonly role?: string;
   /** Stream and bucket replicas; default 3 when the server is in a cluster, else 1. */
   readonly replicas?: number;
   readonly logger?: Logger;
@@ -158,16 +172,34 @@ export class Bus {
       'connected to the bus',
     );
     // Checks the JetStream API, which has no leader for a moment after a node dies.
-    const jsm = await retryTransient(() => jetstreamManager(nc));
+    const jsm = await retryTransient(() => jetstreamManager(nc)).catch(async (error: unknown) => {
+      await nc.close();
+      if (!deniedBy(error)) throw error;
+      throw new BusConfigError(
+        `the bus refused ${options.role ? `role ${options.role}` : 'this connection'} its first request (${(error as Error).message}): ` +
+          'name the role whose credential it uses (HALYARD_NATS_ROLE, bus.role) so its replies arrive where that role may read them',
+      );
+    });
     const js = jetstream(nc);
     const bus = new Bus(nc, js, jsm, new Kvm(js), replicas, logger);
     void bus.logStatus();
     return bus;
   }
 
-  /** Ensures every stream and bucket exists with the expected configuration. */
+  /**
+   * Creates every stream and bucket, or checks an existing one has the expected
+   * configuration: the admin's step (`halyard bus provision`).
+   */
   provision(options: Partial<ProvisionOptions> = {}): Promise<void> {
     return provision(this.jsm, this.kvm, { replicas: this.replicas, ...options }, this.logger);
+  }
+
+  /**
+   * Throws a BusConfigError saying what to run when a stream or bucket is missing or
+   * not as Halyard expects; changes nothing. What a component runs at start-up.
+   */
+  checkProvisioned(options: Partial<ProvisionOptions> = {}): Promise<void> {
+    return checkProvisioned(this.jsm, { replicas: this.replicas, ...options });
   }
 
   async store<T>(spec: BucketSpec<T>): Promise<KvStore<T>> {
@@ -323,12 +355,28 @@ async function connectionOptions(options: BusOptions): Promise<ConnectionOptions
     ...(options.failFast
       ? { maxReconnectAttempts: 0, waitOnFirstConnect: false, timeout: 2000, reconnect: false }
       : {}),
-    ...(options.tls ? { tls: { ...options.tls } } : {}),
+    ...(options.tls ? { tls: tlsOptions(options.tls) } : {}),
+    ...(options.role ? { inboxPrefix: inboxPrefix(options.role) } : {}),
   };
   const auth = options.auth;
   if (!auth) return base;
   if ('credsFile' in auth) {
-    return { ...base, authenticator: credsAuthenticator(await readFile(auth.credsFile)) };
+    const creds = readSecretFile(auth.credsFile, 'NATS credentials file');
+    return { ...base, authenticator: credsAuthenticator(creds) };
   }
-  return { ...base, ...auth };
+  if ('nkeyFile' in auth) {
+    const seed = readSecretFile(auth.nkeyFile, 'NATS nkey seed file').toString('utf8').trim();
+    return { ...base, authenticator: nkeyAuthenticator(new TextEncoder().encode(seed)) };
+  }
+  const pass = readSecretFile(auth.passwordFile, 'NATS password file').toString('utf8').trim();
+  return { ...base, user: auth.user, pass };
+}
+
+function tlsOptions(tls: BusTls): NonNullable<ConnectionOptions['tls']> {
+  if (tls.keyFile) readSecretFile(tls.keyFile, 'NATS client key'); // refuses a loose key early
+  return {
+    ...(tls.caFile ? { caFile: tls.caFile } : {}),
+    ...(tls.certFile ? { certFile: tls.certFile } : {}),
+    ...(tls.keyFile ? { keyFile: tls.keyFile } : {}),
+  };
 }

@@ -42,7 +42,17 @@ export {
   Subjects,
 } from './names.js';
 export { BusConfigError, type ProvisionOptions } from './provision.js';
+export {
+  inboxPrefix,
+  newUserNkey,
+  type Permissions,
+  type Role,
+  Roles,
+  roleName,
+  rolePermissions,
+} from './roles.js';
 export * from './schemas.js';
+export { readSecretFile } from './secret-file.js';
 export { KeyChangedError, KeyExistsError, KvStore, type Revisioned } from './store.js';
 export type {
   Delivery,

@@ -54,6 +54,8 @@ export function assertToken(kind: string, value: string): string {
   return value;
 }
 
+const controlOf = (component: string) => `halyard.ctl.${assertToken('component', component)}`;
+
 export const Subjects = {
   /** Everything the events stream stores. */
   allEvents: 'halyard.events.>',
@@ -76,7 +78,10 @@ export const Subjects = {
    * published subject cannot hold a wildcard).
    */
   control: (component: string, id: string, verb: string) =>
-    `halyard.ctl.${assertToken('component', component)}.${id === '*' ? CONTROL_ALL : assertToken('id', id)}.${assertToken('verb', verb)}`,
+    `${controlOf(component)}.${id === '*' ? CONTROL_ALL : assertToken('id', id)}.${assertToken('verb', verb)}`,
+  /** `halyard.ctl.<component>`: the prefix of one component's control requests. */
+  controlOf,
+  allControl: 'halyard.ctl.>',
 } as const;
 
 export const Keys = {

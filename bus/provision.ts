@@ -1,7 +1,9 @@
 /**
- * Idempotent provisioning of every stream and bucket, run at start-up by any
- * component. An existing stream whose configuration differs is an error that names
- * the stream and the field: Halyard never silently reconfigures an operator's bus.
+ * Idempotent provisioning of every stream and bucket: an explicit step, run by the
+ * bus's admin (`halyard bus provision`, or `halyard up` for its local bus). Components
+ * only check that what they use is there (checkProvisioned) and say what to run when it
+ * is not. An existing stream whose configuration differs is an error that names the
+ * stream and the field: Halyard never silently reconfigures an operator's bus.
  */
 import { isDeepStrictEqual } from 'node:util';
 import {
@@ -18,7 +20,7 @@ import { AllBuckets, REMOVAL_MARKER_TTL_MS } from './buckets.js';
 import type { Logger } from './log.js';
 import { LogIds } from './log.js';
 import { DEADLETTER_STREAM, EVENTS_STREAM, kvStream, Subjects } from './names.js';
-import { retryTransient } from './retry.js';
+import { deniedBy, retryTransient } from './retry.js';
 
 export interface ProvisionOptions {
   /** 3 on a cluster, 1 on a single server. */
@@ -27,11 +29,24 @@ export interface ProvisionOptions {
   readonly eventsMaxAgeMs?: number;
   /** Window in which a republished event id is dropped as a duplicate (default 2 min). */
   readonly eventsDuplicateWindowMs?: number;
+  /**
+   * The most the events stream (and the dead letters) may hold on disk; the oldest
+   * events go first, so a flood cannot fill the servers' disks (default 256 MiB, about
+   * a million events; dead letters a quarter of it). JetStream reserves it in each
+   * server's `max_file_store`.
+   */
+  readonly eventsMaxBytes?: number;
 }
+
+const EVENTS_MAX_BYTES = 256 * 1024 ** 2;
 
 export class BusConfigError extends Error {
   override readonly name = 'BusConfigError';
 }
+
+/** What to run when the bus lacks a stream or a bucket. */
+export const PROVISION_HINT =
+  'run `halyard bus provision` once with the admin role (HALYARD_NATS_CA, HALYARD_NATS_CERT, HALYARD_NATS_KEY and HALYARD_NATS_NKEY set to the files of roles/admin made by `halyard certs`; none on an open bus)';
 
 const DAY_MS = 86_400_000;
 
@@ -47,6 +62,7 @@ export function eventsStreamConfig(
     storage: StorageType.File,
     num_replicas: options.replicas,
     max_age: nanos(options.eventsMaxAgeMs ?? 7 * DAY_MS),
+    max_bytes: options.eventsMaxBytes ?? EVENTS_MAX_BYTES,
     duplicate_window: nanos(options.eventsDuplicateWindowMs ?? 120_000),
     discard: DiscardPolicy.Old,
   };
@@ -116,6 +132,7 @@ export function deadLetterStreamConfig(
     storage: StorageType.File,
     num_replicas: options.replicas,
     max_age: nanos(options.eventsMaxAgeMs ?? 7 * DAY_MS),
+    max_bytes: Math.floor((options.eventsMaxBytes ?? EVENTS_MAX_BYTES) / 4),
     duplicate_window: nanos(120_000),
     discard: DiscardPolicy.Old,
   };
@@ -127,7 +144,13 @@ async function ensureStream(
 ) {
   const existing = await streamConfig(jsm, expected.name);
   // `add` with an identical config is a no-op on the server, so racing creators agree.
-  const actual = existing ?? (await jsm.streams.add(expected)).config;
+  let actual = existing ?? (await jsm.streams.add(expected)).config;
+  if (actual.max_bytes === -1 && expected.max_bytes !== undefined) {
+    // Streams made before the cap was introduced are unbounded: capping keeps every
+    // message that fits, and only ever drops the oldest.
+    actual = (await jsm.streams.update(expected.name, { ...actual, max_bytes: expected.max_bytes }))
+      .config;
+  }
   const { name, ...fields } = expected;
   check(name, actual, fields);
 }
@@ -161,6 +184,42 @@ async function ensureBucket(
     );
   }
   check(stream, actual, bucketExpectations(spec, replicas));
+}
+
+/**
+ * Checks that every stream and bucket this connection may see exists as Halyard
+ * expects, changing nothing. Streams the role may not read are the business of the
+ * roles that use them, and are skipped.
+ */
+export async function checkProvisioned(
+  jsm: JetStreamManager,
+  options: ProvisionOptions,
+): Promise<void> {
+  const expected: Array<[string, Expected]> = [
+    ...[eventsStreamConfig(options), deadLetterStreamConfig(options)].map(
+      ({ name, ...fields }): [string, Expected] => [name, fields],
+    ),
+    ...AllBuckets.map((spec): [string, Expected] => [
+      kvStream(spec.name),
+      bucketExpectations(spec, options.replicas),
+    ]),
+  ];
+  for (const [stream, fields] of expected) {
+    let actual: StreamConfig | undefined;
+    try {
+      actual = await retryTransient(() => streamConfig(jsm, stream));
+    } catch (error) {
+      if (deniedBy(error)) continue;
+      throw error;
+    }
+    if (!actual) throw new BusConfigError(`the bus has no stream ${stream}: ${PROVISION_HINT}`);
+    const differences = configDifferences(stream, actual, fields);
+    if (differences.length > 0) {
+      throw new BusConfigError(
+        `${differences.join('; ')}. If the bus was provisioned by an older Halyard, ${PROVISION_HINT}; otherwise fix the stream by hand (nats stream edit/rm).`,
+      );
+    }
+  }
 }
 
 export async function provision(

@@ -10,6 +10,7 @@ import {
   ConnectionError,
   DrainingConnectionError,
   NoRespondersError,
+  PermissionViolationError,
   RequestError,
   TimeoutError,
 } from '@nats-io/transport-node';
@@ -19,6 +20,7 @@ const NO_SUITABLE_PEERS = 10005;
 
 /** Whether a failed bus call may succeed if tried again later. */
 export function isTransient(error: unknown): boolean {
+  if (deniedBy(error)) return false;
   if (error instanceof ClosedConnectionError || error instanceof DrainingConnectionError) {
     return false;
   }
@@ -42,6 +44,13 @@ export function isTransient(error: unknown): boolean {
   }
   const cause = (error as { cause?: unknown } | undefined)?.cause;
   return cause !== undefined && cause !== error && isTransient(cause);
+}
+
+/** A refusal by the bus's permissions, however wrapped: trying again cannot help. */
+export function deniedBy(error: unknown, depth = 0): boolean {
+  if (error instanceof PermissionViolationError) return true;
+  const cause = (error as { cause?: unknown } | undefined)?.cause;
+  return depth < 5 && cause !== undefined && cause !== error && deniedBy(cause, depth + 1);
 }
 
 export interface RetryOptions {

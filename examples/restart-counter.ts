@@ -4,7 +4,10 @@
  *
  *   node --import tsx examples/restart-counter.ts --servers nats://127.0.0.1:4222 --state ./exits.json
  *
- * The bus is found as the `halyard` command finds it: `--servers`, else HALYARD_NATS.
+ * The bus is found as the `halyard` command finds it: `--servers`, else HALYARD_NATS. On a
+ * locked bus it connects as the extender role, from the variables every component reads
+ * (HALYARD_NATS_ROLES=<dir> HALYARD_NATS_ROLE=extender, or HALYARD_NATS_CA, _CERT, _KEY,
+ * _NKEY and _ROLE: services/common/bus-settings.ts).
  *
  * How it gets "exactly once in effect" from at-least-once delivery:
  *   - a durable subscription resumes after a crash where it left off;
@@ -17,6 +20,7 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { Bus } from '../bus/index.js';
 import { halyard } from '../proto/gen/halyard.js';
+import { busOptions, busSecurityFromEnv } from '../services/common/bus-settings.js';
 
 const options = new Command('restart-counter')
   .description('counts the exits of every component in the mesh')
@@ -51,10 +55,12 @@ function save(state: State): void {
 }
 
 const state = load();
-const bus = await Bus.connect({
-  servers: options.servers.split(','),
-  name: `example-${options.durable}`,
-});
+const bus = await Bus.connect(
+  busOptions(
+    { ...busSecurityFromEnv(), servers: options.servers.split(',') },
+    `example-${options.durable}`,
+  ),
+);
 
 const subscription = await bus.subscribe(
   { kind: 'lifecycle', durable: options.durable, from: 'all', prefetch: 32 },

@@ -46,7 +46,7 @@ export class CacheServer {
     const { config, bus, logger } = options;
     logger.info({ msgId: CacheLogIds.starting, id: config.id }, 'cache replica starting');
     // The bus retries what a forming cluster or a concurrent provisioning makes fail for a while.
-    await bus.provision();
+    await bus.checkProvisioned();
     const store = await bus.store(CacheBucket);
     const view = store.view();
     const limits = effectiveLimits(config, bus.server.maxPayload, logger);

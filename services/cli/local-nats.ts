@@ -30,6 +30,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { sleep } from '../common/sleep.js';
 import { signalProcess, stopProcess } from '../common/stop-process.js';
+import { writeHostConf } from './commands/certs-bundle.js';
 
 /** One node: its name, ports and files. */
 export interface NatsNodeSpec {
@@ -62,6 +63,12 @@ export interface LocalNatsOptions {
    * default (every 2 minutes, plus on every RAFT snapshot).
    */
   readonly syncInterval?: string;
+  /**
+   * Runs the locked bus: deploy/nats/nats.conf from the directory `halyard certs` wrote
+   * (see commands/certs-bundle.ts), whose hosts are named as the nodes: TLS on client and
+   * route connections, role users. Absent, the servers run open on loopback.
+   */
+  readonly secureBundle?: string;
   /** The nats-server executable. Default `$NATS_SERVER_BIN`, else `nats-server` on PATH. */
   readonly bin?: string;
   /**
@@ -174,6 +181,38 @@ export class LocalNats {
     return n;
   }
 
+  /** The `halyard certs` directory of a locked bus; undefined for an open one. */
+  get secureBundle(): string | undefined {
+    return this.#options.secureBundle;
+  }
+
+  /** The file a node's server is started with. */
+  configFile(n: LocalNatsNode): string {
+    const bundle = this.#options.secureBundle;
+    return bundle ? path.join(bundle, 'hosts', n.name, 'nats.conf') : n.confPath;
+  }
+
+  /** A locked node's host.conf and routes.conf, which deploy/nats/nats.conf includes. */
+  #writeHostConf(n: LocalNatsNode, bundle: string): void {
+    const q = JSON.stringify;
+    const hostDir = path.join(bundle, 'hosts', n.name);
+    writeHostConf(hostDir, {
+      name: n.name,
+      cluster: this.#options.clusterName,
+      clientListen: `127.0.0.1:${n.port}`,
+      monitorListen: `127.0.0.1:${n.httpPort}`,
+      routeListen: `127.0.0.1:${n.clusterPort}`,
+      routes: this.nodes
+        .filter((o) => o !== n)
+        .map((o) => `nats-route://127.0.0.1:${o.clusterPort}`),
+      storeDir: n.spec.storeDir,
+      caFile: path.join(hostDir, 'ca.crt'),
+      certFile: path.join(hostDir, 'server.crt'),
+      keyFile: path.join(hostDir, 'server.key'),
+      extra: [`log_file: ${q(n.logPath)}`, `pid_file: ${q(n.pidPath)}`],
+    });
+  }
+
   /** The config file of one node, as written by writeConfigs(). */
   renderConfig(n: LocalNatsNode): string {
     const q = JSON.stringify; // NATS config accepts JSON-style quoted strings, which keeps odd paths safe.
@@ -209,7 +248,9 @@ export class LocalNats {
       for (const file of [n.confPath, n.logPath, n.pidPath]) {
         fs.mkdirSync(path.dirname(file), { recursive: true });
       }
-      fs.writeFileSync(n.confPath, this.renderConfig(n));
+      const bundle = this.#options.secureBundle;
+      if (bundle) this.#writeHostConf(n, bundle);
+      else fs.writeFileSync(n.confPath, this.renderConfig(n));
     }
   }
 
@@ -220,7 +261,7 @@ export class LocalNats {
     // Stray output (e.g. a config error printed before log_file is opened) lands in the same log.
     const out = fs.openSync(n.logPath, 'a');
     try {
-      const child = spawn(this.bin, ['-c', n.confPath], {
+      const child = spawn(this.bin, ['-c', this.configFile(n)], {
         stdio: ['ignore', out, out],
         detached: this.#options.detached ?? false,
       });

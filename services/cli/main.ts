@@ -3,13 +3,16 @@
  *
  *   halyard up [--single-node] [--bus-only] [--data-dir DIR] [--base-port N]
  *   halyard status | events | launcher … | affinity … | call … | token …   (see --help of each)
+ *   halyard bus provision | certs <dir> --host name=address …   (a locked bus)
  *
  * `npm start` runs `up` through deploy/local/up.sh, which first installs what is missing.
  * Exit codes: 0 ok, 1 failed, 2 usage, 3 unreachable (errors.ts).
  */
 import { Command } from 'commander';
 import { addAffinityCommand } from './commands/affinity.js';
+import { addBusCommand } from './commands/bus.js';
 import { addCallCommand } from './commands/call.js';
+import { addCertsCommand } from './commands/certs.js';
 import { addConsoleCommand } from './commands/console.js';
 import { addEventsCommand } from './commands/events.js';
 import { addLauncherCommand } from './commands/launcher.js';
@@ -38,6 +41,8 @@ addLauncherCommand(program);
 addAffinityCommand(program);
 addCallCommand(program);
 addConsoleCommand(program);
+addBusCommand(program);
+addCertsCommand(program);
 
 // `halyard events | head`: a closed pipe ends the command quietly.
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {

@@ -21,9 +21,11 @@ import type { LocalNats } from './local-nats.js';
 import { CliLogIds as Ids, type Logger } from './log.js';
 import { ADMIN_BASE_OFFSET, Mesh, MeshAdminOffsets, stopLeftoverLauncher } from './mesh.js';
 import {
+  busRoleEnv,
   checkLayout,
   connectAndProvision,
   localNats,
+  MESH_LAUNCHER_ROLE,
   monitoringUrls,
   startCluster,
   stopBus,
@@ -44,6 +46,8 @@ export interface UpOptions {
   readonly singleNode: boolean;
   /** Only the bus: no launcher, no mesh. */
   readonly busOnly?: boolean;
+  /** A plaintext bus without credentials, for debugging; by default it is locked. */
+  readonly insecure?: boolean;
   /** The launcher config of the mesh; default deploy/local/mesh.yaml of this checkout. */
   readonly meshConfig?: string;
   /** Where the summary for humans goes. Default stdout. */
@@ -65,7 +69,7 @@ export async function up(options: UpOptions, log: Logger): Promise<number> {
     options.meshConfig ?? path.join(REPO_ROOT, 'deploy/local/mesh.yaml'),
   );
   const launcherLog = path.join(dataDir, 'logs', 'launcher.log');
-  const local = localNats(dataDir, options.basePort, size);
+  const local = localNats(dataDir, options.basePort, size, options.insecure);
   const lock = new UpLock(dataDir, log);
   const stop = new AbortController();
   let bus: Bus | undefined;
@@ -115,6 +119,8 @@ export async function up(options: UpOptions, log: Logger): Promise<number> {
           env: {
             ...gatewaySecretsEnv(demoSecrets(dataDir)),
             ...registryCredentialsEnv(registryCredentials(dataDir)),
+            // The launcher's own role; each component's mesh.yaml entry names its role.
+            ...busRoleEnv(local, MESH_LAUNCHER_ROLE),
           },
           out,
           log,

@@ -23,6 +23,7 @@ import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import { pino } from 'pino';
 import { Bus } from '../../bus/index.js';
+import { busOptions, busSecurityFromEnv } from '../common/bus-settings.js';
 import { serviceDefinition } from '../common/grpc.js';
 import { sleep } from '../common/sleep.js';
 import { RegistrationClient, registryCredentialFromEnv } from '../discovery/client.js';
@@ -94,7 +95,9 @@ await new Promise<void>((resolve, reject) =>
 );
 logger.info({ address, instanceId }, `greeter listening on ${address}`);
 
-const bus = await Bus.connect({ servers, name: `demo-${instanceId}`, logger });
+const bus = await Bus.connect(
+  busOptions({ ...busSecurityFromEnv(env), servers }, `demo-${instanceId}`, logger),
+);
 
 /** The discovery replicas' addresses, from the registry; waits until there is one. */
 async function discoveryAddresses(): Promise<string[]> {

@@ -108,7 +108,7 @@ export class DiscoveryReplica {
       : [];
     const bus = await Bus.connect(busOptions(options.bus, `discovery-${replicaId}`, logger));
     try {
-      await bus.provision();
+      await bus.checkProvisioned();
       const store = await bus.store(RegistryBucket);
       const view = store.view();
       const events = new DiscoveryEvents(replicaId, bus.publisher(), logger);

@@ -21,7 +21,7 @@ async function main(): Promise<void> {
     GatewayLogIds.configInvalid,
   );
   const bus = await Bus.connect(busOptions(config.bus, `gateway-${config.id}`, logger));
-  await bus.provision();
+  await bus.checkProvisioned();
   const gateway = await Gateway.start(config, bus, logger);
   const stop = async () => {
     await gateway.stop();

@@ -53,7 +53,7 @@ const admin = await startAdmin({
 const bus = await Bus.connect(
   busOptions(config.bus, `launcher-${config.hostId ?? 'host'}`, logger),
 );
-await bus.provision();
+await bus.checkProvisioned();
 childrenMayRun = true;
 launcher = await Launcher.start({
   configFile: file,

@@ -15,7 +15,7 @@ import { until } from '../support/wait.js';
  * server.
  */
 test('buckets provisioned without per-message TTLs are upgraded in place, values kept', async () => {
-  const cluster = await NatsCluster.start({ nodes: 1 });
+  const cluster = await NatsCluster.start({ nodes: 1, provision: false });
   const logs = captureLogs('info');
   const raw = await rawConnection(cluster.servers);
   let bus: Bus | undefined;

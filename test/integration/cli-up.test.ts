@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { AllBuckets, Bus, EVENTS_STREAM } from '../../bus/index.js';
 import { isPortFree, type Jsz, monitorJson } from '../../services/cli/local-nats.js';
+import { busOptions, busSettings } from '../../services/common/bus-settings.js';
 import { commandLineOf } from '../../services/common/proc.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -189,7 +190,13 @@ test('halyard up runs a provisioned 3-node bus, refuses a second up, stops on SI
     assert.equal(replicasOf.get(stream), 3, `stream ${stream} with 3 replicas`);
   }
 
-  bus = await Bus.connect({ servers, name: 'cli-up-test', logger: pino({ level: 'silent' }) });
+  // The locked local bus's admin role, the one allowed to provision.
+  const admin = busSettings.parse({
+    servers,
+    roles: path.join(dataDir, 'bus', 'roles'),
+    role: 'admin',
+  });
+  bus = await Bus.connect(busOptions(admin, 'cli-up-test', pino({ level: 'silent' })));
   assert.equal(bus.replicas, 3);
   await bus.provision();
   await bus.close();

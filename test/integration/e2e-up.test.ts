@@ -17,6 +17,7 @@ import { pino } from 'pino';
 import { Bus, type LifecycleEvent, Subjects } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { isPortFree } from '../../services/cli/local-nats.js';
+import { busOptions, busSettings } from '../../services/common/bus-settings.js';
 import { serviceDefinition } from '../../services/common/grpc.js';
 import { procStat } from '../../services/common/proc.js';
 import { ControlCodecsOf } from '../../services/launcher/control.js';
@@ -197,7 +198,13 @@ test('halyard up: a mesh that answers through both gateways, fails over, restart
   assert.ok(stdout.some((l) => l.includes('halyard call') && l.includes(gateways[1]!)));
 
   const servers = [0, 1, 2].map((i) => `nats://127.0.0.1:${basePort + i}`);
-  bus = await Bus.connect({ servers, name: 'e2e', logger: pino({ level: 'silent' }) });
+  // As the CLI does on the locked local bus: the operator role of `up`'s data dir.
+  const operator = busSettings.parse({
+    servers,
+    roles: path.join(dataDir, 'bus', 'roles'),
+    role: 'operator',
+  });
+  bus = await Bus.connect(busOptions(operator, 'e2e', pino({ level: 'silent' })));
   for (const pid of descendants(upPid)) seenPids.add(pid);
 
   // Through both gateways: every call answered, by more than one instance.

@@ -12,9 +12,10 @@
  * only tests need: temp dirs, free ports, orphan reaping, kill -9 and restart,
  * and the stream leader.
  *
- * Only Node built-ins are used here: readiness and leadership come from the
- * servers' HTTP monitoring endpoints, so the harness does not depend on (or
- * mask bugs in) the client library under test.
+ * Readiness and leadership come from the servers' HTTP monitoring endpoints, so
+ * they do not depend on (or mask bugs in) the client library under test. An open
+ * JetStream cluster is then provisioned as an admin would (`halyard bus provision`),
+ * since components only check that the bus is provisioned.
  *
  * Behaviour of nats-server that shaped this file (seen on 2.9.10, still handled on 2.15.2):
  * - After the meta leader is SIGKILLed, survivors keep answering 200 on
@@ -30,6 +31,9 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { pino } from 'pino';
+import { Bus } from '../../bus/index.js';
+import { makeBusBundle, roleFiles } from '../../services/cli/commands/certs-bundle.js';
 import {
   type Jsz,
   LocalNats,
@@ -55,6 +59,29 @@ export interface ClusterOptions {
   jetstream?: boolean;
   /** JetStream `sync_interval` (e.g. `always`); the server's default when absent. */
   syncInterval?: string;
+  /**
+   * Run the locked bus of deploy/nats (TLS, route certificates, role users) with a
+   * bundle made by `halyard certs` for nodes n0…; default false: open, on loopback.
+   */
+  secure?: boolean;
+  /**
+   * Provision Halyard's streams and buckets once the cluster is ready, as the admin
+   * does before any component starts. Default true for an open JetStream cluster;
+   * a secure one is provisioned by its test, with the admin role.
+   */
+  provision?: boolean;
+  /** Secure only: the launcher host ids given a role (default: the node names). */
+  launcherHosts?: readonly string[];
+}
+
+/** How a role connects to a secure cluster: the bus settings a component would be given. */
+export interface RoleConnection {
+  readonly servers: string[];
+  readonly ca: string;
+  readonly cert: string;
+  readonly key: string;
+  readonly nkey: string;
+  readonly role: string;
 }
 
 const BIN = process.env.NATS_SERVER_BIN ?? 'nats-server';
@@ -73,12 +100,15 @@ export class NatsCluster {
   readonly nodes: readonly NatsNode[];
   readonly servers: string[];
   readonly dir: string;
+  /** Secure only: the directory `halyard certs` wrote (CA, host and role files). */
+  readonly bundle: string | undefined;
 
   readonly #local: LocalNats;
   #closing: Promise<void> | undefined;
 
-  private constructor(dir: string, local: LocalNats) {
+  private constructor(dir: string, local: LocalNats, bundle: string | undefined) {
     this.dir = dir;
+    this.bundle = bundle;
     this.#local = local;
     this.nodes = local.nodes;
     this.servers = local.servers;
@@ -89,9 +119,10 @@ export class NatsCluster {
     const jetstream = opts.jetstream ?? true;
     reapOrphans();
     for (let attempt = 1; ; attempt++) {
-      const cluster = await NatsCluster.#create(size, jetstream, opts.syncInterval);
+      const cluster = await NatsCluster.#create(size, jetstream, opts);
       try {
         await cluster.startAll();
+        if (jetstream && !opts.secure && (opts.provision ?? true)) await cluster.#provision();
         return cluster;
       } catch (err) {
         const portClash = cluster.#local.nodes.some((n) =>
@@ -106,14 +137,26 @@ export class NatsCluster {
   static async #create(
     size: number,
     jetstream: boolean,
-    syncInterval: string | undefined,
+    opts: ClusterOptions,
   ): Promise<NatsCluster> {
+    const syncInterval = opts.syncInterval;
     // Our pid is in the name as well as in owner.pid, so a concurrent reaper can tell
     // the dir is live even before owner.pid has been written.
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${DIR_PREFIX}${process.pid}-`));
     fs.writeFileSync(path.join(dir, 'owner.pid'), `${process.pid}\n`);
     const port = await freePorts(size * 3);
+    const names = Array.from({ length: size }, (_, i) => `n${i}`);
+    const bundle = opts.secure ? path.join(dir, 'bus') : undefined;
+    if (bundle) {
+      await makeBusBundle({
+        dir: bundle,
+        hosts: names.map((name) => ({ name, address: '127.0.0.1' })),
+        ...(opts.launcherHosts ? { launcherHosts: opts.launcherHosts } : {}),
+        storeDir: path.join(dir, 'store'),
+      });
+    }
     const local = new LocalNats({
+      ...(bundle ? { secureBundle: bundle } : {}),
       clusterName: CLUSTER_NAME,
       jetstream,
       maxMemoryStore: '64MB',
@@ -135,10 +178,29 @@ export class NatsCluster {
       }),
     });
     local.writeConfigs();
-    const cluster = new NatsCluster(dir, local);
+    const cluster = new NatsCluster(dir, local, bundle);
     registry.add(cluster);
     installExitHandlers();
     return cluster;
+  }
+
+  async #provision(): Promise<void> {
+    const bus = await Bus.connect({
+      servers: this.servers,
+      name: 'harness-provision',
+      logger: pino({ level: 'warn' }),
+    });
+    try {
+      await bus.provision();
+    } finally {
+      await bus.close();
+    }
+  }
+
+  /** Secure only: the files a role (`gateway`, `launcher-n0`, …) connects with. */
+  role(role: string): RoleConnection {
+    if (!this.bundle) throw new Error('an open cluster has no roles: start it with secure: true');
+    return { servers: this.servers, role, ...roleFiles(this.bundle, role) };
   }
 
   /** SIGTERM and wait for exit; nats-server shuts JetStream down cleanly, so peers see a graceful departure. */

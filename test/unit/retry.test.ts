@@ -51,3 +51,22 @@ test('aborting stops a retry loop', async () => {
   controller.abort(new Error('shutting down'));
   await assert.rejects(pending, /shutting down/);
 });
+
+test('a permissions refusal is never retried, however the client wraps it', async () => {
+  const denied = errors.PermissionViolationError.parse(
+    'Permissions Violation for Publish to "$KV.halyard-registry.a.b"',
+  );
+  assert.ok(denied);
+  const wrapped = new errors.RequestError(denied.message, { cause: denied });
+  assert.equal(isTransient(denied), false);
+  assert.equal(isTransient(wrapped), false);
+  let calls = 0;
+  await assert.rejects(
+    retryTransient(async () => {
+      calls++;
+      throw wrapped;
+    }),
+    /Permissions Violation/,
+  );
+  assert.equal(calls, 1);
+});

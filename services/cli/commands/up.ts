@@ -9,6 +9,7 @@ import { up } from '../up.js';
 interface UpFlags {
   readonly singleNode: boolean;
   readonly busOnly: boolean;
+  readonly insecure: boolean;
   readonly meshConfig?: string;
   readonly dataDir: string;
   readonly basePort: number;
@@ -24,6 +25,11 @@ export function addUpCommand(program: Command): void {
     )
     .option('--single-node', 'run one nats-server instead of three (replicas 1)', false)
     .option('--bus-only', 'only the bus: no launcher, no mesh', false)
+    .option(
+      '--insecure',
+      'run the bus open (no TLS, no credentials) for debugging; by default it is locked',
+      false,
+    )
     .option('--mesh-config <file>', 'launcher config of the mesh (default deploy/local/mesh.yaml)')
     .option(
       '--data-dir <dir>',

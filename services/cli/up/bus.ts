@@ -2,15 +2,19 @@
  * The bus of `halyard up`: a local nats-server cluster (3 nodes, or 1) with JetStream on
  * fixed loopback ports, its data under `<data-dir>/nats/n<i>` so a restart finds it
  * again; started, connected to, provisioned with Halyard's streams and buckets, watched
- * for crashes and stopped. The servers run in their own process groups, so a Ctrl-C in
+ * for crashes and stopped. It is locked as deploy/nats describes (TLS, one nkey per
+ * role) with a CA, certificates and nkeys made once into `<data-dir>/bus`; `--insecure`
+ * runs it open, for debugging. The servers run in their own process groups, so a Ctrl-C in
  * the terminal reaches only `up`, which closes its connection before it stops them.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Bus, BusConfigError } from '../../../bus/index.js';
+import { busOptions, busSettings } from '../../common/bus-settings.js';
 import { commandLineOf, isAlive } from '../../common/proc.js';
 import { sleep } from '../../common/sleep.js';
 import { stopProcess } from '../../common/stop-process.js';
+import { launcherRole, makeBusBundle } from '../commands/certs-bundle.js';
 import {
   DEFAULT_STOP_TIMEOUT_MS,
   LocalNats,
@@ -18,6 +22,7 @@ import {
   type NatsNodeSpec,
 } from '../local-nats.js';
 import { CliLogIds as Ids, type Logger } from '../log.js';
+import { MESH_HOST_ID } from '../mesh.js';
 import { UpError } from './errors.js';
 import { PortOffsets } from './ports.js';
 import { describeExit, supervise } from './supervise.js';
@@ -47,9 +52,18 @@ function nodeLayout(dataDir: string, basePort: number, size: number): NatsNodeSp
   });
 }
 
-/** The local bus's servers (not started yet). */
-export function localNats(dataDir: string, basePort: number, size: number): LocalNats {
+/** Where a locked local bus keeps its CA, certificates and nkeys. */
+export const busSecretsDir = (dataDir: string) => path.join(dataDir, 'bus');
+
+/** The local bus's servers (not started yet); locked unless `insecure`. */
+export function localNats(
+  dataDir: string,
+  basePort: number,
+  size: number,
+  insecure = false,
+): LocalNats {
   return new LocalNats({
+    ...(insecure ? {} : { secureBundle: busSecretsDir(dataDir) }),
     clusterName: CLUSTER_NAME,
     nodes: nodeLayout(dataDir, basePort, size),
     bin: natsServerBin(),
@@ -60,6 +74,11 @@ export function localNats(dataDir: string, basePort: number, size: number): Loca
     // Every failed /healthz probe is a warning in the node's log, which outlives this run.
     pollMs: 250,
   });
+}
+
+function busRoleEnvSettings(local: LocalNats): { roles?: string; role?: string } {
+  const bundle = local.secureBundle;
+  return bundle ? { roles: path.join(bundle, 'roles'), role: 'admin' } : {};
 }
 
 /** The nodes' monitoring endpoints. */
@@ -125,6 +144,13 @@ export async function startCluster(
     { msgId: Ids.upStarting, nodes: size, dataDir, servers: local.servers, bin: local.bin },
     `starting a local Halyard bus: ${size === 1 ? 'one nats-server' : `${size} nats-server nodes`} on 127.0.0.1`,
   );
+  if (local.secureBundle) await ensureBusSecrets(local, log);
+  else {
+    log.warn(
+      { msgId: Ids.busInsecure },
+      'the bus runs open (--insecure): no TLS, no credentials; anyone who reaches its ports controls the mesh',
+    );
+  }
   local.writeConfigs();
   const t0 = Date.now();
   for (const n of local.nodes) {
@@ -156,6 +182,34 @@ export async function startCluster(
   );
 }
 
+/** Makes the CA, certificates and role nkeys once; a restart reuses them. */
+async function ensureBusSecrets(local: LocalNats, log: Logger): Promise<void> {
+  const dir = local.secureBundle as string;
+  if (fs.existsSync(path.join(dir, 'ca', 'ca.crt'))) return;
+  fs.rmSync(dir, { recursive: true, force: true }); // what an interrupted run left
+  await makeBusBundle({
+    dir,
+    hosts: local.nodes.map((n) => ({ name: n.name, address: '127.0.0.1' })),
+    launcherHosts: [MESH_HOST_ID],
+  });
+  log.info(
+    { msgId: Ids.busSecretsMade, dir },
+    `bus CA, certificates and role nkeys made in ${dir}`,
+  );
+}
+
+/**
+ * What a process needs in its environment to connect as `role` to the local bus:
+ * nothing for an open bus.
+ */
+export function busRoleEnv(local: LocalNats, role: string): Record<string, string> {
+  const bundle = local.secureBundle;
+  return bundle ? { HALYARD_NATS_ROLES: path.join(bundle, 'roles'), HALYARD_NATS_ROLE: role } : {};
+}
+
+/** The role of the mesh's launcher. */
+export const MESH_LAUNCHER_ROLE = launcherRole(MESH_HOST_ID);
+
 /** Connects to the started cluster and provisions Halyard's streams and buckets. */
 export async function connectAndProvision(
   local: LocalNats,
@@ -163,11 +217,11 @@ export async function connectAndProvision(
   log: Logger,
   signal: AbortSignal,
 ): Promise<Bus> {
-  const connecting = Bus.connect({
-    servers: local.servers,
-    name: 'halyard-up',
-    logger: log.child({ component: 'bus' }),
-  });
+  // `up` is the local bus's admin: it provisions, as `halyard bus provision` would.
+  const settings = busSettings.parse({ servers: local.servers, ...busRoleEnvSettings(local) });
+  const connecting = Bus.connect(
+    busOptions(settings, 'halyard-up', log.child({ component: 'bus' })),
+  );
   let bus: Bus;
   try {
     bus = await abortable(connecting, signal);

@@ -56,6 +56,12 @@ export async function busSummary(local: LocalNats, bus: Bus, dataDir: string): P
     ['NATS URLs', local.servers.join(',')],
     ['monitoring', monitoringUrls(local).join('  ')],
     ['replicas', String(bus.replicas)],
+    [
+      'security',
+      local.secureBundle
+        ? `TLS, one nkey per role; roles in ${path.join(local.secureBundle, 'roles')}`
+        : 'none (--insecure): anyone reaching these ports controls the mesh',
+    ],
     ['streams', streamList],
     ['buckets', bucketList],
     ['data', path.join(nodeDir, 'jetstream')],

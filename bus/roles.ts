@@ -1,0 +1,212 @@
+/**
+ * Who may do what on the bus: one NATS permission set per role, built from the names in
+ * names.ts so a renamed subject cannot leave a stale grant behind. Each set names the
+ * exact subjects a role publishes and subscribes to, including the JetStream API
+ * subjects of the streams it reads, the consumers it makes and the direct gets it does.
+ * Only `admin` may create, change, purge or delete a stream.
+ *
+ * A reply to a request (a JetStream ack, a get, a consumer's messages) goes to the
+ * asker's inbox: each role has its own inbox prefix, `_INBOX.<role>` (the connection
+ * sets it from its role's name), so no role can read the replies sent to another.
+ * Answering a control request needs only `allow_responses`.
+ */
+import { nkeys } from '@nats-io/transport-node';
+import {
+  type BucketName,
+  Buckets,
+  CONTROL_ALL,
+  DEADLETTER_STREAM,
+  EVENTS_STREAM,
+  type EventSource,
+  kvStream,
+  Subjects,
+} from './names.js';
+
+export const Roles = [
+  'admin',
+  'gateway',
+  'discovery',
+  'launcher',
+  'cache',
+  'operator',
+  'extender',
+] as const;
+export type Role = (typeof Roles)[number];
+
+/** A NATS user's `permissions` block. */
+export interface Permissions {
+  readonly publish: { readonly allow: readonly string[] };
+  readonly subscribe: { readonly allow: readonly string[] };
+  /** Whether the user may publish to the reply subject of a request it received. */
+  readonly allow_responses?: boolean;
+}
+
+interface Grant {
+  readonly publish: readonly string[];
+  readonly subscribe: readonly string[];
+}
+
+const API = '$JS.API';
+
+/**
+ * The name of a role's user and files: the role itself, or `launcher-<host>` for a
+ * launcher, whose grants are its host's.
+ */
+export function roleName(role: Role, hostId?: string): string {
+  if (role !== 'launcher') return role;
+  if (!hostId) throw new RangeError('a launcher role belongs to one host: name it');
+  return `launcher-${hostId}`;
+}
+
+/** Where a role's replies arrive: the connection's inbox prefix. */
+export const inboxPrefix = (name: string) => `_INBOX.${name}`;
+
+/** Every JetStream client: the API check at connect, and replies on its own inbox. */
+function base(name: string): Grant {
+  return { publish: [`${API}.INFO`], subscribe: [`${inboxPrefix(name)}.>`] };
+}
+
+/**
+ * Reading a stream: its info, ordered and durable consumers (created, read, deleted),
+ * message gets and the push consumers' flow control. `filter` narrows the consumers
+ * a role may create to the subjects it may read.
+ */
+function readStream(stream: string, filter = '>'): Grant {
+  return {
+    publish: [
+      `${API}.STREAM.INFO.${stream}`,
+      `${API}.STREAM.MSG.GET.${stream}`,
+      `${API}.DIRECT.GET.${stream}`,
+      `${API}.DIRECT.GET.${stream}.>`,
+      // The extended create API carries the consumer's filter in its subject.
+      `${API}.CONSUMER.CREATE.${stream}.*.${filter}`,
+      `${API}.CONSUMER.CREATE.${stream}.*`,
+      `${API}.CONSUMER.DURABLE.CREATE.${stream}.*`,
+      `${API}.CONSUMER.INFO.${stream}.*`,
+      `${API}.CONSUMER.DELETE.${stream}.*`,
+      `${API}.CONSUMER.MSG.NEXT.${stream}.*`,
+      `$JS.ACK.${stream}.>`,
+      `$JS.FC.${stream}.>`,
+    ],
+    subscribe: [],
+  };
+}
+
+function readBucket(bucket: BucketName): Grant {
+  return readStream(kvStream(bucket));
+}
+
+function writeBucket(bucket: BucketName): Grant {
+  return { publish: [`${Subjects.kvPrefix(bucket)}.>`], subscribe: [] };
+}
+
+function publishEvents(source: EventSource, scope = '>'): Grant {
+  return { publish: [`${Subjects.eventsOfPrefix(source)}.${scope}`], subscribe: [] };
+}
+
+/** Subscribers that dead-letter what their handler gave up on. */
+const deadLetters: Grant = { publish: [Subjects.allDeadLetters], subscribe: [] };
+
+function merge(...grants: Grant[]): Grant {
+  return {
+    publish: [...new Set(grants.flatMap((g) => g.publish))],
+    subscribe: [...new Set(grants.flatMap((g) => g.subscribe))],
+  };
+}
+
+function permissions(grant: Grant, allowResponses = false): Permissions {
+  return {
+    publish: { allow: grant.publish },
+    subscribe: { allow: grant.subscribe },
+    ...(allowResponses ? { allow_responses: true } : {}),
+  };
+}
+
+/**
+ * The permissions of `role`. A launcher's are its host's: `hostId` is required for it
+ * and names the only lifecycle events it publishes and replays and the only control
+ * requests it answers.
+ */
+export function rolePermissions(role: Role, hostId?: string): Permissions {
+  const own = base(roleName(role, hostId));
+  switch (role) {
+    case 'admin':
+      return permissions({ publish: ['>'], subscribe: ['>'] }, true);
+    case 'gateway':
+      return permissions(
+        merge(
+          own,
+          readBucket(Buckets.registry),
+          readBucket(Buckets.affinity),
+          writeBucket(Buckets.affinity),
+          publishEvents('gateway'),
+        ),
+      );
+    case 'discovery':
+      return permissions(
+        merge(
+          own,
+          readBucket(Buckets.registry),
+          writeBucket(Buckets.registry),
+          publishEvents('discovery'),
+        ),
+      );
+    case 'launcher': {
+      const lifecycle = `${Subjects.eventsOfPrefix('lifecycle')}.${hostId}.>`;
+      return permissions(
+        merge(
+          own,
+          publishEvents('lifecycle', `${hostId}.>`),
+          readStream(EVENTS_STREAM, lifecycle),
+          // Launchers probing readiness through discovery mark draining instances.
+          readBucket(Buckets.registry),
+          writeBucket(Buckets.registry),
+          {
+            publish: [],
+            subscribe: [
+              `${Subjects.controlOf('launcher')}.${hostId}.*`,
+              `${Subjects.controlOf('launcher')}.${CONTROL_ALL}.*`,
+            ],
+          },
+        ),
+        true,
+      );
+    }
+    case 'cache':
+      return permissions(merge(own, readBucket(Buckets.cache), writeBucket(Buckets.cache)));
+    case 'operator':
+      return permissions(
+        merge(
+          own,
+          readStream(EVENTS_STREAM),
+          readBucket(Buckets.registry),
+          readBucket(Buckets.affinity),
+          // `halyard affinity clear` removes preferences.
+          writeBucket(Buckets.affinity),
+          {
+            publish: [`${API}.STREAM.LIST`, `${API}.STREAM.NAMES`, Subjects.allControl],
+            subscribe: [],
+          },
+        ),
+      );
+    case 'extender':
+      return permissions(
+        merge(
+          own,
+          readStream(EVENTS_STREAM),
+          readBucket(Buckets.registry),
+          readStream(DEADLETTER_STREAM),
+          deadLetters,
+        ),
+      );
+  }
+}
+
+/** A new user nkey: the seed is the secret, the public key goes into the server's config. */
+export function newUserNkey(): { readonly seed: string; readonly publicKey: string } {
+  const pair = nkeys.createUser();
+  return {
+    seed: new TextDecoder().decode(pair.getSeed()),
+    publicKey: pair.getPublicKey(),
+  };
+}
