@@ -395,9 +395,13 @@ export class Gateway {
     this.h2.on('session', (session: Http2Session) => {
       this.clientSessions.add(session);
       session.setLocalWindowSize(this.config.limits.windowBytes);
-      // Fires after idleMs without a frame; a connection with a call open (a quiet
-      // stream) is not idle and stays.
-      if (idleMs > 0) session.setTimeout(idleMs, () => closeIfIdle(session));
+      // 'timeout' fires after idleMs without a frame, again after each later activity; a
+      // connection with a call open (a quiet stream) is not idle and stays. (A callback
+      // given to setTimeout would be called once only.)
+      if (idleMs > 0) {
+        session.setTimeout(idleMs);
+        session.on('timeout', () => closeIfIdle(session));
+      }
       session.once('close', () => this.clientSessions.delete(session));
       session.on('error', (error: Error) => {
         gatewayMetrics.rejected.inc({ reason: 'session-error' });
