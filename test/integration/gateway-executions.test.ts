@@ -4,13 +4,20 @@
  * run is never run a second time, unless its service declared the method idempotent.
  */
 import assert from 'node:assert/strict';
+import { constants, createServer } from 'node:http2';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { type Bus, Keys, RegistryBucket } from '../../bus/index.js';
 import type { Gateway } from '../../services/gateway/gateway.js';
 import { startBusCluster } from '../support/bus-cluster.js';
 import { type CountingEcho, spawnCountingEcho } from '../support/echo-executions.js';
-import { ECHO_SERVICE, type EchoResponse, echoClient } from '../support/echo-service.js';
+import {
+  ECHO_SERVICE,
+  type EchoResponse,
+  echoClient,
+  startEchoServer,
+} from '../support/echo-service.js';
 import { register, routed, startGateway } from '../support/gateway.js';
 import { captureLogs } from '../support/logs.js';
 import type { NatsCluster } from '../support/nats-cluster.js';
@@ -120,5 +127,69 @@ describe('one request, one execution', () => {
     assert.equal(reply?.instanceId, survivor.instanceId);
     assert.equal(runner.executions('again'), 1);
     assert.equal(survivor.executions('again'), 1, 'run again on the other instance');
+  });
+
+  test('an instance that answers a call with GOAWAY below it did not run it: the call runs once, elsewhere', async () => {
+    const registry = await bus.store(RegistryBucket);
+    for (const echo of echoes) await registry.remove(Keys.registry('echo', echo.instanceId));
+    // An instance shutting down: it answers the first call of a connection (an empty
+    // reply, instance id ""), then refuses each new call with a GOAWAY whose last stream
+    // id is below it, and never processes it. (Node sends a last stream id of 0 as the
+    // last one processed, hence the answered first call.)
+    const leaving = createServer();
+    let refused = 0;
+    leaving.on('stream', (stream) => {
+      stream.on('error', () => {});
+      if (stream.id === 1) {
+        stream.respond(
+          { ':status': 200, 'content-type': 'application/grpc' },
+          { waitForTrailers: true },
+        );
+        stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+        stream.resume();
+        stream.end(Buffer.alloc(5));
+        return;
+      }
+      refused++;
+      stream.session?.goaway(constants.NGHTTP2_NO_ERROR, stream.id! - 2);
+    });
+    await new Promise<void>((resolve) => leaving.listen(0, '127.0.0.1', resolve));
+    const ran = new Map<string, number>();
+    const staying = await startEchoServer({
+      instanceId: 'staying',
+      onUnary: (request) => {
+        const payload = Buffer.from(request.payload ?? []).toString();
+        ran.set(payload, (ran.get(payload) ?? 0) + 1);
+      },
+    });
+    try {
+      await register(bus, {
+        instanceId: 'leaving',
+        address: `127.0.0.1:${(leaving.address() as AddressInfo).port}`,
+      });
+      await register(bus, { instanceId: 'staying', address: staying.address });
+      await until('only the two routed', () => {
+        const ids = gateway.table.route(ECHO_SERVICE)?.endpoints.map((e) => e.id);
+        return ids?.join(',') === 'leaving,staying';
+      });
+      const client = echoClient(`127.0.0.1:${gateway.port}`);
+      for (let i = 0; i < 6; i++) {
+        const reply = await new Promise<EchoResponse>((resolve, reject) =>
+          client.unary(
+            { payload: Buffer.from(`call-${i}`) },
+            new grpc.Metadata(),
+            { deadline: Date.now() + 5000 },
+            (e, r) => (e ? reject(e) : resolve(r)),
+          ),
+        );
+        const elsewhere = reply.instanceId === '' ? 1 : 0;
+        assert.equal((ran.get(`call-${i}`) ?? 0) + elsewhere, 1, `call-${i} ran once`);
+      }
+      client.close();
+      assert.ok(refused > 0, 'calls were refused by the leaving instance');
+    } finally {
+      leaving.close();
+      await staying.stop();
+    }
   });
 });
