@@ -150,8 +150,9 @@ export class Identities {
         }
         continue;
       }
-      const { sub, exp } = payload as { sub: string; exp: number };
-      if (sub.length === 0) {
+      // jose checked that both are present, and that `exp` is a number.
+      const { sub, exp } = payload as { sub: unknown; exp: number };
+      if (typeof sub !== 'string' || sub.length === 0) {
         return { ok: false, message: 'the bearer token has no subject (sub)' };
       }
       const lifetime = exp - (payload.iat ?? Math.floor(Date.now() / 1000));
