@@ -149,6 +149,8 @@ async function startGateway(servers: string[], profileDir?: string) {
       `127.0.0.1:${port}`,
       '--admin',
       `127.0.0.1:${admin}`,
+      '--expose-internal',
+      'halyard.testing.v1.Echo',
     ],
     'gateway',
   );

@@ -44,7 +44,9 @@ if (process.argv[2] === '--child-load') await childLoad(process.argv[3]!);
 else await main();
 
 function userKeyOf(user: string): string {
-  return createHmac('sha256', MESH).update(user).digest('base64url');
+  return createHmac('sha256', MESH)
+    .update(JSON.stringify(['', user]))
+    .digest('base64url');
 }
 
 /** In a fresh process: load the whole bucket into a view + affinity table. */
@@ -185,6 +187,7 @@ async function main(): Promise<void> {
         bus: { servers },
         listen: { host: '127.0.0.1', port: 0 },
         admin: { port: 0 },
+        routing: { exposeInternal: [ECHO_SERVICE] },
         affinity: { meshSecret: MESH, jwt: { hs256Secret: JWT } },
       });
     started = performance.now();

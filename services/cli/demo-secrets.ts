@@ -16,6 +16,9 @@ export interface DemoSecrets {
 }
 
 const FILE = 'demo-secrets.json';
+/** The `iss` and `aud` of demo tokens, which the demo mesh's gateways require. */
+const DEMO_ISSUER = 'halyard-demo';
+const DEMO_AUDIENCE = 'halyard-demo-gateways';
 
 export function demoSecrets(dataDir: string): DemoSecrets {
   const file = path.join(dataDir, FILE);
@@ -34,10 +37,15 @@ export function gatewaySecretsEnv(secrets: DemoSecrets): Record<string, string> 
   return {
     HALYARD_GATEWAY_MESH_SECRET: secrets.meshSecret,
     HALYARD_GATEWAY_JWT_SECRET: secrets.jwtSecret,
+    HALYARD_GATEWAY_JWT_ISSUER: DEMO_ISSUER,
+    HALYARD_GATEWAY_JWT_AUDIENCE: DEMO_AUDIENCE,
   };
 }
 
-/** A bearer token for the demo mesh: HS256, `sub` = the user, expiring after `ttlSeconds`. */
+/**
+ * A bearer token for the demo mesh: HS256, `sub` = the user, the demo issuer and
+ * audience, expiring after `ttlSeconds`.
+ */
 export async function demoToken(
   dataDir: string,
   user: string,
@@ -51,6 +59,8 @@ export async function demoToken(
   return new SignJWT({})
     .setProtectedHeader({ alg: 'HS256' })
     .setSubject(user)
+    .setIssuer(DEMO_ISSUER)
+    .setAudience(DEMO_AUDIENCE)
     .setIssuedAt()
     .setExpirationTime(Math.floor(Date.now() / 1000) + ttlSeconds)
     .sign(new TextEncoder().encode(jwtSecret));

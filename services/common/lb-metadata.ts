@@ -25,6 +25,22 @@ const healthService = z
     'must be a gRPC service name or empty (the server as a whole)',
   );
 
+/** `package.Service/Method`, as in a gRPC request path without its leading slash. */
+const METHOD = /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\/[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** Comma-separated full method names; duplicates are dropped, the list is sorted. */
+const methodList = z
+  .string()
+  .transform((text) => text.split(',').map((name) => name.trim()))
+  .pipe(
+    z.array(
+      z
+        .string()
+        .regex(METHOD, 'must list full method names, e.g. pkg.Service/Method,pkg.Service/Other'),
+    ),
+  )
+  .transform((names) => [...new Set(names)].sort());
+
 const schema = z.strictObject({
   'lb.policy': z.enum(['round-robin', 'header', 'user']).default('round-robin'),
   /** How long a user's preference survives without requests (default 8 h, at most 30 days). */
@@ -33,6 +49,11 @@ const schema = z.strictObject({
   'lb.whenFull': z.enum(['reject', 'overflow']).default('reject'),
   'lb.whenDown': z.enum(['failover', 'strict']).default('failover'),
   'lb.requireUser': flag.default(false),
+  /**
+   * Methods that are safe to run twice: a gateway may retry them on another instance
+   * even when the first may have run them. Others are retried only when provably not run.
+   */
+  'lb.idempotentMethods': methodList.optional(),
   /** Presence enables `grpc.health.v1` probing of this service name. */
   'health.grpc': healthService.optional(),
 });
@@ -44,6 +65,8 @@ export interface BalancingSettings {
   readonly whenFull: 'reject' | 'overflow';
   readonly whenDown: 'failover' | 'strict';
   readonly requireUser: boolean;
+  /** Full method names (`pkg.Service/Method`) a gateway may run twice; sorted. */
+  readonly idempotentMethods: readonly string[];
 }
 
 export interface HealthSettings {
@@ -87,6 +110,7 @@ export function parseInstanceMetadata(metadata: Readonly<Record<string, string>>
         whenFull: v['lb.whenFull'],
         whenDown: v['lb.whenDown'],
         requireUser: v['lb.requireUser'],
+        idempotentMethods: v['lb.idempotentMethods'] ?? [],
       },
       health: { grpcService: v['health.grpc'] },
     },

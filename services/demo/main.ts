@@ -125,8 +125,12 @@ for (let attempt = 1; ; attempt++) {
       instanceId,
       address,
       grpcServices: [GREETER_SERVICE],
-      // Sticky per user once the gateway routes with the `user` policy.
-      metadata: { 'lb.policy': 'user' },
+      // Sticky per user; a greeting is safe to run twice, so a gateway may retry it on
+      // another greeter after a failure that may have run it.
+      metadata: {
+        'lb.policy': 'user',
+        'lb.idempotentMethods': `${GREETER_SERVICE}/SayHello,${GREETER_SERVICE}/StreamHellos`,
+      },
       leaseSeconds,
       hostId: env.HALYARD_HOST ?? '',
       version: '1',

@@ -10,6 +10,7 @@
  */
 import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import type { Logger } from 'pino';
+import { ExposurePolicy } from './exposure.js';
 import type { Forwarder } from './forwarding.js';
 import { parseTimeout, respondHttp, respondStatus, Status } from './grpc-status.js';
 import { Identities, type Identity } from './identity.js';
@@ -114,6 +115,17 @@ export class Admission {
     }
     const route = options.table.route(grpcService);
     if (route === undefined) {
+      const exposure = options.table.exposure.of(grpcService);
+      if (!exposure.routed) {
+        gatewayMetrics.rejected.inc({ reason: `service-${exposure.reason}` });
+        this.fail(
+          stream,
+          this.stats.unknown,
+          Status.PERMISSION_DENIED,
+          ExposurePolicy.message(grpcService, exposure.reason),
+        );
+        return;
+      }
       this.fail(
         stream,
         this.stats.unknown,

@@ -14,6 +14,14 @@ import {
 
 const port = z.number().int().min(0).max(65_535);
 
+/** A gRPC service name (`pkg.Service`), or a package prefix ending in a dot (`pkg.`). */
+const serviceOrPrefix = z
+  .string()
+  .regex(
+    /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\.?$/,
+    'must be a gRPC service name (pkg.Service) or a package prefix ending in "." (pkg.)',
+  );
+
 export const gatewayConfigSchema = z.strictObject({
   /** This replica's id: in events, logs and the `x-halyard-gateway` header. */
   id,
@@ -26,6 +34,15 @@ export const gatewayConfigSchema = z.strictObject({
   admin: z
     .strictObject({ host: z.string().default('127.0.0.1'), port: port.default(9090) })
     .prefault({}),
+  /** Which gRPC services this gateway routes to clients (see services/gateway/README.md). */
+  routing: z
+    .strictObject({
+      /** When set, only these services (names or `pkg.` prefixes) are routed. */
+      allow: z.array(serviceOrPrefix).optional(),
+      /** Halyard's own services (`halyard.*`) routed all the same; none by default. */
+      exposeInternal: z.array(serviceOrPrefix).default([]),
+    })
+    .prefault({}),
   limits: z
     .strictObject({
       /** HTTP/2 header list size advertised to clients; larger requests are refused. */
@@ -33,7 +50,13 @@ export const gatewayConfigSchema = z.strictObject({
       /** Concurrent calls per gateway before RESOURCE_EXHAUSTED; 0: no limit. */
       maxConcurrentCalls: z.number().int().nonnegative().default(0),
       /** Cap on every call's deadline, also given to calls without one; 0: none. */
-      maxTimeoutMs: z.number().int().nonnegative().default(0),
+      maxTimeoutMs: z.number().int().nonnegative().default(3_600_000),
+      /** Calls one client connection may have open at once (HTTP/2 SETTINGS). */
+      maxConcurrentStreams: z.number().int().min(1).default(1000),
+      /** Client connections open at once; beyond, new ones are closed at accept. 0: no cap. */
+      maxConnections: z.number().int().nonnegative().default(10_000),
+      /** A client connection without a call for this long is closed (GOAWAY). 0: never. */
+      idleConnectionSeconds: z.number().nonnegative().default(600),
       /** Flow-control window per stream and per connection, both ways. */
       windowBytes: z
         .number()
@@ -88,10 +111,18 @@ export const gatewayConfigSchema = z.strictObject({
           hs256Secret: z.string().min(32, 'must be at least 32 characters').optional(),
           /** PEM files of RS256 / ES256 public keys. */
           publicKeyFiles: z.array(z.string().min(1)).default([]),
-          /** A JSON Web Key Set file. */
-          jwksFile: z.string().min(1).optional(),
+          /** JSON Web Key Set files. */
+          jwksFiles: z.array(z.string().min(1)).default([]),
+          /** JSON Web Key Set URLs (https), fetched and cached, refetched for an unknown `kid`. */
+          jwksUrls: z.array(z.url({ protocol: /^https?$/ })).default([]),
+          /** How long a fetched key set is used before it is fetched again. */
+          jwksCacheSeconds: z.number().positive().default(600),
+          /** Required `iss`; unchecked (with a warning at start) when absent. */
           issuer: z.string().min(1).optional(),
+          /** Required `aud`; unchecked (with a warning at start) when absent. */
           audience: z.string().min(1).optional(),
+          /** Longest accepted token lifetime (`exp` - `iat`, or `exp` - now). */
+          maxLifetimeSeconds: z.number().int().positive().default(86_400),
         })
         .prefault({}),
     })
@@ -107,6 +138,14 @@ export type GatewayConfigInput = z.input<typeof gatewayConfigSchema>;
 function hostPort(text: string): { host: string; port: number } {
   const colon = text.lastIndexOf(':');
   return { host: text.slice(0, colon) || '0.0.0.0', port: Number(text.slice(colon + 1)) };
+}
+
+/** A comma-separated list. */
+function list(text: string): string[] {
+  return text
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item.length > 0);
 }
 
 const settings: readonly Setting[] = [
@@ -127,6 +166,20 @@ const settings: readonly Setting[] = [
     parse: hostPort,
   },
   {
+    flag: '--allow-services <list>',
+    env: 'HALYARD_GATEWAY_ALLOW_SERVICES',
+    path: 'routing.allow',
+    description: 'the only gRPC services routed (names, or pkg. prefixes), comma-separated',
+    parse: list,
+  },
+  {
+    flag: '--expose-internal <list>',
+    env: 'HALYARD_GATEWAY_EXPOSE_INTERNAL',
+    path: 'routing.exposeInternal',
+    description: 'halyard.* services routed all the same (names, or prefixes), comma-separated',
+    parse: list,
+  },
+  {
     flag: '--tls-cert <file>',
     path: 'tls.certFile',
     description: 'client-facing TLS certificate (PEM)',
@@ -141,6 +194,16 @@ const settings: readonly Setting[] = [
     env: 'HALYARD_GATEWAY_JWT_SECRET',
     path: 'affinity.jwt.hs256Secret',
     description: 'shared secret of HS256 tokens',
+  },
+  {
+    env: 'HALYARD_GATEWAY_JWT_ISSUER',
+    path: 'affinity.jwt.issuer',
+    description: 'required `iss` of bearer tokens',
+  },
+  {
+    env: 'HALYARD_GATEWAY_JWT_AUDIENCE',
+    path: 'affinity.jwt.audience',
+    description: 'required `aud` of bearer tokens',
   },
 ];
 

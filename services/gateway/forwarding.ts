@@ -4,10 +4,16 @@
  * backpressure both ways. Listeners are shared functions that find their call through
  * a symbol on the stream, so a call allocates its state object and nothing per frame.
  *
- * An attempt that fails before the instance sent response headers (could not connect,
- * refused, reset, GOAWAY) is retried on another instance within the deadline and the
- * retry budget, replaying the request bytes sent so far; after response headers a
- * call is never retried.
+ * One request, one execution: an attempt that fails before the instance sent response
+ * headers is retried on another instance (replaying the request bytes sent so far,
+ * within the deadline and the retry budget) only when the instance provably did not
+ * process it (the connection never came up, REFUSED_STREAM, or a GOAWAY whose last
+ * stream id is below the call's), or when the service declares the method idempotent
+ * (`lb.idempotentMethods`). Otherwise the client is told the call may have run. After
+ * response headers a call is never retried.
+ *
+ * Client headers under `x-halyard-` are the mesh's own and are dropped before
+ * forwarding, except `x-halyard-instance` for services of the header policy.
  */
 import {
   type ClientHttp2Session,
@@ -32,7 +38,7 @@ import { GatewayLogIds } from './log-ids.js';
 import { countCall, gatewayMetrics, type MethodStats } from './metrics.js';
 import { RetryBudget } from './retry-budget.js';
 import { describeUnavailable, type Route } from './routing-table.js';
-import { UpstreamUnavailable } from './upstream.js';
+import { goawayLastStreamId, UpstreamUnavailable } from './upstream.js';
 
 const { NGHTTP2_CANCEL, HTTP2_FLAG_END_STREAM } = constants as typeof constants & {
   HTTP2_FLAG_END_STREAM?: number;
@@ -75,7 +81,19 @@ export class Forwarder {
     timeoutMs: number,
     userKey: string | undefined,
   ): void {
+    dropHalyardHeaders(headers, route.settings.policy === 'header');
     new Call(this, stream, headers, route, stats, timeoutMs, userKey).attempt();
+  }
+}
+
+const HALYARD_HEADER_PREFIX = 'x-halyard-';
+
+/** Clients cannot speak for the mesh: its headers reach instances from the gateway only. */
+function dropHalyardHeaders(headers: IncomingHttpHeaders, keepInstance: boolean): void {
+  for (const name in headers) {
+    if (name.startsWith(HALYARD_HEADER_PREFIX) && !(keepInstance && name === INSTANCE_HEADER)) {
+      delete headers[name];
+    }
   }
 }
 
@@ -156,7 +174,12 @@ class Call implements CallContext {
       upstream = endpoint.upstream.request(this.headers);
     } catch (error) {
       if (!(error instanceof UpstreamUnavailable)) throw error;
-      this.attemptFailed(endpoint, error.message, true, true);
+      this.attemptFailed(
+        endpoint,
+        `${endpoint.id} did not take the call (${error.message})`,
+        true,
+        true,
+      );
       return;
     }
     this.upstream = upstream;
@@ -263,31 +286,42 @@ class Call implements CallContext {
       this.finishWith({ 'grpc-status': String(code), 'grpc-message': encodeMessage(message) });
       return;
     }
-    // The session never came up, or the instance refused the stream: the request was
-    // never processed, so a retry adds no load anywhere (gRPC's transparent retry).
-    const neverReached = session.connecting || rstCode === constants.NGHTTP2_REFUSED_STREAM;
-    if (neverReached) {
-      this.attemptFailed(
-        endpoint,
-        `${endpoint.id} did not take the call (${connectionLost ? 'cannot connect' : resetName(rstCode)})`,
-        true,
-        true,
-      );
-    } else if (connectionLost) {
-      this.attemptFailed(
-        endpoint,
-        `connection to ${endpoint.id} lost before it answered`,
-        true,
-        false,
-      );
-    } else {
-      this.attemptFailed(
-        endpoint,
-        `${endpoint.id} reset the call before answering (${resetName(rstCode)})`,
-        false,
-        false,
-      );
+    // Provably not processed: the session never came up, the instance refused the
+    // stream, or its GOAWAY said it would not process streams from this one on. A retry
+    // then adds no load anywhere (gRPC's transparent retry).
+    const lastStreamId = goawayLastStreamId(session);
+    const notProcessed =
+      session.connecting ||
+      rstCode === constants.NGHTTP2_REFUSED_STREAM ||
+      (lastStreamId !== undefined && upstream.id !== undefined && upstream.id > lastStreamId);
+    if (notProcessed) {
+      const why = session.connecting
+        ? 'cannot connect'
+        : rstCode === constants.NGHTTP2_REFUSED_STREAM
+          ? resetName(rstCode)
+          : 'GOAWAY before the call';
+      this.attemptFailed(endpoint, `${endpoint.id} did not take the call (${why})`, true, true);
+      return;
     }
+    const failure = connectionLost
+      ? `connection to instance ${endpoint.id} of ${service} lost before it answered`
+      : `instance ${endpoint.id} of ${service} reset the call before answering (${resetName(rstCode)})`;
+    if (!this.route.settings.idempotentMethods.includes(this.method)) {
+      // The instance may have run it: running it again elsewhere could do it twice.
+      if (connectionLost) this.forwarder.options.ejector.failure(endpoint, failure);
+      gatewayMetrics.retriesDenied.inc({ service, reason: 'may have run' });
+      this.answer(
+        Status.UNAVAILABLE,
+        `${failure}; the call may have run, so it was not retried (${this.method} is not in lb.idempotentMethods)`,
+      );
+      return;
+    }
+    this.attemptFailed(endpoint, failure, connectionLost, false);
+  }
+
+  /** `package.Service/Method`, as `lb.idempotentMethods` names it. */
+  private get method(): string {
+    return (this.headers[':path'] ?? '').slice(1);
   }
 
   /**

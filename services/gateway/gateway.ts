@@ -40,6 +40,7 @@ import { type Balancer, HeaderBalancer, RoundRobin, UserBalancer } from './balan
 import type { GatewayConfig } from './config.js';
 import { Ejector } from './ejection.js';
 import { GatewayEvents } from './events.js';
+import { ExposurePolicy } from './exposure.js';
 import { Forwarder } from './forwarding.js';
 import { Health } from './health.js';
 import { Identities } from './identity.js';
@@ -108,6 +109,13 @@ export class Gateway {
       meshSecret: config.affinity.meshSecret,
       ...config.affinity.jwt,
     });
+    const unchecked = identities.uncheckedClaims;
+    if (identities.configured && unchecked.length > 0) {
+      logger.warn(
+        { msgId: GatewayLogIds.jwtClaimsUnchecked, unchecked },
+        'bearer tokens are not checked for these claims: a token another service was given for itself is accepted here (set affinity.jwt.issuer and affinity.jwt.audience)',
+      );
+    }
     const internalTls = config.upstream.tls;
     const upstreamTls = internalTls && {
       ca: await readFile(internalTls.caFile),
@@ -175,6 +183,7 @@ export class Gateway {
       ejector,
       logger,
       (serviceId, settings) => this.balancerFor(serviceId, settings, identities),
+      new ExposurePolicy(config.routing),
     );
     this.forwarder = new Forwarder({
       gatewayId: config.id,
@@ -197,6 +206,7 @@ export class Gateway {
       logger,
     });
     const settings = {
+      maxConcurrentStreams: config.limits.maxConcurrentStreams,
       maxHeaderListSize: config.limits.maxHeaderListBytes,
       initialWindowSize: config.limits.windowBytes,
       enablePush: false,
@@ -215,6 +225,8 @@ export class Gateway {
       this.h2 = plain;
       this.listener = sniffingListener(plain);
     }
+    if (config.limits.maxConnections > 0)
+      this.listener.maxConnections = config.limits.maxConnections;
     this.wire();
     registerGauges({
       activeCalls: () => this.forwarder.active,
@@ -371,12 +383,25 @@ export class Gateway {
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
     });
+    this.listener.on('drop', () => gatewayMetrics.rejected.inc({ reason: 'connection-limit' }));
     this.h2.on('stream', (stream: ServerHttp2Stream, headers) => {
+      const session = stream.session!;
+      openStreams.set(session, (openStreams.get(session) ?? 0) + 1);
+      (stream as CountedStream)[kSession] = session;
+      stream.on('close', onStreamClose);
       this.admission.handle(stream, headers);
     });
+    const idleMs = this.config.limits.idleConnectionSeconds * 1000;
     this.h2.on('session', (session: Http2Session) => {
       this.clientSessions.add(session);
       session.setLocalWindowSize(this.config.limits.windowBytes);
+      // 'timeout' fires after idleMs without a frame, again after each later activity; a
+      // connection with a call open (a quiet stream) is not idle and stays. (A callback
+      // given to setTimeout would be called once only.)
+      if (idleMs > 0) {
+        session.setTimeout(idleMs);
+        session.on('timeout', () => closeIfIdle(session));
+      }
       session.once('close', () => this.clientSessions.delete(session));
       session.on('error', (error: Error) => {
         gatewayMetrics.rejected.inc({ reason: 'session-error' });
@@ -420,6 +445,23 @@ function sniffingListener(h2: Http2Server): Server {
     socket.on('error', () => {});
     socket.setNoDelay(true);
   });
+}
+
+/** Calls open per client connection, for the idle-connection timeout. */
+const openStreams = new WeakMap<Http2Session, number>();
+/** A stream's session, kept: `stream.session` is gone once the stream is destroyed. */
+const kSession = Symbol('halyard.session');
+type CountedStream = ServerHttp2Stream & { [kSession]?: Http2Session };
+
+function onStreamClose(this: CountedStream): void {
+  const session = this[kSession]!;
+  openStreams.set(session, (openStreams.get(session) ?? 1) - 1);
+}
+
+function closeIfIdle(session: Http2Session): void {
+  if ((openStreams.get(session) ?? 0) > 0) return;
+  gatewayMetrics.idleConnectionsClosed.inc();
+  session.close();
 }
 
 function refuseHttp1(socket: Socket): void {

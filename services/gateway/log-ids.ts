@@ -24,6 +24,7 @@ export const GatewayLogIds = {
   affinityWriteFailed: 'HALG0080W',
   affinityMoved: 'HALG0081I',
   identityUnconfigured: 'HALG0082W',
+  jwtClaimsUnchecked: 'HALG0083W',
   configInvalid: 'HALG0070E',
   fatal: 'HALG0071E',
 } as const;

@@ -60,8 +60,12 @@ export const gatewayMetrics = {
   }),
   rejected: new Counter({
     name: 'halyard_gateway_rejected_requests_total',
-    help: 'Requests refused before routing (not gRPC, malformed, over a limit), by reason',
+    help: 'Requests and connections refused before routing (not gRPC, malformed, over a limit, a service not routed to clients), by reason',
     labelNames: ['reason'],
+  }),
+  idleConnectionsClosed: new Counter({
+    name: 'halyard_gateway_idle_connections_closed_total',
+    help: 'Client connections closed (GOAWAY) after limits.idleConnectionSeconds without a call',
   }),
   affinityHits: new Counter({
     name: 'halyard_gateway_affinity_hits_total',

@@ -13,6 +13,7 @@ import {
 import { type Balancer, RoundRobin } from './balancer.js';
 import type { Ejector } from './ejection.js';
 import { Endpoint } from './endpoint.js';
+import { ExposurePolicy } from './exposure.js';
 import { GatewayLogIds } from './log-ids.js';
 import type { Upstream } from './upstream.js';
 
@@ -58,6 +59,8 @@ export class RoutingTable {
     private readonly ejector: Ejector,
     private readonly logger: Logger,
     private readonly balancerFor: BalancerFactory = () => new RoundRobin(),
+    /** Services left out of the table: calls to them are refused, never forwarded. */
+    readonly exposure = new ExposurePolicy({ exposeInternal: [] }),
   ) {
     this.unsubscribe = view.onChange((change) => this.apply(change));
     for (const [key, instance] of view.entries())
@@ -122,6 +125,7 @@ export class RoutingTable {
     }
     const routes = new Map<string, Route>();
     for (const [name, services] of byName) {
+      if (!this.exposure.of(name).routed) continue;
       // Two services claiming one gRPC name is a registration mistake: route to one,
       // deterministically (the same on every replica), and say so.
       const [serviceId, ...others] = [...services.keys()].sort();

@@ -29,6 +29,17 @@ export interface UpstreamOptions {
 /** Why a session could not carry a call, in words for logs and error messages. */
 export class UpstreamUnavailable extends Error {}
 
+const kLastStreamId = Symbol('halyard.goawayLastStreamId');
+type Tagged = ClientHttp2Session & { [kLastStreamId]?: number };
+
+/**
+ * The last stream id of the instance's GOAWAY on this session, if it sent one: streams
+ * above it were not processed (RFC 9113 §6.8).
+ */
+export function goawayLastStreamId(session: ClientHttp2Session): number | undefined {
+  return (session as Tagged)[kLastStreamId];
+}
+
 /** Connected sessions across all upstreams, for the sessions gauge. */
 export const upstreamStats = { sessions: 0 };
 
@@ -75,9 +86,8 @@ export class Upstream {
     const session = this.session;
     if (session !== undefined && !session.closed && !session.destroyed) return session;
     if (Date.now() < this.retryAt || this.closed) {
-      throw new UpstreamUnavailable(
-        `cannot connect to ${this.address}: ${this.lastError?.message ?? 'connection failed'}`,
-      );
+      // Clients see the kind of failure only: the address and errno are in the log.
+      throw new UpstreamUnavailable('cannot connect');
     }
     return this.connect();
   }
@@ -121,9 +131,10 @@ export class Upstream {
     session.on('error', (error: Error) => {
       this.lastError = error;
     });
-    session.once('goaway', (code: number) => {
+    session.once('goaway', (code: number, lastStreamId: number) => {
+      (session as Tagged)[kLastStreamId] = lastStreamId;
       this.logger.info(
-        { msgId: GatewayLogIds.upstreamGoaway, address: this.address, code },
+        { msgId: GatewayLogIds.upstreamGoaway, address: this.address, code, lastStreamId },
         'instance sent GOAWAY: new calls go to a new session',
       );
       if (this.session === session) this.session = undefined;

@@ -21,7 +21,9 @@ import { until } from '../support/wait.js';
 const JWT_SECRET = 'an-outage-test-signing-secret-0123456789';
 const MESH_SECRET = 'outage-test-mesh-secret';
 const userKeyOf = (user: string) =>
-  createHmac('sha256', MESH_SECRET).update(user).digest('base64url');
+  createHmac('sha256', MESH_SECRET)
+    .update(JSON.stringify(['', user]))
+    .digest('base64url');
 
 function asUser(client: EchoClient, jwt: string): Promise<{ code: number; instance?: string }> {
   const metadata = new grpc.Metadata();

@@ -416,5 +416,7 @@ describe('sticky routing through two gateway replicas', () => {
 });
 
 function userKeyOf(user: string): string {
-  return createHmac('sha256', MESH_SECRET).update(user).digest('base64url');
+  return createHmac('sha256', MESH_SECRET)
+    .update(JSON.stringify(['', user]))
+    .digest('base64url');
 }

@@ -3,9 +3,10 @@
  * benchmarks can keep it off the load driver's event loop. With `--nats` it registers
  * itself in the registry (as an instance of `--service`) and renews its lease.
  *
- *   node --import tsx test/support/echo-server.ts --port 0 --instance echo-1 [--nats nats://…]
+ *   node --import tsx test/support/echo-server.ts --port 0 --instance echo-1 [--nats nats://…] [--report-calls]
  *
- * Prints one JSON line `{"port": N}` on stdout once it serves.
+ * Prints one JSON line `{"port": N}` on stdout once it serves (the first line), then
+ * with `--report-calls` one `{"unary": "<payload>"}` per unary call it runs.
  */
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
@@ -20,6 +21,8 @@ const { values } = parseArgs({
     service: { type: 'string', default: 'echo' },
     nats: { type: 'string' },
     lease: { type: 'string', default: '15' },
+    /** Print `{"unary": "<payload>"}` as each unary call starts running. */
+    'report-calls': { type: 'boolean', default: false },
   },
 });
 
@@ -28,6 +31,14 @@ const echo = await startEchoServer({
   instanceId: values.instance,
   // A long-running process must not keep every call it served.
   recordCalls: false,
+  ...(values['report-calls']
+    ? {
+        onUnary: (request) =>
+          process.stdout.write(
+            `${JSON.stringify({ unary: Buffer.from(request.payload ?? []).toString('utf8') })}\n`,
+          ),
+      }
+    : {}),
 });
 
 if (values.nats) {

@@ -56,6 +56,8 @@ export async function startEchoServer(
     recordCalls?: boolean;
     /** TLS instead of h2c. */
     credentials?: grpc.ServerCredentials;
+    /** Told of every unary call as it starts running, before its delay. */
+    onUnary?: (request: EchoRequest) => void;
   } = {},
 ): Promise<EchoServer> {
   const instanceId = options.instanceId ?? 'echo-1';
@@ -115,6 +117,7 @@ export async function startEchoServer(
     ) => {
       see('Unary', call);
       const request = call.request;
+      options.onUnary?.(request);
       if (request.delayMs) await sleep(request.delayMs);
       const failed = failure(request);
       if (failed) return done(failed);

@@ -22,6 +22,8 @@ export async function startGateway(
     bus: { servers },
     listen: { host: '127.0.0.1', port: 0 },
     admin: { port: 0 },
+    // The test services live in Halyard's namespace: routed on purpose.
+    routing: { exposeInternal: ['halyard.testing.'] },
     ...overrides,
   });
   const gateway = await Gateway.start(config, bus, logger, options);

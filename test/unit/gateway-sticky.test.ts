@@ -225,7 +225,7 @@ test('identities: HS256, RS256, ES256 and JWKS verify; forged, expired and unsig
     meshSecret: 'mesh-secret-xxxxxxxx',
     hs256Secret: hs,
     publicKeyFiles: [join(dir, 'rsa.pem'), join(dir, 'ec.pem')],
-    jwksFile: join(dir, 'jwks.json'),
+    jwksFiles: [join(dir, 'jwks.json')],
   });
   const sign = (
     alg: string,
@@ -238,7 +238,7 @@ test('identities: HS256, RS256, ES256 and JWKS verify; forged, expired and unsig
       .setSubject('carol')
       .setExpirationTime(exp)
       .sign(key);
-  const expected = ids.userKey('carol');
+  const expected = ids.userKey('', 'carol');
   assert.match(expected, /^[A-Za-z0-9_-]{43}$/);
   assert.ok(!expected.includes('carol'));
   for (const jwt of [

@@ -14,6 +14,7 @@ test('defaults apply when no balancing metadata is given; other prefixes pass th
         whenFull: 'reject',
         whenDown: 'failover',
         requireUser: false,
+        idempotentMethods: [],
       },
       health: { grpcService: undefined },
     },
@@ -28,6 +29,7 @@ test('every setting is parsed into its type', () => {
     'lb.whenFull': 'overflow',
     'lb.whenDown': 'strict',
     'lb.requireUser': 'true',
+    'lb.idempotentMethods': 'acme.orders.v1.Orders/Get',
     'health.grpc': 'acme.orders.v1.Orders',
   });
   assert.ok(result.ok);
@@ -38,6 +40,7 @@ test('every setting is parsed into its type', () => {
     whenFull: 'overflow',
     whenDown: 'strict',
     requireUser: true,
+    idempotentMethods: ['acme.orders.v1.Orders/Get'],
   });
   assert.equal(result.settings.health.grpcService, 'acme.orders.v1.Orders');
   const whole = parseInstanceMetadata({ 'health.grpc': '' });
