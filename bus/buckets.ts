@@ -7,7 +7,7 @@
  */
 import { type Codec, Codecs } from './codec.js';
 import { type BucketName, Buckets, Keys } from './names.js';
-import type { AffinityPreference, CacheEntry, ServiceInstance } from './schemas.js';
+import type { AffinityPreference, CacheEntry, Lease, ServiceInstance } from './schemas.js';
 
 /**
  * How long the marker of a removal or an expiry stays in a bucket: long enough for a
@@ -60,4 +60,19 @@ export const CacheBucket: BucketSpec<CacheEntry> = {
   expiresAt: (entry) => (entry.expiresAtMs > 0 ? entry.expiresAtMs : undefined),
 };
 
-export const AllBuckets: readonly BucketLayout[] = [RegistryBucket, AffinityBucket, CacheBucket];
+/** Leader leases (lease.ts): compare-and-set on the holder's last revision. */
+export const LeaseBucket: BucketSpec<Lease> = {
+  name: Buckets.leases,
+  codec: Codecs.lease,
+  history: 1,
+  allowDirect: false,
+  key: (lease) => lease.name,
+  expiresAt: (lease) => lease.renewedAtMs + lease.ttlMs,
+};
+
+export const AllBuckets: readonly BucketLayout[] = [
+  RegistryBucket,
+  AffinityBucket,
+  CacheBucket,
+  LeaseBucket,
+];

@@ -16,7 +16,7 @@ import {
   credsAuthenticator,
   type NatsConnection,
 } from '@nats-io/transport-node';
-import { AffinityBucket, type BucketSpec, RegistryBucket } from './buckets.js';
+import { AffinityBucket, type BucketSpec, LeaseBucket, RegistryBucket } from './buckets.js';
 import {
   type ControlCodecs,
   type ControlHandler,
@@ -27,6 +27,7 @@ import {
   serve,
 } from './control.js';
 import { EventPublisher, type EventPublisherOptions } from './events.js';
+import { acquireLease, type LeaseHold, type LeaseOptions } from './lease.js';
 import { defaultLogger, type Logger, LogIds } from './log.js';
 import { busMetrics } from './metrics.js';
 import { BusConfigError, type ProvisionOptions, provision } from './provision.js';
@@ -168,6 +169,11 @@ export class Bus {
   /** Ensures every stream and bucket exists with the expected configuration. */
   provision(options: Partial<ProvisionOptions> = {}): Promise<void> {
     return provision(this.jsm, this.kvm, { replicas: this.replicas, ...options }, this.logger);
+  }
+
+  /** Waits until this process holds the leader lease `name` (lease.ts). */
+  async lease(name: string, options: LeaseOptions): Promise<LeaseHold> {
+    return acquireLease(await this.store(LeaseBucket), name, options, this.logger);
   }
 
   async store<T>(spec: BucketSpec<T>): Promise<KvStore<T>> {
