@@ -7,7 +7,7 @@
  */
 import { type Codec, Codecs } from './codec.js';
 import { type BucketName, Buckets, Keys } from './names.js';
-import type { AffinityPreference, CacheEntry, ServiceInstance } from './schemas.js';
+import type { AffinityPreference, CacheEntry, Lease, ServiceInstance } from './schemas.js';
 
 /**
  * How long the marker of a removal or an expiry stays in a bucket: long enough for a
@@ -60,4 +60,27 @@ export const CacheBucket: BucketSpec<CacheEntry> = {
   expiresAt: (entry) => (entry.expiresAtMs > 0 ? entry.expiresAtMs : undefined),
 };
 
-export const AllBuckets: readonly BucketLayout[] = [RegistryBucket, AffinityBucket, CacheBucket];
+/**
+ * Leader leases (lease.ts): compare-and-set on the holder's last revision. Candidates
+ * judge a lease free at renewedAtMs + ttlMs (`leaseLapsesAt`); the server removes it a
+ * second later, because its TTLs have a resolution of a second and may fire early by
+ * up to that: a removal must never come before the holder's own deadline.
+ */
+export const LeaseBucket: BucketSpec<Lease> = {
+  name: Buckets.leases,
+  codec: Codecs.lease,
+  history: 1,
+  allowDirect: false,
+  key: (lease) => lease.name,
+  expiresAt: (lease) => leaseLapsesAt(lease) + 1000,
+};
+
+/** When a lease is free for candidates: ttl after its holder's last renewal. */
+export const leaseLapsesAt = (lease: Lease): number => lease.renewedAtMs + lease.ttlMs;
+
+export const AllBuckets: readonly BucketLayout[] = [
+  RegistryBucket,
+  AffinityBucket,
+  CacheBucket,
+  LeaseBucket,
+];

@@ -16,7 +16,7 @@ import {
   type NatsConnection,
   nkeyAuthenticator,
 } from '@nats-io/transport-node';
-import { AffinityBucket, type BucketSpec, RegistryBucket } from './buckets.js';
+import { AffinityBucket, type BucketSpec, LeaseBucket, RegistryBucket } from './buckets.js';
 import {
   type ControlCodecs,
   type ControlHandler,
@@ -27,6 +27,7 @@ import {
   serve,
 } from './control.js';
 import { EventPublisher, type EventPublisherOptions } from './events.js';
+import { acquireLease, type LeaseHold, type LeaseOptions } from './lease.js';
 import { defaultLogger, type Logger, LogIds } from './log.js';
 import { busMetrics } from './metrics.js';
 import { BusConfigError, checkProvisioned, type ProvisionOptions, provision } from './provision.js';
@@ -200,6 +201,11 @@ export class Bus {
    */
   checkProvisioned(options: Partial<ProvisionOptions> = {}): Promise<void> {
     return checkProvisioned(this.jsm, { replicas: this.replicas, ...options });
+  }
+
+  /** Waits until this process holds the leader lease `name` (lease.ts). */
+  async lease(name: string, options: LeaseOptions): Promise<LeaseHold> {
+    return acquireLease(await this.store(LeaseBucket), name, options, this.logger);
   }
 
   async store<T>(spec: BucketSpec<T>): Promise<KvStore<T>> {

@@ -82,7 +82,7 @@ export function protoCodec<S extends z.ZodType<object>>(
   };
 }
 
-const { discovery, affinity, cache, launcher, gateway } = halyard;
+const { discovery, affinity, cache, launcher, gateway, lease } = halyard;
 
 export const Codecs = {
   serviceInstance: protoCodec(
@@ -96,6 +96,7 @@ export const Codecs = {
     schemas.affinityPreference,
   ),
   cacheEntry: protoCodec('halyard.cache.v1.CacheEntry', cache.v1.CacheEntry, schemas.cacheEntry),
+  lease: protoCodec('halyard.lease.v1.Lease', lease.v1.Lease, schemas.lease),
   lifecycleEvent: protoCodec(
     'halyard.launcher.v1.LifecycleEvent',
     launcher.v1.LifecycleEvent,

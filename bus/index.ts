@@ -5,6 +5,7 @@ export {
   AllBuckets,
   type BucketSpec,
   CacheBucket,
+  LeaseBucket,
   RegistryBucket,
 } from './buckets.js';
 export {
@@ -26,6 +27,7 @@ export {
   type Served,
 } from './control.js';
 export { type BusEvent, EventPublisher, type PublishedEvent } from './events.js';
+export type { LeaseHold, LeaseOptions } from './lease.js';
 export { LogIds } from './log.js';
 export { busMetrics } from './metrics.js';
 export {

@@ -27,6 +27,8 @@ export const LogIds = {
   listenerFailed: 'HALB0042E',
   viewResumed: 'HALB0043W',
   handlerFailed: 'HALB0060W',
+  leaseAcquired: 'HALB0070I',
+  leaseLost: 'HALB0071W',
 } as const;
 
 /** The logger used when a caller gives none: JSON lines on stdout, as every component logs. */

@@ -7,6 +7,7 @@ export const Buckets = {
   registry: 'halyard-registry',
   affinity: 'halyard-affinity',
   cache: 'halyard-cache',
+  leases: 'halyard-leases',
 } as const;
 export type BucketName = (typeof Buckets)[keyof typeof Buckets];
 

@@ -197,6 +197,9 @@ export function rolePermissions(role: Role, hostId?: string): Permissions {
           readBucket(Buckets.registry),
           readStream(DEADLETTER_STREAM),
           deadLetters,
+          // Leader leases for singleton extenders (lease.ts).
+          readBucket(Buckets.leases),
+          writeBucket(Buckets.leases),
         ),
       );
   }

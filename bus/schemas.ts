@@ -70,6 +70,14 @@ export const cacheEntry = z.object({
   expiresAtMs: epochMs,
 });
 
+export const lease = z.object({
+  name: id,
+  holder: z.string().min(1).max(256),
+  acquiredAtMs: epochMs,
+  renewedAtMs: epochMs,
+  ttlMs: z.number().int().min(1000),
+});
+
 const eventBase = {
   eventId: z.string().min(1).max(256),
   occurredAtMs: epochMs,
@@ -154,6 +162,7 @@ export const discoveryEvent = z.object({
 export type ServiceInstance = z.infer<typeof serviceInstance>;
 export type AffinityPreference = z.infer<typeof affinityPreference>;
 export type CacheEntry = z.infer<typeof cacheEntry>;
+export type Lease = z.infer<typeof lease>;
 export type LifecycleEvent = z.infer<typeof lifecycleEvent>;
 export type GatewayEvent = z.infer<typeof gatewayEvent>;
 export type ComponentRequest = z.infer<typeof componentRequest>;
