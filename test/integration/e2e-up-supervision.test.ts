@@ -20,6 +20,7 @@ import { Bus, type LifecycleEvent, Subjects } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { isPortFree, monitorJson } from '../../services/cli/local-nats.js';
 import { CliLogIds } from '../../services/cli/log.js';
+import { busOptions, busSettings } from '../../services/common/bus-settings.js';
 import { serviceDefinition } from '../../services/common/grpc.js';
 import { procStat } from '../../services/common/proc.js';
 import { ControlCodecsOf } from '../../services/launcher/control.js';
@@ -214,7 +215,13 @@ test('halyard up restarts a killed launcher (which adopts the mesh) and a killed
   for (const address of gatewayAddresses) {
     clients.push(new Greeter(address, grpc.credentials.createInsecure()));
   }
-  bus = await Bus.connect({ servers, name: 'e2e-supervision', logger: pino({ level: 'silent' }) });
+  // As the CLI does on the locked local bus: the operator role of `up`'s data dir.
+  const operator = busSettings.parse({
+    servers,
+    roles: path.join(dataDir, 'bus', 'roles'),
+    role: 'operator',
+  });
+  bus = await Bus.connect(busOptions(operator, 'e2e-supervision', pino({ level: 'silent' })));
   for (const pid of descendants(upPid)) seenPids.add(pid);
 
   const events: LifecycleEvent[] = [];
