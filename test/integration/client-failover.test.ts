@@ -33,7 +33,7 @@ async function spawnGateway(id: string, servers: string[]): Promise<GatewayProce
     'services/gateway/main.ts',
     [
       ...['--id', id, '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`],
-      ...['--nats', servers.join(',')],
+      ...['--nats', servers.join(','), '--expose-internal', 'halyard.testing.'],
     ],
     admin,
   );
