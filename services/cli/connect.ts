@@ -41,7 +41,7 @@ export function resolveServers(given: ServersGiven | undefined): {
  * The bus settings' variables when any is set; else, when ./.halyard holds the locked
  * local bus of `halyard up`, its operator role.
  */
-function cliSecurity(): BusSettings {
+export function cliSecurity(): BusSettings {
   const given = busSecurityFromEnv();
   if (Object.keys(given).some((field) => field !== 'servers')) return given;
   const roles = path.join(busSecretsDir(DEFAULT_DATA_DIR), 'roles');

@@ -5,6 +5,9 @@
  * arrival and looked up by digest, never compared or logged as secrets), or by a client
  * certificate the TLS handshake verified against the configured CA. Tokens, when
  * configured, are required whatever the address.
+ *
+ * Acting (the launchers' control verbs, control.ts) asks more: the operator turned it on,
+ * which needs tokens, and the request carries one (a certificate alone looks, never acts).
  */
 import type { IncomingMessage } from 'node:http';
 import { isIP } from 'node:net';
@@ -38,6 +41,21 @@ export function checkExposure(
   );
 }
 
+/** Throws when control is turned on without tokens: nobody could be named for an action. */
+export function checkControl(control: boolean, tokens: readonly TokenIdentity[]): void {
+  if (!control || tokens.length > 0) return;
+  throw new ConsoleConfigError(
+    'console: control (restart, stop, start from the page) needs access tokens, so that every action names who asked: ' +
+      'list them (tokens: [{sha256, identity}] in --config) or leave control off',
+  );
+}
+
+/** The caller a listed token names; the digest keys the per-token protections, never the token. */
+export interface TokenCaller {
+  readonly identity: string;
+  readonly digest: string;
+}
+
 /** Decides whether a request may see the console. */
 export class ConsoleAccess {
   private readonly byDigest: ReadonlyMap<string, string>;
@@ -54,17 +72,20 @@ export class ConsoleAccess {
   allows(req: IncomingMessage, url: URL): boolean {
     if (this.byDigest.size === 0) return true;
     if ((req.socket as Partial<TLSSocket>).authorized === true) return true;
-    return this.tokenIdentity(req, url) !== undefined;
+    return this.tokenCaller(req, url) !== undefined;
   }
 
   /**
-   * The identity of the token a request carries (`Authorization: Bearer`, the console's
-   * cookie, or `?token=` on the first page load), undefined when it carries none that
-   * the config lists.
+   * Who the token a request carries names (`Authorization: Bearer`, the console's
+   * cookie, or `?token=` on the first page load when `url` is given), undefined when it
+   * carries none that the config lists.
    */
-  tokenIdentity(req: IncomingMessage, url: URL): string | undefined {
-    const token = bearer(req) ?? cookie(req, TOKEN_COOKIE) ?? url.searchParams.get('token');
-    return token ? this.byDigest.get(tokenDigest(token)) : undefined;
+  tokenCaller(req: IncomingMessage, url?: URL): TokenCaller | undefined {
+    const token = bearer(req) ?? cookie(req, TOKEN_COOKIE) ?? url?.searchParams.get('token');
+    if (!token) return undefined;
+    const digest = tokenDigest(token);
+    const identity = this.byDigest.get(digest);
+    return identity === undefined ? undefined : { identity, digest };
   }
 }
 

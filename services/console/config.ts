@@ -6,6 +6,7 @@
  *   tokens:          # SHA-256 of each access token: printf %s "$TOKEN" | sha256sum
  *     - { sha256: 9f86d0…, identity: ops }
  *   tls: { certFile: console.pem, keyFile: console.key, clientCaFile: ca.pem, requireClientCert: true }
+ *   control: true    # restart, stop, start from the launcher page (needs tokens, bus role operator)
  */
 import { z } from 'zod';
 import { serverTlsSettings } from '../common/server-tls.js';
@@ -25,6 +26,7 @@ export const consoleConfig = z.strictObject({
     )
     .default([]),
   tls: serverTlsSettings.optional(),
+  control: z.boolean().default(false),
 });
 
 export type ConsoleConfig = z.infer<typeof consoleConfig>;

@@ -7,4 +7,7 @@ export const ConsoleLogIds = {
   stopped: 'HALW0002I',
   refused: 'HALW0020W',
   replayFailed: 'HALW0030W',
+  controlSent: 'HALW0040I',
+  controlForbidden: 'HALW0041W',
+  controlFailed: 'HALW0042W',
 } as const;

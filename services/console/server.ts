@@ -2,7 +2,9 @@
  * The console's HTTP server: the page and its assets (all served from
  * services/console/static, nothing from elsewhere), the model as JSON, a server-sent
  * event stream that pushes every change of the model and every new bus event to the
- * open pages, and a replay of a past window of events. Read-only: GET only.
+ * open pages, a replay of a past window of events, and the console's metrics. Read-only
+ * but for one door, `POST /api/control` (control.ts), open only when the operator turned
+ * control on.
  */
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -14,11 +16,19 @@ import {
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
+import { register } from 'prom-client';
 import { type Bus, EVENTS_STREAM, EventSources } from '../../bus/index.js';
 import { parseDuration } from '../cli/options.js';
 import type { TokenIdentity } from '../common/callers.js';
 import type { ServerTls } from '../common/server-tls.js';
-import { ConsoleAccess, ConsoleConfigError, checkExposure, TOKEN_COOKIE } from './access.js';
+import {
+  ConsoleAccess,
+  ConsoleConfigError,
+  checkControl,
+  checkExposure,
+  TOKEN_COOKIE,
+} from './access.js';
+import { ConsoleControl } from './control.js';
 import { ConsoleLogIds } from './log-ids.js';
 import { type ConsoleEvent, ConsoleState } from './state.js';
 
@@ -30,6 +40,11 @@ export interface ConsoleOptions {
   readonly tokens?: readonly TokenIdentity[];
   /** HTTPS; with `requireClientCert`, only holders of a certificate from `clientCaFile` connect. */
   readonly tls?: ServerTls;
+  /**
+   * Offer the launchers' restart, stop and start to callers with a token; needs `tokens`,
+   * and a bus connection whose role may send control requests (operator).
+   */
+  readonly control?: boolean;
   readonly logger: Logger;
 }
 
@@ -73,7 +88,15 @@ export async function startConsole(options: ConsoleOptions): Promise<Console> {
   const { host, port } = parseListen(options.listen);
   const tokens = options.tokens ?? [];
   checkExposure(host, tokens, options.tls);
+  checkControl(options.control ?? false, tokens);
   const access = new ConsoleAccess(tokens);
+  const control = new ConsoleControl({
+    bus: options.bus,
+    access,
+    enabled: options.control ?? false,
+    secure: options.tls !== undefined,
+    logger: options.logger,
+  });
   const assets = loadAssets();
   const state = await ConsoleState.start(options.bus);
   const pages = new Set<ServerResponse>();
@@ -99,6 +122,10 @@ export async function startConsole(options: ConsoleOptions): Promise<Console> {
   const handle = (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? '/', 'http://console');
     for (const [name, value] of Object.entries(SECURITY_HEADERS)) res.setHeader(name, value);
+    if (req.method === 'POST' && url.pathname === '/api/control') {
+      void control.handle(req, res);
+      return;
+    }
     if (req.method !== 'GET') {
       res.writeHead(405, { allow: 'GET', 'content-type': 'text/plain' }).end('read-only\n');
       return;
@@ -113,7 +140,7 @@ export async function startConsole(options: ConsoleOptions): Promise<Console> {
         .end('the console needs a valid access token: open it as /?token=<token>\n');
       return;
     }
-    if (url.searchParams.has('token') && access.tokenIdentity(req, url) !== undefined) {
+    if (url.searchParams.has('token') && access.tokenCaller(req, url) !== undefined) {
       // Keeps the token for the page's own requests, and out of its address bar.
       res.setHeader(
         'set-cookie',
@@ -131,6 +158,13 @@ export async function startConsole(options: ConsoleOptions): Promise<Console> {
         .end(assets.get(asset.file));
     } else if (url.pathname === '/api/state') {
       json(res, 200, state.snapshot());
+    } else if (url.pathname === '/api/session') {
+      json(res, 200, control.session(req));
+    } else if (url.pathname === '/metrics') {
+      register.metrics().then(
+        (body) => res.writeHead(200, { 'content-type': register.contentType }).end(body),
+        (error: Error) => res.writeHead(500).end(`${error.message}\n`),
+      );
     } else if (url.pathname === '/api/stream') {
       res.writeHead(200, {
         'content-type': 'text/event-stream',

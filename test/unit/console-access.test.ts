@@ -7,6 +7,7 @@ import { tokenDigest } from '../../services/common/callers.js';
 import {
   ConsoleAccess,
   ConsoleConfigError,
+  checkControl,
   checkExposure,
   isLoopback,
 } from '../../services/console/access.js';
@@ -60,13 +61,35 @@ describe('console access', () => {
       true,
     );
     assert.equal(access.allows(request({}), new URL(`http://console/?token=${TOKEN}`)), true);
-    assert.equal(access.tokenIdentity(request({ authorization: `Bearer ${TOKEN}` }), url), 'ops');
+    assert.deepEqual(access.tokenCaller(request({ authorization: `Bearer ${TOKEN}` }), url), {
+      identity: 'ops',
+      digest: tokenDigest(TOKEN),
+    });
+    const query = new URL(`http://console/?token=${TOKEN}`);
+    assert.equal(access.tokenCaller(request({}), query)?.identity, 'ops', 'a first page load');
+    assert.equal(access.tokenCaller(request({})), undefined, 'without the URL, no query token');
     assert.equal(access.allows(request({}, true), url), true, 'a verified client certificate');
     assert.equal(access.allows(request({}, false), url), false, 'an unverified one');
   });
 
   test('without tokens every request that reached the listener is shown the console', () => {
     assert.equal(new ConsoleAccess([]).allows(request({}), new URL('http://console/')), true);
+  });
+
+  test('control needs access tokens, so that every action names who asked', async () => {
+    assert.throws(() => checkControl(true, []), /control .* needs access tokens/);
+    checkControl(true, tokens);
+    checkControl(false, []);
+    // Before anything else: the bus is never touched.
+    await assert.rejects(
+      startConsole({
+        bus: {} as Bus,
+        listen: '127.0.0.1:0',
+        control: true,
+        logger: pino({ level: 'silent' }),
+      }),
+      ConsoleConfigError,
+    );
   });
 
   test('--listen and the config file are checked', () => {
@@ -76,6 +99,9 @@ describe('console access', () => {
     assert.throws(() => parseListen('9000'), ConsoleConfigError);
     assert.throws(() => parseListen('127.0.0.1:70000'), ConsoleConfigError);
     assert.equal(consoleConfig.parse({}).listen, '127.0.0.1:9000');
+    assert.equal(consoleConfig.parse({}).control, false, 'read-only unless turned on');
+    assert.equal(consoleConfig.parse({ control: true, tokens }).control, true);
+    assert.throws(() => consoleConfig.parse({ control: 'yes' }));
     assert.throws(() => consoleConfig.parse({ tokens: [{ sha256: TOKEN, identity: 'ops' }] }));
     assert.throws(() => consoleConfig.parse({ listen: '0.0.0.0:9000', password: 'x' }));
   });

@@ -1,34 +1,45 @@
 /**
- * `halyard console`: the read-only web console (services/console), fed live from the
- * bus, until Ctrl-C. Unlike the other commands it stays connected: it rides out bus
- * node failures by reconnecting.
+ * `halyard console`: the web console (services/console), fed live from the bus, until
+ * Ctrl-C. Read-only unless `--control` (or `control: true`) offers the launchers'
+ * restart, stop and start to callers with an access token. It connects as the other
+ * commands do (the operator role on the local bus of `halyard up`, else the bus
+ * variables) and, unlike them, stays connected: it rides out bus node failures.
  */
 import { type Command, Option } from 'commander';
 import { pino } from 'pino';
 import { Bus } from '../../../bus/index.js';
+import { busOptions } from '../../common/bus-settings.js';
 import { loadYamlConfig } from '../../common/config.js';
-import { ConsoleConfigError, checkExposure } from '../../console/access.js';
+import { ConsoleConfigError, checkControl, checkExposure } from '../../console/access.js';
 import { type ConsoleConfig, consoleConfig, DEFAULT_LISTEN } from '../../console/config.js';
 import { parseListen, startConsole } from '../../console/server.js';
-import { resolveServers } from '../connect.js';
+import { cliSecurity, resolveServers } from '../connect.js';
 import { CliError, ExitCodes, reportError } from '../errors.js';
 import { serversGiven } from '../options.js';
 
 interface ConsoleFlags {
   readonly listen?: string;
   readonly config?: string;
+  readonly control?: boolean;
 }
+
+/** The bus roles whose permissions include sending control requests (bus/roles.ts). */
+const CONTROL_ROLES = ['operator', 'admin'];
 
 export function addConsoleCommand(program: Command): void {
   program
     .command('console')
     .description(
-      'a read-only web console of services, launchers, gateways and events, live from the bus',
+      'a web console of services, launchers, gateways and events, live from the bus; read-only unless --control',
     )
     .option('--listen <host:port>', `where to serve it (default ${DEFAULT_LISTEN})`)
     .option(
       '--config <file>',
-      'YAML: listen, tokens [{sha256, identity}], tls {certFile, keyFile, clientCaFile, requireClientCert}',
+      'YAML: listen, tokens [{sha256, identity}], tls {certFile, keyFile, clientCaFile, requireClientCert}, control',
+    )
+    .option(
+      '--control',
+      'offer restart, stop and start on the launcher pages to callers with an access token (needs tokens and the bus operator role)',
     )
     .addOption(
       new Option(
@@ -39,6 +50,7 @@ export function addConsoleCommand(program: Command): void {
     .addHelpText(
       'after',
       '\nAnywhere but loopback it needs access tokens or required TLS client certificates (--config).\n' +
+        'With --control, each action needs a listed token and a confirmation on the page, and is logged with its identity.\n' +
         'Example:\n  halyard console --listen 127.0.0.1:9000',
     )
     .action(async (flags: ConsoleFlags, cmd: Command) => {
@@ -48,20 +60,29 @@ export function addConsoleCommand(program: Command): void {
           ? await loadYamlConfig(consoleConfig, flags.config)
           : consoleConfig.parse({});
         const listen = flags.listen ?? config.listen;
+        const control = flags.control ?? config.control;
+        const security = cliSecurity();
         // Refused before waiting for the bus, which may take long.
         checkExposure(parseListen(listen).host, config.tokens, config.tls);
+        checkControl(control, config.tokens);
+        if (control && security.role && !CONTROL_ROLES.includes(security.role)) {
+          throw new ConsoleConfigError(
+            `console: control sends the launchers' control requests, which bus role ${security.role} may not: connect as operator (HALYARD_NATS_ROLE=operator)`,
+          );
+        }
         const { servers } = resolveServers(serversGiven(cmd));
         process.stderr.write(`halyard console: connecting to the bus at ${servers.join(', ')}…\n`);
         const logger = pino(
           { name: 'halyard-console', level: process.env.HALYARD_LOG_LEVEL ?? 'info' },
           pino.destination(2),
         );
-        bus = await Bus.connect({ servers, name: 'halyard-console', logger });
+        bus = await Bus.connect(busOptions({ ...security, servers }, 'halyard-console', logger));
         const served = await startConsole({
           bus,
           logger,
           listen,
           tokens: config.tokens,
+          control,
           ...(config.tls ? { tls: config.tls } : {}),
         });
         process.stdout.write(`console ${served.url}\n`);

@@ -1,6 +1,8 @@
 // The Halyard console's page: one EventSource brings the model and every new event;
 // the page renders the route in its address (#/, #/events, #/service/<id>,
 // #/launcher/<host>) from them. It builds the DOM with text nodes only (no HTML from data).
+// The launcher page offers restart, stop and start only when /api/session says this
+// caller may act; each action is confirmed in a dialog first.
 
 const EVENTS_KEPT = 2000;
 const TIMELINE_WINDOW_MS = 10 * 60_000;
@@ -12,6 +14,9 @@ let events = []; // newest last
 let replay; // { since, events } while the events page shows a past window
 const filters = { type: '', service: '', host: '' };
 let replaySince = '30m';
+let session = { control: false }; // /api/session: whether this page may act
+const actions = []; // the actions asked from this page, newest first
+let actionsAsked = 0;
 
 // --- DOM helpers ---------------------------------------------------------------------
 
@@ -525,6 +530,105 @@ function servicePage(serviceId) {
   ];
 }
 
+// --- control verbs ------------------------------------------------------------------
+
+const VERBS = ['restart', 'stop', 'start'];
+
+/** Asks in a modal dialog (kept outside the page, which redraws every second). */
+function confirmAction(text) {
+  let dialog = document.getElementById('confirm');
+  if (!dialog) {
+    dialog = h(
+      'dialog',
+      { id: 'confirm' },
+      h('p', { id: 'confirm-text' }),
+      h(
+        'div',
+        { class: 'dialog-buttons' },
+        h('button', { id: 'confirm-cancel', value: 'cancel' }, 'Cancel'),
+        h('button', { id: 'confirm-ok', class: 'danger', value: 'ok' }, 'Confirm'),
+      ),
+    );
+    document.body.append(dialog);
+  }
+  document.getElementById('confirm-text').textContent = text;
+  return new Promise((resolve) => {
+    const answer = (ok) => () => {
+      dialog.close();
+      resolve(ok);
+    };
+    document.getElementById('confirm-ok').onclick = answer(true);
+    document.getElementById('confirm-cancel').onclick = answer(false);
+    dialog.oncancel = answer(false); // Escape
+    dialog.showModal();
+  });
+}
+
+async function act(host, verb, component, instance) {
+  const target = instance ? `${component}#${instance}` : `${component} (every instance)`;
+  if (!(await confirmAction(`${verb} ${target} on ${host}?`))) return;
+  const entry = { id: ++actionsAsked, at: Date.now(), host, verb, target, outcome: 'pending' };
+  actions.unshift(entry);
+  actions.splice(10);
+  render();
+  try {
+    const res = await fetch('/api/control', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-halyard-csrf': session.csrf },
+      body: JSON.stringify({ host, verb, component, instance }),
+    });
+    const body = await res.json();
+    if (res.ok) {
+      entry.outcome = body.accepted ? 'accepted' : 'refused';
+      entry.detail = body.detail;
+    } else {
+      entry.outcome = res.status === 403 ? 'forbidden' : 'failed';
+      entry.detail = body.error;
+    }
+  } catch (error) {
+    entry.outcome = 'failed';
+    entry.detail = String(error);
+  }
+  render();
+}
+
+function verbButtons(host, component, instance) {
+  return VERBS.map((verb) =>
+    h(
+      'button',
+      {
+        class: verb === 'start' ? '' : 'danger',
+        'data-verb': verb,
+        'data-target': instance ? `${component}#${instance}` : component,
+        onclick: () => act(host, verb, component, instance),
+      },
+      verb,
+    ),
+  );
+}
+
+function actionsPanel() {
+  const health = { accepted: 'ok', pending: 'warn' };
+  return panel(
+    'Actions from this page',
+    actions.length,
+    table(
+      ['Asked (UTC)', 'Action', 'Outcome', 'Detail'],
+      actions.map((a) =>
+        h(
+          'tr',
+          { 'data-action': a.id, 'data-outcome': a.outcome },
+          h('td', {}, time(a.at)),
+          h('td', {}, `${a.verb} ${a.target} on ${a.host}`),
+          h('td', {}, pill(a.outcome, health[a.outcome] ?? 'bad')),
+          h('td', { class: 'wrap' }, a.detail ?? ''),
+        ),
+      ),
+      'none yet: each action asks for a confirmation first',
+    ),
+  );
+}
+
 function launcherPage(hostId) {
   const launcher = model.launchers.find((l) => l.hostId === hostId);
   if (!launcher)
@@ -544,21 +648,53 @@ function launcherPage(hostId) {
       'Processes',
       launcher.processes.length,
       table(
-        ['Process', 'State', 'PID', 'Port', 'Uptime', 'Restarts', 'Last exit'],
-        launcher.processes.map((p) => processRow(launcher, p)),
+        ['Process', 'State', 'PID', 'Port', 'Uptime', 'Restarts', 'Last exit'].concat(
+          session.control ? ['Actions'] : [],
+        ),
+        launcher.processes.map((p) => {
+          const row = processRow(launcher, p);
+          if (session.control)
+            row.append(h('td', { class: 'actions' }, verbButtons(hostId, p.component, p.instance)));
+          return row;
+        }),
       ),
     ),
+    session.control ? componentsPanel(launcher) : null,
+    session.control ? actionsPanel() : null,
     panel(
       'Recent lifecycle events',
       undefined,
       eventTable(events.filter((e) => e.source === 'lifecycle' && e.host === hostId).slice(-50)),
     ),
-    h(
-      'p',
-      { class: 'muted' },
-      'Read-only: restart, stop and start are `halyard launcher` commands.',
-    ),
+    session.control
+      ? h('p', { class: 'muted' }, `Acting as ${session.identity}; every action is logged.`)
+      : h(
+          'p',
+          { class: 'muted', id: 'read-only' },
+          `${session.why ?? 'Read-only.'} Restart, stop and start are also \`halyard launcher\` commands.`,
+        ),
   ];
+}
+
+/** A component's verbs act on every instance of it on this host. */
+function componentsPanel(launcher) {
+  const components = [...new Set(launcher.processes.map((p) => p.component))].sort();
+  return panel(
+    'Components',
+    components.length,
+    table(
+      ['Component', 'Instances', 'Every instance'],
+      components.map((c) =>
+        h(
+          'tr',
+          { 'data-component': c },
+          h('td', {}, c),
+          h('td', {}, String(launcher.processes.filter((p) => p.component === c).length)),
+          h('td', { class: 'actions' }, verbButtons(launcher.hostId, c, 0)),
+        ),
+      ),
+    ),
+  );
 }
 
 // --- rendering and the live feed -----------------------------------------------------
@@ -640,4 +776,10 @@ window.addEventListener('hashchange', () => {
 });
 // Ages and lease ages move on between pushes.
 setInterval(render, 1000);
+fetch('/api/session')
+  .then((res) => (res.ok ? res.json() : { control: false }))
+  .then((s) => {
+    session = s;
+    render();
+  });
 connect();
