@@ -21,6 +21,12 @@
  * namespaces:
  *   sessions: { maxRecords: 50000, eviction: remove-oldest, ttlSeconds: 28800 }
  * trim: { intervalMs: 1000 }  # how often remove-oldest namespaces are trimmed back to maxRecords
+ * discovery:                 # optional: register as service halyard-cache (never routed by gateways)
+ *   addresses: [10.0.0.1:7400, 10.0.0.2:7400]
+ *   advertise: 10.0.0.3:7470 # what the registry says (default grpc host:port)
+ *   tokenFile: /etc/halyard/cache.registry-token   # or tls: { caFile, certFile, keyFile }
+ *   leaseSeconds: 10
+ *   drainGraceMs: 1000       # DRAINING before deregistration on stop
  * ```
  */
 import { z } from 'zod';
@@ -44,6 +50,26 @@ const policy = z.strictObject({
   eviction: z.enum(['reject', 'remove-oldest']).default(DEFAULT_POLICY.eviction),
   ttlSeconds: z.number().int().nonnegative().default(DEFAULT_POLICY.ttlSeconds),
 });
+
+/** Registration in discovery; the credential discovery grants service `halyard-cache`. */
+const discovery = z
+  .strictObject({
+    addresses: z.array(z.string().min(1)).min(1),
+    advertise: z.string().min(1).optional(),
+    tokenFile: z.string().min(1).optional(),
+    tls: z
+      .strictObject({
+        caFile: z.string().min(1),
+        certFile: z.string().min(1).optional(),
+        keyFile: z.string().min(1).optional(),
+      })
+      .optional(),
+    leaseSeconds: z.number().int().min(1).max(300).default(10),
+    drainGraceMs: z.number().int().nonnegative().default(1000),
+  })
+  .refine((d) => d.tokenFile !== undefined || d.tls?.certFile !== undefined, {
+    message: 'discovery needs a credential: tokenFile or a tls client certificate',
+  });
 
 export const cacheConfig = z.strictObject({
   id: namespaceName.default('cache-1'),
@@ -84,6 +110,7 @@ export const cacheConfig = z.strictObject({
   trim: z
     .strictObject({ intervalMs: z.number().int().min(50).default(1000) })
     .default({ intervalMs: 1000 }),
+  discovery: discovery.optional(),
 });
 
 export type CacheConfig = z.infer<typeof cacheConfig>;
@@ -99,6 +126,12 @@ const settings: readonly Setting[] = [
   { flag: '--id <id>', path: 'id', description: 'this replica’s id' },
   { flag: '--grpc-host <ip>', path: 'grpc.host', description: 'gRPC listen address' },
   { flag: '--grpc-port <port>', path: 'grpc.port', description: 'gRPC port', parse: Number },
+  {
+    flag: '--discovery <addresses>',
+    path: 'discovery.addresses',
+    description: 'register in discovery through these replicas (comma-separated host:port)',
+    parse: (text) => text.split(','),
+  },
   {
     flag: '--admin-port <port>',
     path: 'admin.port',

@@ -16,6 +16,7 @@ export const CacheLogIds = {
   foreignValue: 'HALC0041W',
   viewLagging: 'HALC0042W',
   writeFailed: 'HALC0050E',
+  registrationFailed: 'HALC0060W',
   configInvalid: 'HALC0090E',
   startFailed: 'HALC0091E',
 } as const;

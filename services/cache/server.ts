@@ -14,6 +14,7 @@ import type { CacheConfig } from './config.js';
 import { Identities } from './identity.js';
 import { CacheLogIds } from './log-ids.js';
 import { cacheMetrics } from './metrics.js';
+import { CacheRegistration } from './registration.js';
 import { CacheError, DEFAULT_POLICY, type Limits, type NamespacePolicy } from './rules.js';
 import { type CacheChange, CacheState } from './state.js';
 
@@ -108,11 +109,23 @@ export class CacheServer {
       'cache replica listening',
     );
 
+    const registration =
+      config.discovery &&
+      new CacheRegistration(
+        config.discovery,
+        {
+          instanceId: config.id,
+          address: config.discovery.advertise ?? `${config.grpc.host}:${grpcPort}`,
+          grpcService: CACHE_SERVICE,
+        },
+        logger,
+      );
     const ready = view.ready.then(() => {
       isReady = true;
       health.setStatus('', 'SERVING');
       health.setStatus(CACHE_SERVICE, 'SERVING');
       logger.info({ msgId: CacheLogIds.ready }, 'cache replica ready');
+      registration?.start();
     });
     ready.catch(() => {});
 
@@ -131,6 +144,8 @@ export class CacheServer {
 
     const shutdown = async () => {
       logger.info({ msgId: CacheLogIds.stopping }, 'cache replica stopping');
+      // Out of the registry first, while calls are still answered.
+      await registration?.stop();
       isReady = false;
       health.setStatus('', 'NOT_SERVING');
       health.setStatus(CACHE_SERVICE, 'NOT_SERVING');

@@ -5,8 +5,9 @@
  * yet, and users per instance derived from both — so routing a known user is a
  * map look-up and every replica enforces the same `lb.maxUsersPerInstance`.
  *
- * Writes never block a call: decisions and "last seen" refreshes are queued and
- * written in the background. While the bus connection is down nothing is written;
+ * Writes never block a call: decisions, "last seen" refreshes and releases (an
+ * instance ending its user's preference at logoff) are queued and written in the
+ * background. While the bus connection is down nothing is written;
  * when it returns, a queued write whose key meanwhile got a newer value elsewhere is
  * dropped instead of overriding it. A call never waits for a compare-and-set round
  * trip: replicas converge because they decide alike (rendezvous hashing over the same
@@ -33,8 +34,15 @@ interface Pending {
 /** Milliseconds since the epoch: `Date.now` but in tests, which move time without waiting. */
 export type Clock = () => number;
 
-/** Where the bucket's values go; a KvStore in production. */
-export type AffinityWriter = Pick<KvStore<AffinityPreference>, 'put'>;
+/** Where the bucket's values and removals go; a KvStore in production. */
+export type AffinityWriter = Pick<KvStore<AffinityPreference>, 'put' | 'remove'>;
+
+/** A preference released here whose removal the bucket has not acknowledged yet. */
+interface Release {
+  /** When it was released: values seen last before then are the released one. */
+  readonly atMs: number;
+  writing: boolean;
+}
 
 export interface AffinityTableOptions {
   readonly gatewayId: string;
@@ -50,6 +58,7 @@ export interface AffinityTableOptions {
 
 export class AffinityTable {
   private readonly pending = new Map<string, Pending>();
+  private readonly releases = new Map<string, Release>();
   /** `serviceId` → `instanceId` → users whose effective preference names it. */
   private readonly counts = new Map<string, Map<string, number>>();
   private held = 0;
@@ -81,9 +90,9 @@ export class AffinityTable {
     return this.held;
   }
 
-  /** Queued writes not yet acknowledged. */
+  /** Queued writes and removals not yet acknowledged. */
   get queued(): number {
-    let n = 0;
+    let n = this.releases.size;
     for (const p of this.pending.values()) if (p.revision === undefined) n++;
     return n;
   }
@@ -155,6 +164,22 @@ export class AffinityTable {
   }
 
   /**
+   * Forgets the user's preference here at once and removes it from the bucket in the
+   * background; other replicas forget it when their views see the removal. The user's
+   * next call is balanced afresh. A value of the key seen last before the release
+   * (a refresh already on its way) is not adopted again while the removal is unwritten.
+   */
+  release(serviceId: string, userKey: string): void {
+    const key = this.keyOf(serviceId, userKey);
+    const before = this.effectiveCounted(key);
+    this.pending.delete(key);
+    this.store.delete(key);
+    this.moved(before, undefined);
+    this.releases.set(key, { atMs: this.now(), writing: false });
+    this.scheduleFlush(0);
+  }
+
+  /**
    * The bucket key, as `Keys.affinity` forms it, without validating the user key on
    * every call: it comes from identity.ts (always a valid digest).
    */
@@ -175,6 +200,8 @@ export class AffinityTable {
   }
 
   private setPending(key: string, value: AffinityPreference): void {
+    // A removal not sent yet is moot: this value replaces the released one.
+    if (this.releases.get(key)?.writing === false) this.releases.delete(key);
     const before = this.effectiveCounted(key);
     this.pending.set(key, { value, revision: undefined, writing: false });
     this.moved(before, value);
@@ -191,8 +218,13 @@ export class AffinityTable {
   private applyEntry(change: EntryChange<AffinityPreference>): void {
     const key = change.key;
     const before = this.effectiveCounted(key);
-    if (change.op === 'put') this.store.set(key, change.value, this.now());
-    else this.store.delete(key);
+    if (change.op === 'put') {
+      const released = this.releases.get(key);
+      if (released !== undefined && change.value.lastSeenAtMs <= released.atMs) return;
+      this.store.set(key, change.value, this.now());
+    } else {
+      this.store.delete(key);
+    }
     const local = this.pending.get(key);
     if (local !== undefined && change.op === 'put') {
       const seenOurs = local.revision !== undefined && change.revision >= local.revision;
@@ -242,7 +274,7 @@ export class AffinityTable {
     this.flushTimer.unref();
   }
 
-  /** Writes every queued preference that is still the newest, concurrently. */
+  /** Writes every queued preference that is still the newest and every release, concurrently. */
   private async flush(): Promise<void> {
     if (!this.options.connected()) {
       this.scheduleFlush(this.options.retryMs ?? 200);
@@ -253,6 +285,8 @@ export class AffinityTable {
     const writes: Promise<void>[] = [];
     for (const [key, local] of this.pending) {
       if (local.revision !== undefined || local.writing) continue;
+      // Released, the removal on its way: this value goes out after it, not racing it.
+      if (this.releases.has(key)) continue;
       const current = this.store.peek(key);
       if (current !== undefined && current.lastSeenAtMs > local.value.lastSeenAtMs) {
         // Decided again elsewhere while this write waited: the newer value stands.
@@ -280,6 +314,25 @@ export class AffinityTable {
             this.logger.warn(
               { msgId: GatewayLogIds.affinityWriteFailed, err: error },
               'affinity preference not written yet; will retry',
+            );
+          },
+        ),
+      );
+    }
+    for (const [key, release] of this.releases) {
+      if (release.writing) continue;
+      release.writing = true;
+      writes.push(
+        this.writer.remove(key).then(
+          () => {
+            if (this.releases.get(key) === release) this.releases.delete(key);
+          },
+          (error: Error) => {
+            release.writing = false;
+            failed = true;
+            this.logger.warn(
+              { msgId: GatewayLogIds.affinityWriteFailed, err: error },
+              'released affinity preference not removed yet; will retry',
             );
           },
         ),

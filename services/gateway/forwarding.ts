@@ -13,7 +13,9 @@
  * response headers a call is never retried.
  *
  * Client headers under `x-halyard-` are the mesh's own and are dropped before
- * forwarding, except `x-halyard-instance` for services of the header policy.
+ * forwarding, except `x-halyard-instance` for services of the header policy. An
+ * instance's `x-halyard-affinity` (header or trailer) never reaches the client either:
+ * affinity-release.ts acts on it.
  */
 import {
   type ClientHttp2Session,
@@ -23,6 +25,7 @@ import {
   type ServerHttp2Stream,
 } from 'node:http2';
 import type { Logger } from 'pino';
+import { AFFINITY_HEADER, type AffinityReleases } from './affinity-release.js';
 import { type CallContext, Refusal } from './balancer.js';
 import type { Ejector } from './ejection.js';
 import type { Endpoint } from './endpoint.js';
@@ -55,6 +58,8 @@ export interface ForwarderOptions {
   /** Retries in flight ≤ max(`minConcurrent`, `ratio` × calls in flight). */
   readonly retryBudget: { readonly ratio: number; readonly minConcurrent: number };
   readonly ejector: Ejector;
+  /** Where an instance's `x-halyard-affinity` goes. */
+  readonly releases: AffinityReleases;
   readonly logger: Logger;
 }
 
@@ -121,6 +126,8 @@ class Call implements CallContext {
   private status: number | undefined;
   private attempts = 0;
   private lastFailure = '';
+  /** The instance's `x-halyard-affinity` was acted on: a second one is only stripped. */
+  private releaseTaken = false;
 
   constructor(
     private readonly forwarder: Forwarder,
@@ -227,6 +234,7 @@ class Call implements CallContext {
     const endpoint = this.endpoint!;
     this.forwarder.options.ejector.success(endpoint);
     headers[INSTANCE_HEADER] = endpoint.id;
+    if (headers[AFFINITY_HEADER] !== undefined) this.takeRelease(headers);
     if (flags & END_STREAM) {
       // Trailers-only: the status is in the headers and the call is over.
       this.status = Number(headers['grpc-status'] ?? Status.UNKNOWN);
@@ -405,7 +413,22 @@ class Call implements CallContext {
   }
 
   trailersReceived(trailers: IncomingHttpHeaders): void {
+    if (trailers[AFFINITY_HEADER] !== undefined) this.takeRelease(trailers);
     this.trailers = trailers as Record<string, string>;
+  }
+
+  /** Strips the instance's `x-halyard-affinity` and acts on it (once per call). */
+  private takeRelease(headers: IncomingHttpHeaders): void {
+    if (this.releaseTaken) {
+      delete headers[AFFINITY_HEADER];
+      return;
+    }
+    this.releaseTaken = true;
+    this.forwarder.options.releases.take(headers, {
+      route: this.route,
+      userKey: this.userKey,
+      instanceId: this.endpoint!.id,
+    });
   }
 }
 

@@ -36,6 +36,7 @@ import type { BalancingSettings } from '../common/lb-metadata.js';
 import { sleep } from '../common/sleep.js';
 import { Admission } from './admission.js';
 import { AffinityTable, type Clock } from './affinity.js';
+import { AffinityReleases } from './affinity-release.js';
 import { type Balancer, HeaderBalancer, RoundRobin, UserBalancer } from './balancer.js';
 import type { GatewayConfig } from './config.js';
 import { Ejector } from './ejection.js';
@@ -191,6 +192,7 @@ export class Gateway {
       maxAttempts: config.retry.maxAttempts,
       retryBudget: { ratio: config.retry.budgetRatio, minConcurrent: config.retry.minConcurrent },
       ejector,
+      releases: new AffinityReleases(this.affinity, logger),
       logger,
     });
     this.admission = new Admission({

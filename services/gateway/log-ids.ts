@@ -25,6 +25,8 @@ export const GatewayLogIds = {
   affinityMoved: 'HALG0081I',
   identityUnconfigured: 'HALG0082W',
   jwtClaimsUnchecked: 'HALG0083W',
+  affinityReleased: 'HALG0084I',
+  affinityReleaseIgnored: 'HALG0085W',
   configInvalid: 'HALG0070E',
   fatal: 'HALG0071E',
 } as const;

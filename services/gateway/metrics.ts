@@ -86,6 +86,11 @@ export const gatewayMetrics = {
     help: 'Users moved off an instance that was down (lb.whenDown=failover)',
     labelNames: ['service'],
   }),
+  affinityReleases: new Counter({
+    name: 'halyard_gateway_affinity_releases_total',
+    help: 'x-halyard-affinity headers and trailers from instances, by outcome (released; ignored: no-user, not-user-policy, unknown-value)',
+    labelNames: ['service', 'outcome'],
+  }),
   affinityRejections: new Counter({
     name: 'halyard_gateway_affinity_rejections_total',
     help: 'Calls refused by a sticky policy, by reason (full, down, unknown-instance, unauthenticated)',

@@ -1,6 +1,7 @@
 /**
  * The echo test service (halyard.testing.v1.Echo) on a real grpc-js server: every call
- * kind, with the delay, failure and trailers each request asks for. It records what it
+ * kind, with the delay, failure, trailers and response headers each request asks for
+ * (headers: see `echoedHeaders`). It records what it
  * saw (calls, metadata, deadlines, cancellations) so tests can compare a call through
  * the gateway with a direct one.
  */
@@ -211,11 +212,19 @@ export async function startEchoServer(
   };
 }
 
-/** Request metadata starting with `echo-` comes back as response headers. */
+const RESPOND_PREFIX = 'echo-respond-';
+
+/**
+ * Request metadata starting with `echo-` comes back as response headers, and
+ * `echo-respond-<name>: v` as the response header `<name>: v` (a header the client
+ * could not send itself, such as the mesh's `x-halyard-…`).
+ */
 function echoedHeaders(metadata: grpc.Metadata): grpc.Metadata {
   const headers = new grpc.Metadata();
   for (const [key, value] of Object.entries(metadata.getMap())) {
-    if (key.startsWith('echo-')) headers.set(key, value as string);
+    if (key.startsWith(RESPOND_PREFIX))
+      headers.set(key.slice(RESPOND_PREFIX.length), value as string);
+    else if (key.startsWith('echo-')) headers.set(key, value as string);
   }
   return headers;
 }

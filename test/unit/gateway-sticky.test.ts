@@ -15,6 +15,7 @@ import {
 import { halyard } from '../../proto/gen/halyard.js';
 import { parseInstanceMetadata } from '../../services/common/lb-metadata.js';
 import { AffinityTable } from '../../services/gateway/affinity.js';
+import { AffinityReleases } from '../../services/gateway/affinity-release.js';
 import {
   type CallContext,
   type Pick,
@@ -23,7 +24,10 @@ import {
 } from '../../services/gateway/balancer.js';
 import { Endpoint } from '../../services/gateway/endpoint.js';
 import { Identities } from '../../services/gateway/identity.js';
+import { gatewayMetrics } from '../../services/gateway/metrics.js';
+import type { Route } from '../../services/gateway/routing-table.js';
 import type { Upstream } from '../../services/gateway/upstream.js';
+import { counterValue } from '../support/metrics.js';
 import { instance, preference, userKey } from '../support/samples.js';
 import { until } from '../support/wait.js';
 
@@ -52,15 +56,25 @@ class FakeView {
     for (const l of this.listeners) l({ op: 'put', key, value, revision });
     return revision;
   }
+  remove(key: string): void {
+    const revision = ++this.lastRevision;
+    this.held.delete(key);
+    for (const l of this.listeners) l({ op: 'remove', key, revision });
+  }
 }
 
 function table(connected: () => boolean = () => true, now: () => number = Date.now) {
   const view = new FakeView();
   const written: AffinityPreference[] = [];
+  const removed: string[] = [];
   const writer = {
     put: async (value: AffinityPreference) => {
       written.push(value);
       return view.put(value);
+    },
+    remove: async (key: string) => {
+      removed.push(key);
+      view.remove(key);
     },
   };
   const affinity = new AffinityTable(
@@ -69,7 +83,7 @@ function table(connected: () => boolean = () => true, now: () => number = Date.n
     { gatewayId: 'gw-1', connected, retryMs: 10, expiryCheckMs: 50, now },
     silent,
   );
-  return { view, written, affinity };
+  return { view, written, removed, affinity };
 }
 
 const endpoint = (id: string, status: number = InstanceStatus.UP) =>
@@ -209,6 +223,105 @@ test('last seen is refreshed at most once per tenth of the idle period', async (
   affinity.touch(refreshed, refreshed.lastSeenAtMs + 1);
   assert.equal(affinity.queued, 0, 'just refreshed: nothing queued, so nothing to write');
   assert.equal(written.length, 2);
+});
+
+test('a release forgets the user here at once and in the bucket; the next pick decides afresh', async () => {
+  const { view, written, removed, affinity } = table();
+  const endpoints = ['o-1', 'o-2', 'o-3'].map((id) => endpoint(id));
+  const balancer = new UserBalancer('orders', settings({}), affinity, () => {});
+  const key = userKey('leaving');
+  const first = chosen(balancer.pick(endpoints, undefined, ctx(key)));
+  await until('written', () => affinity.queued === 0);
+  const bucketKey = Keys.affinity('orders', key);
+  affinity.release('orders', key);
+  assert.equal(affinity.get('orders', key), undefined, 'forgotten before the bucket is told');
+  assert.equal(affinity.usersOf('orders', first.id), 0);
+  await until('removed from the bucket', () => affinity.queued === 0);
+  assert.deepEqual(removed, [bucketKey]);
+  assert.equal(view.get(bucketKey), undefined);
+  const assigned = await counterValue(gatewayMetrics.affinityAssignments, { service: 'orders' });
+  assert.equal(chosen(balancer.pick(endpoints, undefined, ctx(key))).id, first.id, 'same live set');
+  assert.equal(
+    await counterValue(gatewayMetrics.affinityAssignments, { service: 'orders' }),
+    assigned + 1,
+    'decided afresh, not found',
+  );
+  await until('written', () => affinity.queued === 0);
+  assert.equal(written.length, 2, 'the new decision is written');
+  assert.equal(view.get(bucketKey)?.instanceId, first.id);
+  affinity.close();
+});
+
+test('a release waits for the bus; a refresh on its way is not adopted again; a new decision supersedes it', async () => {
+  let connected = true;
+  let now = Date.now();
+  const { view, removed, affinity } = table(
+    () => connected,
+    () => now,
+  );
+  const stale = userKey('stale');
+  const back = userKey('back');
+  const before = affinity.assign('orders', stale, 'o-1', 600);
+  affinity.assign('orders', back, 'o-1', 600);
+  await until('written', () => affinity.queued === 0);
+  connected = false;
+  now += 1000;
+  affinity.release('orders', stale);
+  affinity.release('orders', back);
+  // A refresh another gateway sent before the release reaches the view only now.
+  view.put({ ...before, lastSeenAtMs: now - 500, gatewayId: 'gw-2' });
+  assert.equal(affinity.get('orders', stale), undefined, 'the released value is not adopted again');
+  assert.equal(affinity.usersOf('orders', 'o-1'), 0);
+  // `back` logs in again before the removal could be written: the new value replaces it.
+  now += 1000;
+  affinity.assign('orders', back, 'o-2', 600);
+  assert.equal(affinity.queued, 2, 'one removal and one decision');
+  connected = true;
+  await until('flushed', () => affinity.queued === 0);
+  assert.deepEqual(removed, [Keys.affinity('orders', stale)]);
+  assert.equal(view.get(Keys.affinity('orders', stale)), undefined);
+  assert.equal(view.get(Keys.affinity('orders', back))?.instanceId, 'o-2');
+  // A later value (a new decision elsewhere) is adopted as usual.
+  now += 1000;
+  view.put({ ...before, instanceId: 'o-3', lastSeenAtMs: now, gatewayId: 'gw-2' });
+  assert.equal(affinity.get('orders', stale)?.instanceId, 'o-3');
+  affinity.close();
+});
+
+test('x-halyard-affinity from an instance is always stripped, and releases only a user-policy caller', async () => {
+  const released: string[] = [];
+  const releases = new AffinityReleases(
+    { release: (serviceId, key) => released.push(`${serviceId}/${key}`) },
+    silent,
+  );
+  const route = (policy: string): Route => {
+    const parsed = parseInstanceMetadata({ 'lb.policy': policy });
+    assert.ok(parsed.ok);
+    return {
+      grpcService: 'acme.Orders',
+      serviceId: 'releasing',
+      endpoints: [],
+      balancer: undefined as never,
+      settings: parsed.settings.lb,
+    };
+  };
+  const key = userKey('carol');
+  const cases = [
+    ['release', 'user', key, 'released'],
+    ['release', 'user', undefined, 'no-user'],
+    ['release', 'header', key, 'not-user-policy'],
+    ['Release please', 'user', key, 'unknown-value'],
+  ] as const;
+  for (const [value, policy, user, outcome] of cases) {
+    const counted = () =>
+      counterValue(gatewayMetrics.affinityReleases, { service: 'releasing', outcome });
+    const was = await counted();
+    const headers: Record<string, string> = { 'x-halyard-affinity': value, 'grpc-status': '0' };
+    releases.take(headers, { route: route(policy), userKey: user, instanceId: 'o-1' });
+    assert.deepEqual(headers, { 'grpc-status': '0' }, `${outcome}: stripped`);
+    assert.equal(await counted(), was + 1, `${outcome}: counted`);
+  }
+  assert.deepEqual(released, [`releasing/${key}`], 'only the first case released');
 });
 
 test('identities: HS256, RS256, ES256 and JWKS verify; forged, expired and unsigned do not; the key is an HMAC', async () => {
