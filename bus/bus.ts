@@ -98,6 +98,8 @@ export interface StreamHealth {
   readonly messages: number;
   readonly firstSeq: number;
   readonly lastSeq: number;
+  /** When the last message was stored; undefined while the stream is empty. */
+  readonly lastAt: Date | undefined;
   /** The node that leads the stream; undefined without a cluster or while it is elected. */
   readonly leader: string | undefined;
   /** The other nodes: whether each is current, and how far behind. */
@@ -240,6 +242,7 @@ export class Bus {
         messages: info.state.messages,
         firstSeq: info.state.first_seq,
         lastSeq: info.state.last_seq,
+        lastAt: info.state.last_seq > 0 ? new Date(info.state.last_ts) : undefined,
         leader: info.cluster?.leader,
         followers: (info.cluster?.replicas ?? []).map((r) => ({
           name: r.name,

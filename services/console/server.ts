@@ -63,8 +63,6 @@ const HEARTBEAT_MS = 15_000;
 const HISTORY_SENT = 300;
 /** A replay returns at most this many events (the newest). */
 const REPLAY_MAX = 5000;
-/** A replay that received nothing this long after it subscribed has an empty window. */
-const REPLAY_EMPTY_MS = 2000;
 /** A replay answers with what it has after this long, whatever is left. */
 const REPLAY_MAX_MS = 20_000;
 
@@ -288,20 +286,20 @@ async function replayWindow(bus: Bus, state: ConsoleState, url: URL): Promise<Co
   const [service, host] = [q.get('service') || undefined, q.get('host') || undefined];
   const now = Date.now();
   const end = now - until;
-  const last = (await bus.streams()).find((s) => s.name === EVENTS_STREAM)?.lastSeq ?? 0;
+  const stream = (await bus.streams()).find((s) => s.name === EVENTS_STREAM);
   const found: ConsoleEvent[] = [];
-  if (last === 0) return found;
+  // Nothing stored since the window's start: the subscription would deliver nothing.
+  if (!stream?.lastAt || stream.lastAt.getTime() < now - since) return found;
+  const last = stream.lastSeq;
   let finish: () => void = () => {};
   const done = new Promise<void>((resolve) => {
     finish = resolve;
   });
-  let delivered = false;
   // Every source is read, so that the stream's last sequence marks the end of the
   // window; the type is filtered here like the rest.
   const subscription = await bus.subscribe(
     { kind: 'events', from: { time: new Date(now - since) } },
     (delivery, meta) => {
-      delivered = true;
       const event = state.describe(delivery, meta);
       const at = Number(event.occurredAtMs) || meta.time.getTime();
       if (
@@ -316,11 +314,8 @@ async function replayWindow(bus: Bus, state: ConsoleState, url: URL): Promise<Co
       if (meta.seq >= last) finish();
     },
   );
-  // Nothing stored after the window's start: nothing is delivered at all.
-  const empty = setTimeout(() => delivered || finish(), REPLAY_EMPTY_MS);
   const cap = setTimeout(finish, REPLAY_MAX_MS);
   await done;
-  clearTimeout(empty);
   clearTimeout(cap);
   await subscription.stop();
   return found;
