@@ -32,6 +32,7 @@
 import { z } from 'zod';
 import { id as namespaceName } from '../../bus/index.js';
 import { busFlags, busSettings } from '../common/bus-settings.js';
+import { tokenList } from '../common/callers.js';
 import {
   type ComponentSpec,
   loadComponentConfig,
@@ -77,19 +78,7 @@ export const cacheConfig = z.strictObject({
   grpc: endpoint(7470).default({ host: '127.0.0.1', port: 7470 }),
   admin: endpoint(7471).default({ host: '127.0.0.1', port: 7471 }),
   tls: serverTlsSettings.optional(),
-  tokens: z
-    .array(
-      z.strictObject({
-        sha256: z
-          .string()
-          .regex(/^[0-9a-f]{64}$/, 'must be the SHA-256 of the token, 64 lower-case hex digits'),
-        namespace: namespaceName,
-      }),
-    )
-    .default([])
-    .refine((tokens) => new Set(tokens.map((t) => t.sha256)).size === tokens.length, {
-      message: 'the same token digest is listed twice',
-    }),
+  tokens: tokenList('namespace', namespaceName),
   limits: z
     .strictObject({
       maxKeyBytes: z.number().int().min(1).max(1024).default(DEFAULT_LIMITS.maxKeyBytes),

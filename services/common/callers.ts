@@ -10,6 +10,7 @@
  */
 import { createHash } from 'node:crypto';
 import { type Metadata, type ServerUnaryCall, status } from '@grpc/grpc-js';
+import { z } from 'zod';
 
 /** What is read from a call: its metadata and, over TLS, its verified peer certificate. */
 export type CallerCall = Pick<ServerUnaryCall<unknown, unknown>, 'metadata' | 'getAuthContext'>;
@@ -38,6 +39,32 @@ export class CallerError extends Error {
     super(message);
   }
 }
+
+/** A token's SHA-256 as configs list it. */
+export const tokenSha256 = z
+  .string()
+  .regex(/^[0-9a-f]{64}$/, 'must be the SHA-256 of the token, 64 lower-case hex digits');
+
+/**
+ * A config's `tokens:` list: each a token's SHA-256 and whom it identifies (`key`, by
+ * the rule `who`), no digest twice.
+ */
+export function tokenList<K extends string, S extends z.ZodType<string>>(key: K, who: S) {
+  const entry = z.strictObject({ sha256: tokenSha256, [key]: who } as {
+    sha256: typeof tokenSha256;
+  } & { [P in K]: S });
+  return z
+    .array(entry)
+    .default([])
+    .refine(
+      (tokens) => distinct((tokens as ReadonlyArray<{ sha256: string }>).map((t) => t.sha256)),
+      {
+        message: 'the same token digest is listed twice',
+      },
+    );
+}
+
+const distinct = (values: readonly string[]) => new Set(values).size === values.length;
 
 export function tokenDigest(token: string): string {
   return createHash('sha256').update(token, 'utf8').digest('hex');

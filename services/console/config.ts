@@ -9,22 +9,14 @@
  *   control: true    # restart, stop, start from the launcher page (needs tokens, bus role operator)
  */
 import { z } from 'zod';
+import { tokenList } from '../common/callers.js';
 import { serverTlsSettings } from '../common/server-tls.js';
 
 export const DEFAULT_LISTEN = '127.0.0.1:9000';
 
 export const consoleConfig = z.strictObject({
   listen: z.string().min(1).default(DEFAULT_LISTEN),
-  tokens: z
-    .array(
-      z.strictObject({
-        sha256: z
-          .string()
-          .regex(/^[0-9a-f]{64}$/, 'must be the SHA-256 of the token, 64 lower-case hex digits'),
-        identity: z.string().min(1).max(128),
-      }),
-    )
-    .default([]),
+  tokens: tokenList('identity', z.string().min(1).max(128)),
   tls: serverTlsSettings.optional(),
   control: z.boolean().default(false),
 });

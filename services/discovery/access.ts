@@ -21,7 +21,13 @@
  */
 import { status } from '@grpc/grpc-js';
 import { z } from 'zod';
-import { type Caller, type CallerCall, CallerError, Callers } from '../common/callers.js';
+import {
+  type Caller,
+  type CallerCall,
+  CallerError,
+  Callers,
+  tokenList,
+} from '../common/callers.js';
 import { RegistryError } from './errors.js';
 
 const identity = z
@@ -47,19 +53,7 @@ const grant = z.strictObject({
 });
 
 export const accessSettings = {
-  tokens: z
-    .array(
-      z.strictObject({
-        sha256: z
-          .string()
-          .regex(/^[0-9a-f]{64}$/, 'must be the SHA-256 of the token, 64 lower-case hex digits'),
-        identity,
-      }),
-    )
-    .default([])
-    .refine((tokens) => new Set(tokens.map((t) => t.sha256)).size === tokens.length, {
-      message: 'the same token digest is listed twice',
-    }),
+  tokens: tokenList('identity', identity),
   grants: z.record(identity, grant).default({}),
 };
 

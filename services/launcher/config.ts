@@ -8,12 +8,14 @@
 import { z } from 'zod';
 import { id } from '../../bus/index.js';
 import { busFlags, busSettings } from '../common/bus-settings.js';
+import { tokenList } from '../common/callers.js';
 import {
   type ComponentSpec,
   loadComponentConfig,
   type Setting,
 } from '../common/component-config.js';
 import { ConfigError, loadYamlConfig } from '../common/config.js';
+import { serverTlsSettings } from '../common/server-tls.js';
 
 const seconds = z.number().nonnegative();
 const signal = z.enum(['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGKILL']);
@@ -69,30 +71,8 @@ const component = z.strictObject({
  * Display). Nobody is granted anything by default.
  */
 const controlAccess = z.strictObject({
-  tls: z
-    .strictObject({
-      certFile: z.string().min(1),
-      keyFile: z.string().min(1),
-      clientCaFile: z.string().min(1).optional(),
-      requireClientCert: z.boolean().default(false),
-    })
-    .refine((tls) => !tls.requireClientCert || tls.clientCaFile, {
-      message: 'requireClientCert needs clientCaFile',
-    })
-    .optional(),
-  tokens: z
-    .array(
-      z.strictObject({
-        sha256: z
-          .string()
-          .regex(/^[0-9a-f]{64}$/, 'must be the SHA-256 of the token, 64 lower-case hex digits'),
-        identity: z.string().min(1),
-      }),
-    )
-    .default([])
-    .refine((tokens) => new Set(tokens.map((t) => t.sha256)).size === tokens.length, {
-      message: 'the same token digest is listed twice',
-    }),
+  tls: serverTlsSettings.optional(),
+  tokens: tokenList('identity', z.string().min(1)),
   grants: z.record(z.string().min(1), z.enum(['read', 'control'])).default({}),
 });
 

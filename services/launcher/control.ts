@@ -5,13 +5,9 @@
  * must prove an identity (client certificate or service token) granted the verb; on the
  * bus, who may send to the control subjects is the bus's own permissions.
  */
-
-import { readFileSync } from 'node:fs';
 import {
-  experimental,
   status as GrpcStatus,
   type Server,
-  ServerCredentials,
   type ServerUnaryCall,
   type ServiceError,
 } from '@grpc/grpc-js';
@@ -29,6 +25,7 @@ import {
 } from '../../bus/index.js';
 import { type CallerCall, CallerError, Callers } from '../common/callers.js';
 import { serviceDefinition } from '../common/grpc.js';
+import { serverCredentials } from '../common/server-tls.js';
 import type { ControlAccess } from './config.js';
 import { LogIds } from './log-ids.js';
 import { launcherMetrics } from './metrics.js';
@@ -188,46 +185,5 @@ export async function bindGrpc(
     server.bindAsync(address, credentials, (error, port) =>
       error ? reject(error) : resolve(port),
     ),
-  );
-}
-
-/** Plaintext without `tls`; with a client CA, client certificates are asked for and verified. */
-async function serverCredentials(tls: ControlAccess['tls']): Promise<ServerCredentials> {
-  if (!tls) return ServerCredentials.createInsecure();
-  if (!tls.clientCaFile) {
-    return ServerCredentials.createSsl(null, [
-      { private_key: readFileSync(tls.keyFile), cert_chain: readFileSync(tls.certFile) },
-    ]);
-  }
-  const files = new experimental.FileWatcherCertificateProvider({
-    certificateFile: tls.certFile,
-    privateKeyFile: tls.keyFile,
-    caCertificateFile: tls.clientCaFile,
-    refreshIntervalMs: 60_000,
-  });
-  // The provider reads the files asynchronously and a handshake before that fails: the
-  // port is bound once both are loaded. Listeners are removed once served, since a
-  // provider with listeners keeps its refresh timer alive.
-  await Promise.all([
-    new Promise<void>((resolve) => {
-      const listener = () => {
-        files.removeCaCertificateListener(listener);
-        resolve();
-      };
-      files.addCaCertificateListener(listener);
-    }),
-    new Promise<void>((resolve) => {
-      const listener = () => {
-        files.removeIdentityCertificateListener(listener);
-        resolve();
-      };
-      files.addIdentityCertificateListener(listener);
-    }),
-  ]);
-  // grpc-js takes (identity, ca, requireClientCertificate) whatever its typings call them.
-  return experimental.createCertificateProviderServerCredentials(
-    files,
-    files,
-    tls.requireClientCert,
   );
 }
