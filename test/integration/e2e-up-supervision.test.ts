@@ -7,29 +7,24 @@
  * everything, adopted children included.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import { pino } from 'pino';
-import { Bus, type LifecycleEvent, Subjects } from '../../bus/index.js';
+import { type Bus, type LifecycleEvent, Subjects } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
-import { isPortFree, monitorJson } from '../../services/cli/local-nats.js';
+import { monitorJson } from '../../services/cli/local-nats.js';
 import { CliLogIds } from '../../services/cli/log.js';
-import { busOptions, busSettings } from '../../services/common/bus-settings.js';
 import { serviceDefinition } from '../../services/common/grpc.js';
 import { procStat } from '../../services/common/proc.js';
 import { ControlCodecsOf } from '../../services/launcher/control.js';
 import { LogIds } from '../../services/launcher/log-ids.js';
 import { LAUNCHER_MARKER_ENV } from '../../services/launcher/process.js';
-import { descendants, processesWithEnvironment } from '../support/processes.js';
+import { processesWithEnvironment } from '../support/processes.js';
+import { freeBasePort, UpProcess } from '../support/up-process.js';
 import { until } from '../support/wait.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const READY_TIMEOUT_MS = 90_000;
 const EXIT_TIMEOUT_MS = 30_000;
 /** `up` restarts after 0.5 s; the new launcher replays, adopts and probes. */
@@ -42,50 +37,24 @@ const NODE_BACK_TIMEOUT_MS = 60_000;
 const MAX_CALLS_PER_LOOP = 50_000;
 const Kind = halyard.launcher.v1.LifecycleEvent.Kind;
 const State = halyard.launcher.v1.ProcessStatus.State;
-const OFFSETS = [
-  0, 1, 2, 2000, 2001, 2002, 4000, 4001, 4002, 5000, 5001, 5011, 5012, 5021, 5022, 5031,
-];
 /** discovery ×2, gateway ×2, cache, greeter ×3. */
 const MESH_PROCESSES = 8;
 
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'halyard-e2e-supervision-'));
-const seenPids = new Set<number>();
-let up: ChildProcess | undefined;
+let up: UpProcess | undefined;
 let bus: Bus | undefined;
 const clients: grpc.Client[] = [];
 
 after(async () => {
   for (const c of clients) c.close();
   await bus?.close().catch(() => {});
-  if (up?.pid && up.exitCode === null && up.signalCode === null) {
-    try {
-      process.kill(-up.pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
-  for (const pid of [...seenPids, ...descendants(up?.pid)]) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
+  up?.kill();
   fs.rmSync(dataDir, { recursive: true, force: true });
 });
 
 function alive(pid: number): boolean {
   const state = procStat(pid)?.state;
   return state !== undefined && state !== 'Z';
-}
-
-async function freeBasePort(): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 1000) * 10;
-    const free = await Promise.all(OFFSETS.map((o) => isPortFree(base + o)));
-    if (free.every(Boolean)) return base;
-  }
-  throw new Error('no free base port');
 }
 
 const Greeter = grpc.makeGenericClientConstructor(
@@ -144,52 +113,11 @@ test('halyard up restarts a killed launcher (which adopts the mesh) and a killed
 }, async (t) => {
   const basePort = await freeBasePort();
   const servers = [0, 1, 2].map((i) => `nats://127.0.0.1:${basePort + i}`);
-  up = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      'services/cli/main.ts',
-      'up',
-      '--data-dir',
-      dataDir,
-      '--base-port',
-      String(basePort),
-    ],
-    {
-      cwd: ROOT,
-      detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, HALYARD_LOG_FORMAT: 'json' },
-    },
-  );
-  const upPid = up.pid;
-  assert.ok(upPid);
-  let stderr = '';
-  up.stderr?.setEncoding('utf8').on('data', (c: string) => {
-    stderr += c;
-  });
-  const stdout: string[] = [];
-  const exit = new Promise<number | null>((resolve) => up?.once('exit', (code) => resolve(code)));
-  const ready = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(
-      () =>
-        reject(new Error(`not ready in ${READY_TIMEOUT_MS} ms\n${stdout.join('\n')}\n${stderr}`)),
-      READY_TIMEOUT_MS,
-    );
-    void exit.then((code) =>
-      reject(new Error(`halyard up exited (${code})\n${stdout.join('\n')}\n${stderr}`)),
-    );
-    createInterface({ input: up!.stdout! }).on('line', (line) => {
-      stdout.push(line);
-      if (/^Ready in /.test(line)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
-  await ready;
-  const upLog = () => stderr.split('\n').flatMap((l) => (l.startsWith('{') ? [JSON.parse(l)] : []));
+  up = UpProcess.start(dataDir, basePort);
+  const upProcess = up;
+  const { stdout } = up;
+  await up.ready(READY_TIMEOUT_MS);
+  const upLog = () => upProcess.log();
 
   /** The mesh's processes on this machine, found by the launcher's marker and this bus. */
   const meshProcesses = () => {
@@ -197,7 +125,7 @@ test('halyard up restarts a killed launcher (which adopts the mesh) and a killed
       [LAUNCHER_MARKER_ENV]: (v) => v.startsWith('local/'),
       HALYARD_NATS: servers.join(','),
     });
-    for (const pid of found.keys()) seenPids.add(pid);
+    for (const pid of found.keys()) upProcess.seen.add(pid);
     return new Map([...found].map(([pid, env]) => [pid, env[LAUNCHER_MARKER_ENV]!]));
   };
   const greeterPids = () =>
@@ -208,21 +136,13 @@ test('halyard up restarts a killed launcher (which adopts the mesh) and a killed
   const display = () =>
     bus!.request(Subjects.control('launcher', 'local', 'display'), {}, ControlCodecsOf.display);
 
-  const gatewayAddresses = stdout
-    .map((l) => /^\s+gateway-\d+\s+(127\.0\.0\.1:\d+)/.exec(l)?.[1])
-    .filter((a): a is string => a !== undefined);
+  const gatewayAddresses = up.gatewayAddresses();
   assert.equal(gatewayAddresses.length, 2, stdout.join('\n'));
   for (const address of gatewayAddresses) {
     clients.push(new Greeter(address, grpc.credentials.createInsecure()));
   }
-  // As the CLI does on the locked local bus: the operator role of `up`'s data dir.
-  const operator = busSettings.parse({
-    servers,
-    roles: path.join(dataDir, 'bus', 'roles'),
-    role: 'operator',
-  });
-  bus = await Bus.connect(busOptions(operator, 'e2e-supervision', pino({ level: 'silent' })));
-  for (const pid of descendants(upPid)) seenPids.add(pid);
+  bus = await up.operatorBus('e2e-supervision');
+  up.noteProcesses();
 
   const events: LifecycleEvent[] = [];
   const subscription = await bus.subscribe(
@@ -360,19 +280,19 @@ test('halyard up restarts a killed launcher (which adopts the mesh) and a killed
 
   // --- Ctrl-C: everything stops, the adopted children too.
   const meshPids = [...meshProcesses().keys()];
-  process.kill(upPid, 'SIGINT');
+  process.kill(up.pid, 'SIGINT');
   let timer: NodeJS.Timeout | undefined;
   const code = await Promise.race([
-    exit,
+    up.exit,
     new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), EXIT_TIMEOUT_MS);
     }),
   ]);
   clearTimeout(timer);
-  assert.equal(code, 0, `halyard up did not exit cleanly (${code})\n${stderr.slice(-3000)}`);
+  assert.equal(code, 0, `halyard up did not exit cleanly (${code})\n${up.stderr.slice(-3000)}`);
   assert.deepEqual(meshPids.filter(alive), [], 'mesh processes left behind');
-  assert.deepEqual([...seenPids].filter(alive), [], 'processes left behind');
-  assert.match(stderr, /HALX0013I/, 'the mesh was stopped through its launcher');
+  assert.deepEqual([...up.seen].filter(alive), [], 'processes left behind');
+  assert.match(up.stderr, /HALX0013I/, 'the mesh was stopped through its launcher');
   // In reverse dependency order, by the new launcher, as its log tells (the lifecycle
   // events say the same; `up` shows those it receives before it closes the bus).
   const stoppedByNewLauncher = fs
@@ -385,8 +305,8 @@ test('halyard up restarts a killed launcher (which adopts the mesh) and a killed
     .map((l) => String(l.component));
   assert.equal(stoppedByNewLauncher.length, MESH_PROCESSES, stoppedByNewLauncher.join(' '));
   assert.deepEqual(stoppedByNewLauncher.slice(-2), ['discovery', 'discovery'], 'discovery last');
-  up.stdout?.destroy();
-  up.stderr?.destroy();
+  up.child.stdout?.destroy();
+  up.child.stderr?.destroy();
 });
 
 /**
