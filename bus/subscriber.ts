@@ -203,7 +203,9 @@ export async function subscribe<K extends SubscriptionKind>(
       durable_name: durable,
       ack_policy: AckPolicy.Explicit,
       filter_subject: filter,
-      max_ack_pending: max_messages,
+      // A group's limit is shared by its replicas: the server's default (1000) leaves
+      // each its prefetch, which its pulls bound anyway.
+      ...(group ? {} : { max_ack_pending: max_messages }),
       ack_wait: nanos(ackWaitMs),
     };
     const existing = await jsm.consumers.info(feed.stream, durable).catch((error: unknown) => {

@@ -2,17 +2,20 @@
  * Test child: one replica of a subscriber group. Its effect for each event is a file
  * named by the event's sequence in a directory the replicas share, created only if
  * absent: a redelivered event whose effect another replica (or a killed one) already
- * made is acknowledged without a second effect. It prints JSON lines: `ready` once
- * subscribed, then per delivery its `seq`, `attempt` and whether it `applied` the effect.
+ * made is acknowledged without a second effect. Each event takes `workMs` to handle.
+ * It prints JSON lines: `ready` once subscribed, then per delivery its `seq`, `attempt`
+ * and whether it `applied` the effect.
  *
- *   node --import tsx test/support/children/group-subscriber.ts <servers> <group> <host> <dir>
+ *   node --import tsx test/support/children/group-subscriber.ts <servers> <group> <host> <dir> <workMs>
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { Bus } from '../../../bus/index.js';
 
-const [servers = '', group = 'test', host = 'host', dir = '.'] = process.argv.slice(2);
+const [servers = '', group = 'test', host = 'host', dir = '.', workMs = '0'] =
+  process.argv.slice(2);
 const print = (line: object) =>
   process.stdout.write(`${JSON.stringify({ ...line, pid: process.pid })}\n`);
 
@@ -34,7 +37,8 @@ const bus = await Bus.connect({
 });
 const subscription = await bus.subscribe(
   { kind: 'lifecycle', filter: `${host}.>`, from: 'all', group, prefetch: 16, ackWaitMs: 2000 },
-  (_event, { seq, attempt }) => {
+  async (_event, { seq, attempt }) => {
+    await sleep(Number(workMs));
     print({ seq, attempt, applied: applyOnce(seq) });
   },
 );
