@@ -349,7 +349,11 @@ describe('a locked bus: one credential per role, least privilege', () => {
       await admin.put(children('host-b'));
       const own = await (await as('launcher-host-a')).store(LaunchersBucket);
       await own.put(children('host-a'));
-      assert.equal((await own.get(Keys.launcherChildren('host-a')))?.value.hostId, 'host-a');
+      // A direct get may be answered by a follower a moment behind the write.
+      await until(
+        'its own value read back',
+        async () => (await own.get(Keys.launcherChildren('host-a')))?.value.hostId === 'host-a',
+      );
       await assert.rejects(own.put(children('host-b')), PERMISSION);
       await assert.rejects(own.get(Keys.launcherChildren('host-b')), PERMISSION);
     });
