@@ -7,7 +7,13 @@
  */
 import { type Codec, Codecs } from './codec.js';
 import { type BucketName, Buckets, Keys } from './names.js';
-import type { AffinityPreference, CacheEntry, Lease, ServiceInstance } from './schemas.js';
+import type {
+  AffinityPreference,
+  CacheEntry,
+  HostChildren,
+  Lease,
+  ServiceInstance,
+} from './schemas.js';
 
 /**
  * How long the marker of a removal or an expiry stays in a bucket: long enough for a
@@ -78,9 +84,26 @@ export const LeaseBucket: BucketSpec<Lease> = {
 /** When a lease is free for candidates: ttl after its holder's last renewal. */
 export const leaseLapsesAt = (lease: Lease): number => lease.renewedAtMs + lease.ttlMs;
 
+/**
+ * What each host's launcher runs now, under the host's id: what a restarted launcher
+ * recovers from. Reads are direct gets by key, the one kind of read NATS permissions
+ * can confine to a single key, so a launcher reads its own host's value and no other.
+ * A direct get may be answered by a follower; the value is read when a launcher starts,
+ * long after its predecessor's last write was replicated.
+ */
+export const LaunchersBucket: BucketSpec<HostChildren> = {
+  name: Buckets.launchers,
+  codec: Codecs.hostChildren,
+  history: 1,
+  allowDirect: true,
+  key: (children) => Keys.launcherChildren(children.hostId),
+  expiresAt: () => undefined,
+};
+
 export const AllBuckets: readonly BucketLayout[] = [
   RegistryBucket,
   AffinityBucket,
   CacheBucket,
   LeaseBucket,
+  LaunchersBucket,
 ];

@@ -97,6 +97,11 @@ export const Codecs = {
   ),
   cacheEntry: protoCodec('halyard.cache.v1.CacheEntry', cache.v1.CacheEntry, schemas.cacheEntry),
   lease: protoCodec('halyard.lease.v1.Lease', lease.v1.Lease, schemas.lease),
+  hostChildren: protoCodec(
+    'halyard.launcher.v1.HostChildren',
+    launcher.v1.HostChildren,
+    schemas.hostChildren,
+  ),
   lifecycleEvent: protoCodec(
     'halyard.launcher.v1.LifecycleEvent',
     launcher.v1.LifecycleEvent,

@@ -5,6 +5,7 @@ export {
   AllBuckets,
   type BucketSpec,
   CacheBucket,
+  LaunchersBucket,
   LeaseBucket,
   RegistryBucket,
 } from './buckets.js';

@@ -8,6 +8,7 @@ export const Buckets = {
   affinity: 'halyard-affinity',
   cache: 'halyard-cache',
   leases: 'halyard-leases',
+  launchers: 'halyard-launchers',
 } as const;
 export type BucketName = (typeof Buckets)[keyof typeof Buckets];
 
@@ -99,6 +100,8 @@ export const Keys = {
   /** Cache keys are any UTF-8 string: base64url keeps them inside the KV key alphabet. */
   cache: (namespace: string, key: string) =>
     `${assertToken('namespace', namespace)}.${Buffer.from(key, 'utf8').toString('base64url')}`,
+  /** The children of one host's launcher. */
+  launcherChildren: (hostId: string) => assertToken('host id', hostId),
   cacheKeyOf: (bucketKey: string) => {
     const dot = bucketKey.indexOf('.');
     return Buffer.from(bucketKey.slice(dot + 1), 'base64url').toString('utf8');

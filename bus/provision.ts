@@ -27,7 +27,7 @@ export interface ProvisionOptions {
   readonly replicas: number;
   /** How long events are kept (default 7 days). */
   readonly eventsMaxAgeMs?: number;
-  /** Window in which a republished event id is dropped as a duplicate (default 2 min). */
+  /** Window in which a republished event id is dropped as a duplicate (default 2 min, at most the retention). */
   readonly eventsDuplicateWindowMs?: number;
   /**
    * The most the events stream (and the dead letters) may hold on disk; the oldest
@@ -50,6 +50,12 @@ export const PROVISION_HINT =
 
 const DAY_MS = 86_400_000;
 
+const eventsMaxAgeMs = (options: ProvisionOptions) => options.eventsMaxAgeMs ?? 7 * DAY_MS;
+
+/** Two minutes, or the retention when shorter: the server refuses a window longer than it. */
+const defaultDuplicateWindowMs = (options: ProvisionOptions) =>
+  Math.min(120_000, eventsMaxAgeMs(options));
+
 type Expected = Partial<Record<keyof StreamConfig, unknown>>;
 
 export function eventsStreamConfig(
@@ -61,9 +67,9 @@ export function eventsStreamConfig(
     retention: RetentionPolicy.Limits,
     storage: StorageType.File,
     num_replicas: options.replicas,
-    max_age: nanos(options.eventsMaxAgeMs ?? 7 * DAY_MS),
+    max_age: nanos(eventsMaxAgeMs(options)),
     max_bytes: options.eventsMaxBytes ?? EVENTS_MAX_BYTES,
-    duplicate_window: nanos(options.eventsDuplicateWindowMs ?? 120_000),
+    duplicate_window: nanos(options.eventsDuplicateWindowMs ?? defaultDuplicateWindowMs(options)),
     discard: DiscardPolicy.Old,
   };
 }
@@ -131,9 +137,9 @@ export function deadLetterStreamConfig(
     retention: RetentionPolicy.Limits,
     storage: StorageType.File,
     num_replicas: options.replicas,
-    max_age: nanos(options.eventsMaxAgeMs ?? 7 * DAY_MS),
+    max_age: nanos(eventsMaxAgeMs(options)),
     max_bytes: Math.floor((options.eventsMaxBytes ?? EVENTS_MAX_BYTES) / 4),
-    duplicate_window: nanos(120_000),
+    duplicate_window: nanos(defaultDuplicateWindowMs(options)),
     discard: DiscardPolicy.Old,
   };
 }
@@ -188,7 +194,7 @@ async function ensureBucket(
 
 /**
  * Checks that every stream and bucket this connection may see exists as Halyard
- * expects, changing nothing. Streams the role may not read are the business of the
+ * expects (retention limits aside), changing nothing. Streams the role may not read are the business of the
  * roles that use them, and are skipped.
  */
 export async function checkProvisioned(
@@ -197,7 +203,12 @@ export async function checkProvisioned(
 ): Promise<void> {
   const expected: Array<[string, Expected]> = [
     ...[eventsStreamConfig(options), deadLetterStreamConfig(options)].map(
-      ({ name, ...fields }): [string, Expected] => [name, fields],
+      // How long and how much the streams keep is the admin's choice at provisioning;
+      // a component relies on their shape, not on their retention.
+      ({ name, max_age, max_bytes, duplicate_window, ...fields }): [string, Expected] => [
+        name,
+        fields,
+      ],
     ),
     ...AllBuckets.map((spec): [string, Expected] => [
       kvStream(spec.name),

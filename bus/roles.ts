@@ -18,6 +18,7 @@ import {
   DEADLETTER_STREAM,
   EVENTS_STREAM,
   type EventSource,
+  Keys,
   kvStream,
   Subjects,
 } from './names.js';
@@ -100,6 +101,19 @@ function writeBucket(bucket: BucketName): Grant {
   return { publish: [`${Subjects.kvPrefix(bucket)}.>`], subscribe: [] };
 }
 
+/**
+ * A launcher's own key in the launchers bucket, and no other: written by publishing to
+ * the key's subject, read by a direct get whose subject names the key.
+ */
+function ownChildren(hostId: string): Grant {
+  const stream = kvStream(Buckets.launchers);
+  const subject = `${Subjects.kvPrefix(Buckets.launchers)}.${Keys.launcherChildren(hostId)}`;
+  return {
+    publish: [`${API}.STREAM.INFO.${stream}`, `${API}.DIRECT.GET.${stream}.${subject}`, subject],
+    subscribe: [],
+  };
+}
+
 function publishEvents(source: EventSource, scope = '>'): Grant {
   return { publish: [`${Subjects.eventsOfPrefix(source)}.${scope}`], subscribe: [] };
 }
@@ -158,6 +172,7 @@ export function rolePermissions(role: Role, hostId?: string): Permissions {
           own,
           publishEvents('lifecycle', `${hostId}.>`),
           readStream(EVENTS_STREAM, lifecycle),
+          ownChildren(hostId!),
           // Launchers probing readiness through discovery mark draining instances.
           readBucket(Buckets.registry),
           writeBucket(Buckets.registry),

@@ -78,6 +78,25 @@ export const lease = z.object({
   ttlMs: z.number().int().min(1000),
 });
 
+const launcherMarkerValue = z.string().max(200);
+
+export const runningChild = z.object({
+  component: id,
+  instance: z.number().int().min(1),
+  pid: z.number().int().min(2),
+  processStart: z.number().int().nonnegative(),
+  port: z.number().int().min(0).max(65535),
+  marker: launcherMarkerValue,
+  launcherId: id,
+});
+
+export const hostChildren = z.object({
+  hostId: id,
+  launcherId: id,
+  updatedAtMs: epochMs,
+  children: z.array(runningChild).max(10_000),
+});
+
 const eventBase = {
   eventId: z.string().min(1).max(256),
   occurredAtMs: epochMs,
@@ -163,6 +182,8 @@ export type ServiceInstance = z.infer<typeof serviceInstance>;
 export type AffinityPreference = z.infer<typeof affinityPreference>;
 export type CacheEntry = z.infer<typeof cacheEntry>;
 export type Lease = z.infer<typeof lease>;
+export type RunningChild = z.infer<typeof runningChild>;
+export type HostChildren = z.infer<typeof hostChildren>;
 export type LifecycleEvent = z.infer<typeof lifecycleEvent>;
 export type GatewayEvent = z.infer<typeof gatewayEvent>;
 export type ComponentRequest = z.infer<typeof componentRequest>;

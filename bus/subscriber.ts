@@ -9,6 +9,12 @@
  * resumes after a crash starts again at its first unacknowledged message. A message
  * whose handler keeps failing, or that does not decode or validate, goes to the
  * dead-letter stream with its reason (durable) and the subscription carries on.
+ *
+ * A group is a durable shared by replicas: each message goes to one of them, and the
+ * messages a replica held when it died go to the others once their ack wait is over.
+ * Order is kept within a replica only, so a handler whose effect must happen once keys
+ * it on the message's sequence in state the replicas share (a KV create, a unique
+ * row): a redelivery then finds its effect already there, whichever replica made it.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
@@ -66,8 +72,14 @@ export interface SubscribeOptions<K extends SubscriptionKind> {
   readonly filter?: string;
   /** Default 'new'. A durable that already exists resumes where it left off instead. */
   readonly from?: StartFrom;
-  /** Durable consumer name ([A-Za-z0-9_-]); without it the subscription is ordered and ephemeral. */
+  /** Durable consumer name ([A-Za-z0-9_-]); without it (and `group`) the subscription is ordered and ephemeral. */
   readonly durable?: string;
+  /**
+   * Name of a durable consumer that every replica naming it shares ([A-Za-z0-9_-]): each
+   * message is handled by one of them, at least once, in no order across replicas.
+   * Instead of `durable`.
+   */
+  readonly group?: string;
   /** Messages fetched ahead of the handler (default 64). */
   readonly prefetch?: number;
   /** Attempts at a failing message before it is dead-lettered (durable) or skipped (default 5). */
@@ -173,7 +185,11 @@ export async function subscribe<K extends SubscriptionKind>(
   const filter = `${feed.prefix}.${options.filter ?? '>'}`;
   const start = deliverFrom(options.from ?? 'new');
   const max_messages = options.prefetch ?? 64;
-  const durable = options.durable;
+  if (options.durable && options.group) {
+    throw new RangeError('a subscription is either durable or in a group, not both');
+  }
+  const group = options.group;
+  const durable = options.durable ?? group;
   const maxAttempts = options.maxAttempts ?? 5;
   const retryDelayMs = options.retryDelayMs ?? 1000;
   const ackWaitMs = options.ackWaitMs ?? 10_000;
@@ -187,7 +203,9 @@ export async function subscribe<K extends SubscriptionKind>(
       durable_name: durable,
       ack_policy: AckPolicy.Explicit,
       filter_subject: filter,
-      max_ack_pending: max_messages,
+      // A group's limit is shared by its replicas: the server's default (1000) leaves
+      // each its prefetch, which its pulls bound anyway.
+      ...(group ? {} : { max_ack_pending: max_messages }),
       ack_wait: nanos(ackWaitMs),
     };
     const existing = await jsm.consumers.info(feed.stream, durable).catch((error: unknown) => {
@@ -196,11 +214,13 @@ export async function subscribe<K extends SubscriptionKind>(
       throw error;
     });
     if (!existing) {
+      // Creating it twice with one config is a no-op: replicas starting together agree.
       await jsm.consumers.add(feed.stream, { ...config, ...start });
-    } else if (existing.num_ack_pending > 0) {
+    } else if (!group && existing.num_ack_pending > 0) {
       // A crashed subscriber left messages unacknowledged. The server would redeliver
       // them after later ones; resuming at the first of them keeps the order, which
-      // is what lets a handler skip what it has already applied by sequence.
+      // is what lets a handler skip what it has already applied by sequence. A group's
+      // consumer is never reset so: the other replicas are using it.
       await jsm.consumers.delete(feed.stream, durable);
       await jsm.consumers.add(feed.stream, {
         ...config,
@@ -234,6 +254,7 @@ export async function subscribe<K extends SubscriptionKind>(
   };
 
   let lastAckedSeq = 0;
+  let lastAck: Promise<unknown> = Promise.resolve();
   const deliver = async (m: JsMsg) => {
     let delivery: Delivery<K>;
     try {
@@ -250,7 +271,12 @@ export async function subscribe<K extends SubscriptionKind>(
       for (let attempt = m.info.deliveryCount; ; attempt++) {
         try {
           await handler(delivery, { seq: m.seq, subject: m.subject, time: m.time, attempt });
-          if (durable) {
+          if (group) {
+            // The group's ack floor also waits on the other replicas' messages, so this
+            // replica awaits the server's receipt of its own last ack (acks are taken
+            // in order: that one confirms the earlier ones).
+            lastAck = m.ackAck().catch(() => false);
+          } else if (durable) {
             m.ack();
             lastAckedSeq = m.seq;
           }
@@ -307,10 +333,11 @@ export async function subscribe<K extends SubscriptionKind>(
     async stop() {
       messages.stop();
       await done;
+      await lastAck;
       // Acks are fire-and-forget: wait (briefly) until the server has taken the last
       // one, so that a graceful stop leaves nothing handled to deliver again.
       const deadline = Date.now() + 2000;
-      while (durable && lastAckedSeq > 0 && Date.now() < deadline) {
+      while (durable && !group && lastAckedSeq > 0 && Date.now() < deadline) {
         const info = await jsm.consumers.info(feed.stream, durable).catch(() => undefined);
         if (!info || info.ack_floor.stream_seq >= lastAckedSeq) break;
         await sleep(10);

@@ -1,6 +1,7 @@
 /**
- * A host's launcher, put together: config, recovery by replay, supervision,
- * lifecycle events, and control over gRPC and the bus.
+ * A host's launcher, put together: config, recovery of the children a previous run
+ * left, supervision, lifecycle events and the running children on the bus, and control
+ * over gRPC and the bus.
  */
 import { randomBytes } from 'node:crypto';
 import { Server } from '@grpc/grpc-js';
@@ -20,6 +21,7 @@ import {
 } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { ConfigError } from '../common/config.js';
+import { ChildLedger } from './children.js';
 import {
   type ComponentConfig,
   forHost,
@@ -52,7 +54,6 @@ const { UP, DRAINING } = halyard.discovery.v1.InstanceStatus;
 const { State } = halyard.launcher.v1.ProcessStatus;
 
 export class Launcher implements Controls {
-  readonly launcherId = `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
   readonly startedAtMs = Date.now();
   readonly recorder: LifecycleRecorder;
   readonly supervisor: Supervisor;
@@ -68,10 +69,12 @@ export class Launcher implements Controls {
   private constructor(
     private readonly options: LauncherOptions,
     readonly hostId: string,
+    readonly launcherId: string,
     private config: LauncherConfig,
+    private readonly children: ChildLedger,
   ) {
     const { bus, logger } = options;
-    this.recorder = new LifecycleRecorder(hostId, this.launcherId, bus.publisher(), logger);
+    this.recorder = new LifecycleRecorder(hostId, launcherId, bus.publisher(), children, logger);
     this.supervisor = new Supervisor({
       hostId,
       address: config.address,
@@ -98,7 +101,9 @@ export class Launcher implements Controls {
           : 'hostId: required (in the file or --host-id)',
       ]);
     }
-    const launcher = new Launcher(options, hostId, config);
+    const launcherId = `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
+    const children = await ChildLedger.open(options.bus, hostId, launcherId, options.logger);
+    const launcher = new Launcher(options, hostId, launcherId, config, children);
     await launcher.run();
     return launcher;
   }
@@ -106,7 +111,8 @@ export class Launcher implements Controls {
   private async run(): Promise<void> {
     const { bus, logger } = this.options;
     const configs = forHost(this.config, this.hostId);
-    const leftovers = await findLeftovers(bus, this.hostId, logger);
+    const leftovers = await findLeftovers(bus, this.children, this.hostId, logger);
+    this.children.carryOver(leftovers);
     const adoptable = await settleLeftovers(
       leftovers,
       configs,

@@ -1,6 +1,6 @@
 /**
- * Lifecycle transitions, told twice: as a LifecycleEvent on the bus and as a log line
- * with a stable message id. Event ids are `<host>/<component>/<instance>/<run>/<seq>`:
+ * Lifecycle transitions, told three times: as a LifecycleEvent on the bus, as a log
+ * line with a stable message id, and to the ledger of running children (children.ts). Event ids are `<host>/<component>/<instance>/<run>/<seq>`:
  * the launcher run id and a per-run sequence make every real transition distinct,
  * and a republish of the same transition (a retry after a reconnect) carries the same
  * id, so the stream drops it as a duplicate.
@@ -9,6 +9,7 @@
 import type { Logger } from 'pino';
 import type { EventPublisher, LifecycleEvent } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
+import type { ChildLedger } from './children.js';
 import { LogIds } from './log-ids.js';
 import { launcherMetrics } from './metrics.js';
 
@@ -49,6 +50,7 @@ export class LifecycleRecorder {
     private readonly hostId: string,
     private readonly launcherId: string,
     private readonly publisher: EventPublisher,
+    private readonly children: ChildLedger,
     private readonly logger: Logger,
   ) {}
 
@@ -74,6 +76,7 @@ export class LifecycleRecorder {
       ...details,
     };
     launcherMetrics.transitions.inc({ component, kind: kind.toLowerCase() });
+    this.children.apply(event);
     const level = kind === 'GAVE_UP' ? 'error' : kind === 'EXITED' ? 'warn' : 'info';
     this.logger[level](
       {
@@ -95,8 +98,8 @@ export class LifecycleRecorder {
     });
   }
 
-  /** Resolves once every event recorded so far was stored (or given up on). */
+  /** Resolves once every event recorded so far, and the running children, were stored (or given up on). */
   flushed(): Promise<unknown> {
-    return this.last;
+    return Promise.all([this.last, this.children.flushed()]);
   }
 }

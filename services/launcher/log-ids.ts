@@ -27,11 +27,13 @@ export const LogIds = {
   notReady: 'HALL0023W',
   killed: 'HALL0024W',
   eventNotPublished: 'HALL0025E',
-  // Recovery by replay.
+  // Recovery: from the launchers bucket, else by replay.
   replayed: 'HALL0030I',
   leftoverStopped: 'HALL0031W',
   leftoverAdopted: 'HALL0032I',
   leftoverGone: 'HALL0033I',
+  recoveredRecorded: 'HALL0034I',
+  childrenNotRecorded: 'HALL0035E',
   // Control.
   rollingRestart: 'HALL0040I',
   rollingAborted: 'HALL0041E',

@@ -1,12 +1,14 @@
 /**
- * Recovery by replay: a launcher that was killed left its children running. Its
- * successor replays the host's lifecycle events, finds every process that was
- * STARTED and never reported EXITED or STOPPED, checks that the pid still is that
- * very process — its start time and the launcher's marker in its environment: a pid
- * may have been reused, and an event proves nothing by itself — and stops or adopts it.
+ * Recovery: a launcher that was killed left its children running. Its successor reads
+ * the children its predecessor recorded on the bus (children.ts) or, where no launcher
+ * of the host ever recorded any, replays the host's lifecycle events: every process
+ * STARTED and never reported EXITED or STOPPED. Either way it checks that each pid still
+ * is that very process — its start time and the launcher's marker in its environment: a
+ * pid may have been reused, and a record proves nothing by itself — and stops or adopts it.
  */
 import type { Logger } from 'pino';
-import type { Bus } from '../../bus/index.js';
+import type { Bus, RunningChild } from '../../bus/index.js';
+import type { ChildLedger } from './children.js';
 import type { ComponentConfig } from './config.js';
 import type { LifecycleRecorder } from './lifecycle.js';
 import { Kind } from './lifecycle.js';
@@ -15,37 +17,21 @@ import { launcherMetrics } from './metrics.js';
 import { adoptChild, isLauncherChild, launcherMarker } from './process.js';
 import type { Adoptable } from './supervisor.js';
 
-export interface Leftover {
-  readonly component: string;
-  readonly instance: number;
-  readonly pid: number;
-  readonly port: number;
-  readonly processStart: number;
-  readonly launcherId: string;
-}
+export type Leftover = RunningChild;
 
-/** Processes the host's past events say are alive, and that really are. */
-export async function findLeftovers(bus: Bus, hostId: string, logger: Logger): Promise<Leftover[]> {
-  const alive = new Map<string, Leftover>();
-  const replayed = await bus.replay(
-    { kind: 'lifecycle', filter: `${hostId}.>` },
-    ({ event: e }) => {
-      const key = `${e.component}/${e.instance}`;
-      if (e.kind === Kind.STARTED) alive.set(key, { ...e, processStart: e.processStart });
-      else if (
-        (e.kind === Kind.EXITED || e.kind === Kind.STOPPED) &&
-        alive.get(key)?.pid === e.pid
-      ) {
-        alive.delete(key);
-      }
-    },
-  );
-  const leftovers = [...alive.values()].filter((l) => {
-    const same = isLauncherChild(
-      l.pid,
-      l.processStart,
-      launcherMarker(hostId, l.component, l.instance),
-    );
+/** Processes the host's launcher left running: those recorded, or replayed, that really are. */
+export async function findLeftovers(
+  bus: Bus,
+  ledger: ChildLedger,
+  hostId: string,
+  logger: Logger,
+): Promise<Leftover[]> {
+  const recorded = await ledger.recorded();
+  const replayed = recorded ? undefined : await replayLeftovers(bus, hostId);
+  const candidates = recorded ?? replayed?.candidates ?? [];
+  const leftovers = candidates.filter((l) => {
+    const marker = launcherMarker(hostId, l.component, l.instance);
+    const same = l.marker === marker.value && isLauncherChild(l.pid, l.processStart, marker);
     if (!same) {
       logger.info(
         { msgId: LogIds.leftoverGone, component: l.component, instance: l.instance, pid: l.pid },
@@ -54,18 +40,46 @@ export async function findLeftovers(bus: Bus, hostId: string, logger: Logger): P
     }
     return same;
   });
-  logger.info(
-    { msgId: LogIds.replayed, events: replayed, leftovers: leftovers.length },
-    `replayed ${replayed} lifecycle events of host ${hostId}: ${leftovers.length} child(ren) still running`,
-  );
-  return leftovers.map(({ component, instance, pid, port, processStart, launcherId }) => ({
-    component,
-    instance,
-    pid,
-    port,
-    processStart,
-    launcherId,
-  }));
+  if (replayed) {
+    logger.info(
+      { msgId: LogIds.replayed, events: replayed.events, leftovers: leftovers.length },
+      `no children recorded for host ${hostId}: replayed ${replayed.events} lifecycle events, ${leftovers.length} child(ren) still running`,
+    );
+  } else {
+    logger.info(
+      { msgId: LogIds.recoveredRecorded, recorded: candidates.length, leftovers: leftovers.length },
+      `host ${hostId}'s launcher recorded ${candidates.length} child(ren): ${leftovers.length} still running`,
+    );
+  }
+  return leftovers;
+}
+
+/** What the host's lifecycle events say is running: the fallback where nothing was recorded. */
+async function replayLeftovers(
+  bus: Bus,
+  hostId: string,
+): Promise<{ candidates: Leftover[]; events: number }> {
+  const alive = new Map<string, Leftover>();
+  const events = await bus.replay({ kind: 'lifecycle', filter: `${hostId}.>` }, ({ event: e }) => {
+    const key = `${e.component}/${e.instance}`;
+    if (e.kind === Kind.STARTED) {
+      alive.set(key, {
+        component: e.component,
+        instance: e.instance,
+        pid: e.pid,
+        processStart: e.processStart,
+        port: e.port,
+        marker: launcherMarker(hostId, e.component, e.instance).value,
+        launcherId: e.launcherId,
+      });
+    } else if (
+      (e.kind === Kind.EXITED || e.kind === Kind.STOPPED) &&
+      alive.get(key)?.pid === e.pid
+    ) {
+      alive.delete(key);
+    }
+  });
+  return { candidates: [...alive.values()], events };
 }
 
 /**

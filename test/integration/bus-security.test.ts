@@ -19,6 +19,7 @@ import {
   EVENTS_STREAM,
   inboxPrefix,
   Keys,
+  LaunchersBucket,
   RegistryBucket,
   Subjects,
 } from '../../bus/index.js';
@@ -336,6 +337,26 @@ describe('a locked bus: one credential per role, least privilege', () => {
         }
       });
     }
+
+    test('a launcher reads or writes another host’s children', async () => {
+      const children = (hostId: string) => ({
+        hostId,
+        launcherId: `run-${hostId}`,
+        updatedAtMs: Date.now(),
+        children: [],
+      });
+      const admin = await (await as('admin')).store(LaunchersBucket);
+      await admin.put(children('host-b'));
+      const own = await (await as('launcher-host-a')).store(LaunchersBucket);
+      await own.put(children('host-a'));
+      // A direct get may be answered by a follower a moment behind the write.
+      await until(
+        'its own value read back',
+        async () => (await own.get(Keys.launcherChildren('host-a')))?.value.hostId === 'host-a',
+      );
+      await assert.rejects(own.put(children('host-b')), PERMISSION);
+      await assert.rejects(own.get(Keys.launcherChildren('host-b')), PERMISSION);
+    });
 
     test('a launcher answers control for another host', async () => {
       const launcher = await as('launcher-host-a');

@@ -4,10 +4,19 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { type Bus, ControlError, type LifecycleEvent, Subjects } from '../../bus/index.js';
+import {
+  Bus,
+  ControlError,
+  Keys,
+  LaunchersBucket,
+  type LifecycleEvent,
+  type RunningChild,
+  Subjects,
+} from '../../bus/index.js';
 import { procStat } from '../../services/common/proc.js';
 import { ControlCodecsOf } from '../../services/launcher/control.js';
 import { LogIds } from '../../services/launcher/log-ids.js';
+import { launcherMarker } from '../../services/launcher/process.js';
 import { startBusCluster } from '../support/bus-cluster.js';
 import {
   child,
@@ -19,7 +28,7 @@ import {
   writeConfig,
 } from '../support/launcher.js';
 import { captureLogs } from '../support/logs.js';
-import type { NatsCluster } from '../support/nats-cluster.js';
+import { NatsCluster } from '../support/nats-cluster.js';
 import * as samples from '../support/samples.js';
 import { until } from '../support/wait.js';
 
@@ -77,7 +86,52 @@ function childrenOfHost(host: string): number[] {
     });
 }
 
-describe('launcher process: bad config, kill -9 and recovery by replay', () => {
+const config = (host: string, recovery: 'stop' | 'adopt') =>
+  writeConfig({
+    hostId: host,
+    recovery,
+    components: {
+      svc: {
+        command: process.execPath,
+        args: [child('service'), '--grandchild'],
+        instances: 2,
+        port: {},
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: the launcher's port placeholder
+        readiness: { http: 'http://127.0.0.1:${PORT}/healthz' },
+        stop: { timeoutSeconds: 5 },
+      },
+    },
+  });
+
+const display = async (bus: Bus, host: string) =>
+  bus.request(Subjects.control('launcher', host, 'display'), {}, ControlCodecsOf.display);
+/** The pids once every instance is READY; false until then (or while the launcher's interest reaches our node). */
+const readyPids = async (bus: Bus, host: string) => {
+  const status = await display(bus, host).catch((e: unknown) => {
+    if (e instanceof ControlError && e.code === 'UNAVAILABLE') return undefined;
+    throw e;
+  });
+  if (!status) return false;
+  return (
+    status.processes.every((p) => p.state === State.READY) && status.processes.map((p) => p.pid)
+  );
+};
+
+/** The pids the host's launcher recorded on the bus, once they are exactly `pids`. */
+const recordedAs = async (bus: Bus, host: string, pids: readonly number[]) => {
+  const store = await bus.store(LaunchersBucket);
+  return until(`children of ${host} recorded as ${pids.join(',') || 'none'}`, async () => {
+    const recorded = await store.get(Keys.launcherChildren(host));
+    const recordedPids = recorded?.value.children.map((c) => c.pid).sort() ?? [];
+    return (
+      recorded !== undefined &&
+      JSON.stringify(recordedPids) === JSON.stringify([...pids].sort()) &&
+      recorded.value
+    );
+  });
+};
+
+describe('launcher process: bad config, kill -9 and recovery', () => {
   let cluster: NatsCluster;
   let bus: Bus;
   const busLogs = captureLogs('warn');
@@ -96,37 +150,6 @@ describe('launcher process: bad config, kill -9 and recovery by replay', () => {
     await bus?.close();
     await cluster?.close();
   });
-
-  const config = (host: string, recovery: 'stop' | 'adopt') =>
-    writeConfig({
-      hostId: host,
-      recovery,
-      components: {
-        svc: {
-          command: process.execPath,
-          args: [child('service'), '--grandchild'],
-          instances: 2,
-          port: {},
-          // biome-ignore lint/suspicious/noTemplateCurlyInString: the launcher's port placeholder
-          readiness: { http: 'http://127.0.0.1:${PORT}/healthz' },
-          stop: { timeoutSeconds: 5 },
-        },
-      },
-    });
-
-  const display = async (host: string) =>
-    bus.request(Subjects.control('launcher', host, 'display'), {}, ControlCodecsOf.display);
-  /** The pids once every instance is READY; false until then (or while the launcher's interest reaches our node). */
-  const readyPids = async (host: string) => {
-    const status = await display(host).catch((e: unknown) => {
-      if (e instanceof ControlError && e.code === 'UNAVAILABLE') return undefined;
-      throw e;
-    });
-    if (!status) return false;
-    return (
-      status.processes.every((p) => p.state === State.READY) && status.processes.map((p) => p.pid)
-    );
-  };
 
   test('an invalid config at start: exit non-zero with every error listed', async () => {
     const file = await writeConfig({
@@ -148,40 +171,43 @@ describe('launcher process: bad config, kill -9 and recovery by replay', () => {
     const args = ['--config', file, '--nats', cluster.servers.join(',')];
     const first = run(args);
     await listening(first);
-    const oldPids = await until('ready', () => readyPids(host), 15_000);
+    const oldPids = await until('ready', () => readyPids(bus, host), 15_000);
     const oldGroupMembers = oldPids.flatMap((pid) => groupMembers(pid));
     assert.equal(oldGroupMembers.length, 4, 'two children, each with a grandchild');
+
+    const recorded = await recordedAs(bus, host, oldPids);
+    assert.ok(
+      recorded.children.every(
+        (c) => c.marker === launcherMarker(host, c.component, c.instance).value && c.port > 0,
+      ),
+    );
 
     first.proc.kill('SIGKILL');
     await first.exited;
     assert.ok(oldGroupMembers.every(pidAlive), 'the children outlive a killed launcher');
 
-    // STARTED events naming processes no launcher started, with their true start times:
-    // a `sleep` of the test's own (leading its group, as a child would) and init.
+    // A recorded child that is a process no launcher started, with its true start time:
+    // a `sleep` of the test's own, leading its group as a child would, without the marker.
     const stranger = spawn('sleep', ['30'], { stdio: 'ignore', detached: true });
     const strangerPid = stranger.pid!;
-    for (const [component, pid] of [
-      ['other', strangerPid],
-      ['init', 1],
-    ] as const) {
-      await bus.publisher().publish({
-        source: 'lifecycle',
-        event: samples.lifecycleEvent({
-          eventId: `${host}/${component}/1/old-run/1`,
-          kind: Kind.STARTED,
-          hostId: host,
-          component,
-          instance: 1,
-          pid,
-          processStart: procStat(pid)!.start,
-        }),
-      });
-    }
+    const impostor: RunningChild = {
+      component: 'other',
+      instance: 1,
+      pid: strangerPid,
+      processStart: procStat(strangerPid)!.start,
+      port: 0,
+      marker: launcherMarker(host, 'other', 1).value,
+      launcherId: 'old-run',
+    };
+    await (await bus.store(LaunchersBucket)).put({
+      ...recorded,
+      children: [...recorded.children, impostor],
+    });
 
     const live = await collectEvents(bus, host);
     const second = run(args);
     await listening(second);
-    const newPids = await until('ready again', () => readyPids(host), 15_000);
+    const newPids = await until('ready again', () => readyPids(bus, host), 15_000);
     assert.ok(
       oldGroupMembers.every((pid) => !pidAlive(pid)),
       'leftovers and their groups stopped',
@@ -199,49 +225,66 @@ describe('launcher process: bad config, kill -9 and recovery by replay', () => {
     assert.deepEqual(stops.map((e) => e.pid).sort(), [...oldPids].sort());
     assert.ok(pidAlive(strangerPid), 'a pid without the launcher marker is never signalled');
     assert.ok(second.lines.some((l) => l.msgId === LogIds.leftoverGone && l.pid === strangerPid));
-    assert.ok(second.lines.some((l) => l.msgId === LogIds.leftoverGone && l.pid === 1));
     stranger.kill('SIGKILL');
-    assert.ok(second.lines.some((l) => l.msgId === LogIds.replayed && l.leftovers === 2));
+    assert.ok(
+      second.lines.some(
+        (l) => l.msgId === LogIds.recoveredRecorded && l.recorded === 3 && l.leftovers === 2,
+      ),
+    );
+    await recordedAs(bus, host, newPids);
 
     second.proc.kill('SIGTERM');
     assert.equal(await second.exited, 0);
     assert.deepEqual(childrenOfHost(host), [], 'graceful stop leaves no process behind');
+    await recordedAs(bus, host, []);
     await live.stop();
   });
 
-  test('adopt mode keeps the leftovers; a reused pid is never touched; admin endpoints', async () => {
+  test('adopt mode, nothing recorded: recovery by replay keeps the leftovers; a reused pid is never touched; admin endpoints', async () => {
     const host = `host-adopt-${process.pid}`;
     const file = await config(host, 'adopt');
     const args = ['--config', file, '--nats', cluster.servers.join(',')];
     const first = run(args);
     await listening(first);
-    const oldPids = await until('ready', () => readyPids(host), 15_000);
+    const oldPids = await until('ready', () => readyPids(bus, host), 15_000);
+    await recordedAs(bus, host, oldPids);
     first.proc.kill('SIGKILL');
     await first.exited;
+    // As on a bus where no launcher of this host ever recorded its children.
+    await (await bus.store(LaunchersBucket)).remove(Keys.launcherChildren(host));
 
-    // A stale STARTED event naming a live process that is not a child of any launcher.
+    // Stale STARTED events naming live processes that are no child of any launcher: one
+    // whose pid was reused (another start time) and init, with its true start time.
     const stranger = spawn('sleep', ['30'], { stdio: 'ignore' });
-    await bus.publisher().publish({
-      source: 'lifecycle',
-      event: samples.lifecycleEvent({
-        eventId: `${host}/other/1/old-run/1`,
-        kind: Kind.STARTED,
-        hostId: host,
-        component: 'other',
-        instance: 1,
-        pid: stranger.pid!,
-        processStart: 1,
-      }),
-    });
+    for (const [component, pid, processStart] of [
+      ['other', stranger.pid!, 1],
+      ['init', 1, procStat(1)!.start],
+    ] as const) {
+      await bus.publisher().publish({
+        source: 'lifecycle',
+        event: samples.lifecycleEvent({
+          eventId: `${host}/${component}/1/old-run/1`,
+          kind: Kind.STARTED,
+          hostId: host,
+          component,
+          instance: 1,
+          pid,
+          processStart,
+        }),
+      });
+    }
 
     const second = run(args);
     const { adminPort } = (await listening(second)) as { adminPort: number };
-    const adopted = await until('ready again', () => readyPids(host), 15_000);
+    const adopted = await until('ready again', () => readyPids(bus, host), 15_000);
     assert.deepEqual(adopted, oldPids, 'the same processes, adopted');
     assert.deepEqual(childrenOfHost(host).length, 4, 'no second set started');
     assert.ok(pidAlive(stranger.pid!), 'a pid that is another process is left alone');
     assert.ok(second.lines.some((l) => l.msgId === LogIds.leftoverGone && l.pid === stranger.pid));
+    assert.ok(second.lines.some((l) => l.msgId === LogIds.leftoverGone && l.pid === 1));
     stranger.kill('SIGKILL');
+    assert.ok(second.lines.some((l) => l.msgId === LogIds.replayed && l.leftovers === 2));
+    await recordedAs(bus, host, oldPids);
 
     const admin = `http://127.0.0.1:${adminPort}`;
     assert.equal((await fetch(`${admin}/healthz`)).status, 200);
@@ -253,5 +296,69 @@ describe('launcher process: bad config, kill -9 and recovery by replay', () => {
     second.proc.kill('SIGTERM');
     assert.equal(await second.exited, 0);
     assert.deepEqual(childrenOfHost(host), [], 'adopted children are stopped with the launcher');
+  });
+});
+
+describe('launcher process: recovery outlives the events', () => {
+  let cluster: NatsCluster;
+  let bus: Bus;
+  const busLogs = captureLogs('warn');
+  const started: Running[] = [];
+
+  before(async () => {
+    cluster = await NatsCluster.start({ provision: false });
+    bus = await Bus.connect({
+      servers: cluster.servers,
+      name: 'test-short-retention',
+      logger: busLogs.logger,
+    });
+    // Events are kept two seconds: long enough for a run, never for a restart.
+    await bus.provision({ eventsMaxAgeMs: 2000 });
+  });
+  after(async () => {
+    for (const r of started) if (r.proc.exitCode === null) r.proc.kill('SIGKILL');
+    await bus?.close();
+    await cluster?.close();
+  });
+
+  test('a launcher restarted after its events expired adopts every child and starts none', async () => {
+    const host = `host-expired-${process.pid}`;
+    const args = ['--config', await config(host, 'adopt'), '--nats', cluster.servers.join(',')];
+    const first = runLauncher(args);
+    started.push(first);
+    await listening(first);
+    const oldPids = await until('ready', () => readyPids(bus, host), 15_000);
+    await recordedAs(bus, host, oldPids);
+    first.proc.kill('SIGKILL');
+    await first.exited;
+
+    const eventsOfHost = () => bus.replay({ kind: 'lifecycle', filter: `${host}.>` }, () => {});
+    await until('the host’s events expired', async () => (await eventsOfHost()) === 0, 15_000, 200);
+
+    const second = runLauncher(args);
+    started.push(second);
+    await listening(second);
+    const adopted = await until('ready again', () => readyPids(bus, host), 15_000);
+    assert.deepEqual(adopted, oldPids, 'the same processes, adopted');
+    assert.equal(childrenOfHost(host).length, 4, 'two children and their grandchildren, no more');
+    assert.ok(!second.lines.some((l) => l.msgId === LogIds.starting), 'no instance started');
+    assert.ok(second.lines.some((l) => l.msgId === LogIds.recoveredRecorded && l.leftovers === 2));
+
+    // Every transition is recorded: a child (its group) killed and restarted is replaced in the record.
+    process.kill(-adopted[0]!, 'SIGKILL');
+    const restarted = await until(
+      'restarted',
+      async () => {
+        const pids = await readyPids(bus, host);
+        return pids && !pids.includes(adopted[0]!) && pids;
+      },
+      15_000,
+    );
+    await recordedAs(bus, host, restarted);
+
+    second.proc.kill('SIGTERM');
+    assert.equal(await second.exited, 0);
+    assert.deepEqual(childrenOfHost(host), [], 'adopted children are stopped with the launcher');
+    await recordedAs(bus, host, []);
   });
 });

@@ -114,6 +114,18 @@ describe('role permissions', () => {
     assert.throws(() => rolePermissions('launcher'), /one host/);
   });
 
+  test('a launcher reads and writes its own host’s children, no other host’s', () => {
+    const launchers = (s: string) => s.includes('halyard-launchers');
+    assert.deepEqual(rolePermissions('launcher', 'host-a').publish.allow.filter(launchers), [
+      '$JS.API.STREAM.INFO.KV_halyard-launchers',
+      '$JS.API.DIRECT.GET.KV_halyard-launchers.$KV.halyard-launchers.host-a',
+      '$KV.halyard-launchers.host-a',
+    ]);
+    for (const role of ['gateway', 'discovery', 'cache', 'operator', 'extender'] as const) {
+      assert.ok(!rolePermissions(role).publish.allow.some(launchers), role);
+    }
+  });
+
   test('only the operator and admin send control requests', () => {
     for (const role of ['gateway', 'discovery', 'cache', 'extender'] as const) {
       assert.ok(

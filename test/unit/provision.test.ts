@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { StreamConfig } from '@nats-io/jetstream';
-import { configDifferences, eventsStreamConfig } from '../../bus/provision.js';
+import {
+  configDifferences,
+  deadLetterStreamConfig,
+  eventsStreamConfig,
+} from '../../bus/provision.js';
 
 test('a stream that differs from what Halyard expects is named with the field', () => {
   const expected = eventsStreamConfig({ replicas: 3 });
@@ -17,4 +21,14 @@ test('events are kept 7 days by default and deduplicated for 2 minutes', () => {
   assert.equal(config.max_age, 7 * 86_400 * 1e9);
   assert.equal(config.duplicate_window, 120 * 1e9);
   assert.deepEqual(config.subjects, ['halyard.events.>']);
+});
+
+test('a retention shorter than 2 minutes bounds the default duplicate window', () => {
+  for (const config of [
+    eventsStreamConfig({ replicas: 1, eventsMaxAgeMs: 2000 }),
+    deadLetterStreamConfig({ replicas: 1, eventsMaxAgeMs: 2000 }),
+  ]) {
+    assert.equal(config.max_age, 2 * 1e9);
+    assert.equal(config.duplicate_window, 2 * 1e9);
+  }
 });
