@@ -126,7 +126,13 @@ test('halyard up restarts a killed launcher (which adopts the mesh) and a killed
       HALYARD_NATS: servers.join(','),
     });
     for (const pid of found.keys()) upProcess.seen.add(pid);
-    return new Map([...found].map(([pid, env]) => [pid, env[LAUNCHER_MARKER_ENV]!]));
+    // The launcher's children lead their own process groups; what they start in turn
+    // (tsx's esbuild service, say) inherits the marker but not the group leadership.
+    return new Map(
+      [...found]
+        .filter(([pid]) => procStat(pid)?.pgrp === pid)
+        .map(([pid, env]) => [pid, env[LAUNCHER_MARKER_ENV]!]),
+    );
   };
   const greeterPids = () =>
     [...meshProcesses()]
