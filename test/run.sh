@@ -10,6 +10,15 @@ bash proto/generate.sh
 npx tsc -p . --noEmit
 NATS_SERVER_BIN="$(bash deploy/nats/ensure-nats-server.sh)"
 export NATS_SERVER_BIN
+# The console's browser tests drive Debian's chromium, headless.
+if [[ -z "${CHROMIUM_BIN:-}" && ! -x /usr/bin/chromium ]]; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "installing Debian's chromium for the console's browser tests" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "the console's browser tests need chromium: apt-get install chromium (as root), or set CHROMIUM_BIN" >&2
+  fi
+fi
 if [[ $# -eq 0 ]]; then
   set -- test/unit/*.test.ts test/integration/*.test.ts
 fi
