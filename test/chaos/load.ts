@@ -150,6 +150,10 @@ export class Writer {
         new TextEncoder().encode(readFileSync(files.nkey, 'utf8').trim()),
       ),
       maxReconnectAttempts: -1,
+      // As the bus's own connections: a partitioned server is left within seconds.
+      pingInterval: 2000,
+      maxPingOut: 2,
+      timeout: 2000,
     });
     const writer = new Writer(nc);
     const kv = await new Kvm(nc).create(bucket, { replicas: 3 });

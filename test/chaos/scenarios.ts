@@ -338,3 +338,44 @@ function countMap(values: readonly string[]): Map<string, number> {
   for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
   return counts;
 }
+
+/**
+ * Every NATS node stopped (SIGTERM) and started again, one after another, each next one
+ * only once every stream has a leader and current followers again.
+ */
+export function restartNatsOneByOneScenario(
+  deployment: MultiHost,
+  options: ScenarioOptions = {},
+): Promise<Row> {
+  return runScenario(
+    deployment,
+    'NATS nodes restarted one after another',
+    async () => ({
+      hit: [],
+      end: async () => {
+        for (const host of deployment.hosts.hosts) {
+          await deployment.stopNats(host.index);
+          deployment.startNats(host.index);
+          await until(
+            'every stream led and current',
+            () => streamsHealthy(deployment),
+            60_000,
+            500,
+          );
+        }
+      },
+    }),
+    options,
+  );
+}
+
+async function streamsHealthy(deployment: MultiHost): Promise<boolean> {
+  try {
+    const streams = await (await deployment.bus()).streams();
+    return streams.every(
+      (s) => s.replicas < 3 || (s.leader && s.followers.every((f) => f.current)),
+    );
+  } catch {
+    return false;
+  }
+}

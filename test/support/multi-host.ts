@@ -188,6 +188,16 @@ export class MultiHost {
     this.nats.delete(index);
   }
 
+  /** SIGTERM to host `index`'s NATS node (a clean shutdown); resolves once it exited. */
+  async stopNats(index: number): Promise<void> {
+    const child = this.nats.get(index);
+    this.nats.delete(index);
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = once(child, 'exit');
+    child.kill('SIGTERM');
+    await exited;
+  }
+
   /** The launcher process of host `index` as started here (undefined once it exited). */
   launcherPid(index: number): number | undefined {
     const child = this.launchers.get(index);
