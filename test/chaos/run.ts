@@ -7,12 +7,13 @@
  */
 import { MultiHost } from '../support/multi-host.js';
 import {
+  killBucketLeaderScenario,
   killGatewayScenario,
   killHostScenario,
   killLauncherScenario,
-  killRegistryLeaderScenario,
   partitionScenario,
   type Row,
+  restartNatsAllAtOnceScenario,
   restartNatsOneByOneScenario,
 } from './scenarios.js';
 
@@ -63,8 +64,10 @@ const scenarios: [string, (d: MultiHost) => Promise<Row>][] = [
   ['partition', (d) => partitionScenario(d, 3, 30)],
   ['gateway', (d) => killGatewayScenario(d, 1)],
   ['launcher', (d) => killLauncherScenario(d, 2)],
-  ['registry leader', (d) => killRegistryLeaderScenario(d)],
+  ['registry leader', (d) => killBucketLeaderScenario(d, 'registry')],
+  ['affinity leader', (d) => killBucketLeaderScenario(d, 'affinity')],
   ['nats one by one', (d) => restartNatsOneByOneScenario(d)],
+  ['nats all at once', (d) => restartNatsAllAtOnceScenario(d)],
 ];
 
 async function main(): Promise<number> {

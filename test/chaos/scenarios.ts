@@ -245,24 +245,22 @@ export function killGatewayScenario(
   );
 }
 
-/** kill -9 of the NATS node leading the registry bucket; started again after 5 s. */
-export function killRegistryLeaderScenario(
+/** kill -9 of the NATS node leading `bucket`'s stream; started again after 5 s. */
+export function killBucketLeaderScenario(
   deployment: MultiHost,
+  bucket: 'registry' | 'affinity',
   options: ScenarioOptions = {},
 ): Promise<Row> {
   let node = '?';
   return runScenario(
     deployment,
-    'kill -9 of the NATS leader of the registry',
+    `kill -9 of the NATS leader of the ${bucket} bucket`,
     async () => {
       const streams = await (await deployment.bus()).streams();
-      const leader = streams.find((s) => s.name === kvStream(Buckets.registry))?.leader;
-      node = leader ?? '?';
+      const stream = kvStream(Buckets[bucket]);
+      node = streams.find((s) => s.name === stream)?.leader ?? '?';
       const index = Number(/^n(\d)$/.exec(node)?.[1]);
-      if (!index)
-        throw new Error(
-          `no leader of the registry: ${streams.map((s) => `${s.name}=${s.leader}`)}`,
-        );
+      if (!index) throw new Error(`${stream} has no leader now`);
       deployment.killNats(index);
       return {
         hit: [],
@@ -273,7 +271,7 @@ export function killRegistryLeaderScenario(
       };
     },
     options,
-    async () => [`leader was ${node}`],
+    async () => [`its leader was ${node}`],
   );
 }
 
@@ -378,4 +376,32 @@ async function streamsHealthy(deployment: MultiHost): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** Every NATS node killed (-9) at once, then all started again: the bus is gone meanwhile. */
+export function restartNatsAllAtOnceScenario(
+  deployment: MultiHost,
+  options: ScenarioOptions = {},
+): Promise<Row> {
+  return runScenario(
+    deployment,
+    'all NATS nodes killed at once, started again',
+    async () => {
+      for (const host of deployment.hosts.hosts) deployment.killNats(host.index);
+      return {
+        hit: [],
+        end: async () => {
+          await sleep(2000);
+          for (const host of deployment.hosts.hosts) deployment.startNats(host.index);
+          await until(
+            'every stream led and current',
+            () => streamsHealthy(deployment),
+            90_000,
+            500,
+          );
+        },
+      };
+    },
+    options,
+  );
 }
