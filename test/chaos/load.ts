@@ -121,7 +121,9 @@ export class Load {
     }
   }
 
+  /** Stops every caller after its current call; calling it again changes nothing. */
   async stop(): Promise<void> {
+    if (!this.running) return;
     this.running = false;
     await Promise.all(this.loops);
     this.client.close();
@@ -189,7 +191,11 @@ export class Writer {
       const entry = await kv.get(key);
       if (!entry || entry.string() !== key.slice(1)) lost++;
     }
-    await this.nc.close();
     return lost;
+  }
+
+  async close(): Promise<void> {
+    await this.stop();
+    if (!this.nc.isClosed()) await this.nc.close();
   }
 }

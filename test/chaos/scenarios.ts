@@ -72,6 +72,9 @@ export async function runScenario(
     roundRobin: options.roundRobin ?? 3,
     users: options.users ?? 12,
     pauseMs: 20,
+  }).catch(async (err: unknown) => {
+    await writer.close();
+    throw err;
   });
   let recoveredAt: number | undefined;
   let faultAt = 0;
@@ -126,7 +129,7 @@ export async function runScenario(
     };
   } finally {
     await load.stop();
-    await writer.stop();
+    await writer.close();
   }
 }
 
