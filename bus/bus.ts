@@ -360,6 +360,14 @@ async function connectionOptions(options: BusOptions): Promise<ConnectionOptions
     maxReconnectAttempts: -1,
     reconnectTimeWait: 1000,
     reconnectJitter: 500,
+    // A server cut off from this client by a partition sends no reset: without pings
+    // answered the client notices after pingInterval × maxPingOut and moves to another
+    // server. The default (2 min × 2) leaves a component's views frozen for minutes.
+    pingInterval: 2000,
+    maxPingOut: 2,
+    // Each attempt to (re)connect: one that reaches a cut-off server fails after this
+    // instead of the default 20 s, and the next server is tried.
+    timeout: 2000,
     waitOnFirstConnect: true,
     ...(options.failFast
       ? { maxReconnectAttempts: 0, waitOnFirstConnect: false, timeout: 2000, reconnect: false }

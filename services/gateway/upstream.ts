@@ -3,7 +3,9 @@
  * kept up: lost sessions are re-established with backoff, and while a connect is
  * failing, calls fail fast (the forwarder retries them elsewhere) instead of queueing.
  * A GOAWAY from the instance retires the session for new calls; calls already on it
- * finish there.
+ * finish there. A link that dies silently (a partition sends no reset) is noticed by
+ * pings: a session whose ping goes unanswered is destroyed like a lost connection, and a
+ * connect that gets no answer gives up, so calls move elsewhere instead of hanging.
  */
 import {
   type ClientHttp2Session,
@@ -39,6 +41,10 @@ type Tagged = ClientHttp2Session & { [kLastStreamId]?: number };
 export function goawayLastStreamId(session: ClientHttp2Session): number | undefined {
   return (session as Tagged)[kLastStreamId];
 }
+
+const PING_INTERVAL_MS = 2000;
+const PING_TIMEOUT_MS = 3000;
+const CONNECT_TIMEOUT_MS = 3000;
 
 /** Connected sessions across all upstreams, for the sessions gauge. */
 export const upstreamStats = { sessions: 0 };
@@ -111,6 +117,12 @@ export class Upstream {
           : netConnect(target);
         // Frames of many calls share the socket: Nagle would hold small ones back.
         socket.setNoDelay(true);
+        const unanswered = setTimeout(
+          () => socket.destroy(new Error(`no answer within ${CONNECT_TIMEOUT_MS} ms`)),
+          CONNECT_TIMEOUT_MS,
+        );
+        socket.once(tls ? 'secureConnect' : 'connect', () => clearTimeout(unanswered));
+        socket.once('close', () => clearTimeout(unanswered));
         return socket;
       },
     });
@@ -122,6 +134,7 @@ export class Upstream {
       this.retryAt = 0;
       upstreamStats.sessions++;
       session.setLocalWindowSize(this.options.windowBytes);
+      keepAlive(session);
       gatewayMetrics.upstreamConnects.inc({ result: 'connected' });
       this.logger.info(
         { msgId: GatewayLogIds.upstreamConnected, address: this.address },
@@ -188,4 +201,19 @@ export class Upstream {
     }, delay);
     this.reconnectTimer.unref();
   }
+}
+
+/** Pings the session; one unanswered in time destroys it (its `close` follows). */
+function keepAlive(session: ClientHttp2Session): void {
+  const timer = setInterval(() => {
+    if (session.closed || session.destroyed) return;
+    const unanswered = setTimeout(
+      () => session.destroy(new Error(`no answer to a ping within ${PING_TIMEOUT_MS} ms`)),
+      PING_TIMEOUT_MS,
+    );
+    unanswered.unref();
+    session.ping(() => clearTimeout(unanswered));
+  }, PING_INTERVAL_MS);
+  timer.unref();
+  session.once('close', () => clearInterval(timer));
 }
