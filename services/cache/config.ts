@@ -40,6 +40,7 @@ import {
 } from '../common/component-config.js';
 import { loadYamlConfig } from '../common/config.js';
 import { serverTlsSettings } from '../common/server-tls.js';
+import { selfRegistrationSettings } from '../discovery/self-registration.js';
 import { DEFAULT_LIMITS, DEFAULT_POLICY } from './rules.js';
 
 const port = z.number().int().min(0).max(65535);
@@ -51,26 +52,6 @@ const policy = z.strictObject({
   eviction: z.enum(['reject', 'remove-oldest']).default(DEFAULT_POLICY.eviction),
   ttlSeconds: z.number().int().nonnegative().default(DEFAULT_POLICY.ttlSeconds),
 });
-
-/** Registration in discovery; the credential discovery grants service `halyard-cache`. */
-const discovery = z
-  .strictObject({
-    addresses: z.array(z.string().min(1)).min(1),
-    advertise: z.string().min(1).optional(),
-    tokenFile: z.string().min(1).optional(),
-    tls: z
-      .strictObject({
-        caFile: z.string().min(1),
-        certFile: z.string().min(1).optional(),
-        keyFile: z.string().min(1).optional(),
-      })
-      .optional(),
-    leaseSeconds: z.number().int().min(1).max(300).default(10),
-    drainGraceMs: z.number().int().nonnegative().default(1000),
-  })
-  .refine((d) => d.tokenFile !== undefined || d.tls?.certFile !== undefined, {
-    message: 'discovery needs a credential: tokenFile or a tls client certificate',
-  });
 
 export const cacheConfig = z.strictObject({
   id: namespaceName.default('cache-1'),
@@ -99,7 +80,8 @@ export const cacheConfig = z.strictObject({
   trim: z
     .strictObject({ intervalMs: z.number().int().min(50).default(1000) })
     .default({ intervalMs: 1000 }),
-  discovery: discovery.optional(),
+  /** Registration as service `halyard-cache`; the credential discovery grants that id. */
+  discovery: selfRegistrationSettings.optional(),
 });
 
 export type CacheConfig = z.infer<typeof cacheConfig>;

@@ -14,7 +14,7 @@ import type { CacheConfig } from './config.js';
 import { Identities } from './identity.js';
 import { CacheLogIds } from './log-ids.js';
 import { cacheMetrics } from './metrics.js';
-import { CacheRegistration } from './registration.js';
+import { cacheRegistration } from './registration.js';
 import { CacheError, DEFAULT_POLICY, type Limits, type NamespacePolicy } from './rules.js';
 import { type CacheChange, CacheState } from './state.js';
 
@@ -111,7 +111,7 @@ export class CacheServer {
 
     const registration =
       config.discovery &&
-      new CacheRegistration(
+      cacheRegistration(
         config.discovery,
         {
           instanceId: config.id,
