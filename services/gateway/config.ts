@@ -11,6 +11,10 @@ import {
   loadComponentConfig,
   type Setting,
 } from '../common/component-config.js';
+import { selfRegistrationSettings } from '../discovery/self-registration.js';
+
+/** The service id gateways register as: listed by `halyard status`, found by clients. */
+export const GATEWAY_SERVICE_ID = 'halyard-gateway';
 
 const port = z.number().int().min(0).max(65_535);
 
@@ -127,6 +131,12 @@ export const gatewayConfigSchema = z.strictObject({
         .prefault({}),
     })
     .prefault({}),
+  /**
+   * Registration as service `halyard-gateway` once ready (the credential discovery
+   * grants that id); `advertise` is the client-facing address, by default listen
+   * host:port, so set it when listening on every interface.
+   */
+  discovery: selfRegistrationSettings.optional(),
   /** On SIGTERM, calls in flight get this long to finish after GOAWAY. */
   stopTimeoutSeconds: z.number().positive().default(20),
 });
@@ -185,6 +195,25 @@ const settings: readonly Setting[] = [
     description: 'client-facing TLS certificate (PEM)',
   },
   { flag: '--tls-key <file>', path: 'tls.keyFile', description: 'client-facing TLS key (PEM)' },
+  {
+    flag: '--discovery <addresses>',
+    env: 'HALYARD_GATEWAY_DISCOVERY',
+    path: 'discovery.addresses',
+    description: 'register as halyard-gateway through these discovery replicas, comma-separated',
+    parse: list,
+  },
+  {
+    flag: '--discovery-token-file <file>',
+    env: 'HALYARD_GATEWAY_DISCOVERY_TOKEN_FILE',
+    path: 'discovery.tokenFile',
+    description: 'file holding the token discovery grants service halyard-gateway',
+  },
+  {
+    flag: '--advertise <host:port>',
+    env: 'HALYARD_GATEWAY_ADVERTISE',
+    path: 'discovery.advertise',
+    description: 'the client-facing address registered in discovery (default: listen)',
+  },
   {
     env: 'HALYARD_GATEWAY_MESH_SECRET',
     path: 'affinity.meshSecret',

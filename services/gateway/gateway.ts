@@ -34,11 +34,12 @@ import { halyard } from '../../proto/gen/halyard.js';
 import { type AdminServer, startAdmin } from '../common/admin.js';
 import type { BalancingSettings } from '../common/lb-metadata.js';
 import { sleep } from '../common/sleep.js';
+import { SelfRegistration } from '../discovery/self-registration.js';
 import { Admission } from './admission.js';
 import { AffinityTable, type Clock } from './affinity.js';
 import { AffinityReleases } from './affinity-release.js';
 import { type Balancer, HeaderBalancer, RoundRobin, UserBalancer } from './balancer.js';
-import type { GatewayConfig } from './config.js';
+import { GATEWAY_SERVICE_ID, type GatewayConfig } from './config.js';
 import { Ejector } from './ejection.js';
 import { GatewayEvents } from './events.js';
 import { ExposurePolicy } from './exposure.js';
@@ -88,6 +89,8 @@ export class Gateway {
   private readonly h2: Http2Server | Http2SecureServer;
   private readonly listener: Server;
   private admin: AdminServer | undefined;
+  /** This replica as service `halyard-gateway` in the registry, when configured. */
+  private registration: SelfRegistration | undefined;
   private stopping = false;
   private loaded = false;
   /** Settles (never rejects) once the views are loaded (true) or cannot be (false). */
@@ -272,6 +275,7 @@ export class Gateway {
         void this.events.publish(Kind.GATEWAY_STARTED, {
           reason: 'registry and affinity views loaded',
         });
+        this.register();
         return true;
       },
       (error: Error) => {
@@ -285,6 +289,25 @@ export class Gateway {
         return false;
       },
     );
+  }
+
+  /** Into the registry once calls are routed, so that clients find only ready gateways. */
+  private register(): void {
+    const { config, logger } = this;
+    if (!config.discovery || this.stopping) return;
+    this.registration = new SelfRegistration(
+      config.discovery,
+      {
+        serviceId: GATEWAY_SERVICE_ID,
+        instanceId: config.id,
+        address: config.discovery.advertise ?? `${config.listen.host}:${this.port}`,
+        // A gateway serves other services' names: it claims none, so nothing routes to it.
+        grpcServices: [],
+      },
+      logger,
+      GatewayLogIds.registrationFailed,
+    );
+    this.registration.start();
   }
 
   private balancerFor(
@@ -354,6 +377,8 @@ export class Gateway {
       'stopping: GOAWAY sent, calls in flight finish',
     );
     const stoppingEvent = this.events.publish(Kind.GATEWAY_STOPPING, { reason: 'stop requested' });
+    // Out of the registry (DRAINING, then deregistered) while the calls in flight finish.
+    const deregistered = this.registration?.stop();
     const listenerClosed = new Promise<void>((resolve) => this.listener.close(() => resolve()));
     for (const session of this.clientSessions) session.close();
     const drained = await waitFor(() => this.clientSessions.size === 0, timeoutMs);
@@ -372,6 +397,7 @@ export class Gateway {
     this.affinity.close();
     this.affinityView.stop();
     await this.admin?.close();
+    await deregistered;
     // The event is best effort within a bound: the bus may be the thing that is down.
     await Promise.race([
       stoppingEvent,

@@ -27,6 +27,7 @@ export const GatewayLogIds = {
   jwtClaimsUnchecked: 'HALG0083W',
   affinityReleased: 'HALG0084I',
   affinityReleaseIgnored: 'HALG0085W',
+  registrationFailed: 'HALG0090W',
   configInvalid: 'HALG0070E',
   fatal: 'HALG0071E',
 } as const;

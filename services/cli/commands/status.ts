@@ -12,6 +12,7 @@ import type {
 } from '../../../bus/index.js';
 import { halyard } from '../../../proto/gen/halyard.js';
 import { DISCOVERY_SERVICE_ID } from '../../discovery/health-checker.js';
+import { GATEWAY_SERVICE_ID } from '../../gateway/config.js';
 import { withBus } from '../connect.js';
 import { ExitCodes } from '../errors.js';
 import { formatAge, nameOf, table } from '../format.js';
@@ -65,12 +66,56 @@ async function status(bus: Bus, asJson: boolean): Promise<number> {
   return unhealthy ? ExitCodes.failed : ExitCodes.ok;
 }
 
-function gatewaysOf(hosts: LauncherStatus[]) {
-  return hosts.flatMap((h) =>
+/** A gateway as a launcher reports it, or as it registered itself, or both. */
+interface GatewayRow {
+  /** The launcher's host, or `-` for a gateway no launcher runs. */
+  readonly host: string;
+  /** The launcher's process name (`gateway-<n>`), else the registered instance id. */
+  readonly name: string;
+  /** The launcher's process state, when a launcher runs it. */
+  readonly state: number | undefined;
+  /** The registration's status, when it registered itself. */
+  readonly registry: number | undefined;
+  readonly address: string;
+}
+
+/**
+ * Gateways from the launchers merged with the `halyard-gateway` registrations, so that
+ * one started by hand shows too. A launched gateway and its registration are one row:
+ * the registration names the launcher's host (HALYARD_HOST) and the launcher's port.
+ */
+function gatewaysOf(hosts: LauncherStatus[], instances: ServiceInstance[]): GatewayRow[] {
+  const registered = instances.filter((i) => i.serviceId === GATEWAY_SERVICE_ID);
+  const matched = new Set<ServiceInstance>();
+  const launched = hosts.flatMap((h) =>
     h.processes
       .filter((p) => p.component === 'gateway')
-      .map((p) => ({ host: h.hostId, instance: p.instance, port: p.port, state: p.state })),
+      .map((p): GatewayRow => {
+        const own = registered.find(
+          (i) => !matched.has(i) && i.hostId === h.hostId && i.address.endsWith(`:${p.port}`),
+        );
+        if (own) matched.add(own);
+        return {
+          host: h.hostId,
+          name: `gateway-${p.instance}`,
+          state: p.state,
+          registry: own?.status,
+          address: own?.address ?? `127.0.0.1:${p.port}`,
+        };
+      }),
   );
+  const byHand = registered
+    .filter((i) => !matched.has(i))
+    .map(
+      (i): GatewayRow => ({
+        host: i.hostId || '-',
+        name: i.instanceId,
+        state: undefined,
+        registry: i.status,
+        address: i.address,
+      }),
+    );
+  return [...launched, ...byHand];
 }
 
 export function statusJson({ now, instances, hosts, server, streams }: StatusReport) {
@@ -82,7 +127,11 @@ export function statusJson({ now, instances, hosts, server, streams }: StatusRep
     discoveryReplicas: instances
       .filter((i) => i.serviceId === DISCOVERY_SERVICE_ID)
       .map(instanceJson),
-    gateways: gatewaysOf(hosts).map((g) => ({ ...g, state: State[g.state] ?? g.state })),
+    gateways: gatewaysOf(hosts, instances).map((g) => ({
+      ...g,
+      state: g.state === undefined ? undefined : (State[g.state] ?? g.state),
+      registry: g.registry === undefined ? undefined : (InstanceStatus[g.registry] ?? g.registry),
+    })),
     launchers: hosts.map(launcherJson),
     bus: { server: server.name, cluster: server.cluster, streams },
   };
@@ -91,7 +140,9 @@ export function statusJson({ now, instances, hosts, server, streams }: StatusRep
 function statusText({ now, instances, hosts, server, streams }: StatusReport): string {
   const lease = (i: ServiceInstance) => `${formatAge(now - i.renewedAtMs)}/${i.leaseSeconds}s`;
   const out: string[] = [];
-  const services = instances.filter((i) => i.serviceId !== DISCOVERY_SERVICE_ID);
+  const services = instances.filter(
+    (i) => i.serviceId !== DISCOVERY_SERVICE_ID && i.serviceId !== GATEWAY_SERVICE_ID,
+  );
   out.push(`SERVICES (${new Set(services.map((i) => i.serviceId)).size})`);
   out.push(
     services.length === 0
@@ -124,17 +175,18 @@ function statusText({ now, instances, hosts, server, streams }: StatusReport): s
           ]),
         ),
   );
-  const gateways = gatewaysOf(hosts);
-  out.push('', `GATEWAYS (${gateways.length}, from the launchers)`);
+  const gateways = gatewaysOf(hosts, instances);
+  out.push('', `GATEWAYS (${gateways.length}, from the launchers and the registry)`);
   out.push(
     gateways.length === 0
       ? '  (none)'
       : table(
-          ['GATEWAY', 'STATE', 'ADDRESS'],
+          ['GATEWAY', 'STATE', 'REGISTRY', 'ADDRESS'],
           gateways.map((g) => [
-            `${g.host}/gateway-${g.instance}`,
-            nameOf(State, g.state),
-            `127.0.0.1:${g.port}`,
+            `${g.host}/${g.name}`,
+            g.state === undefined ? '-' : nameOf(State, g.state),
+            g.registry === undefined ? '-' : nameOf(InstanceStatus, g.registry),
+            g.address,
           ]),
         ),
   );
