@@ -15,6 +15,7 @@ import {
   type Row,
   restartNatsAllAtOnceScenario,
   restartNatsOneByOneScenario,
+  rollingRestartScenario,
 } from './scenarios.js';
 
 const TIMEOUT_S = Number(process.env.CHAOS_TIMEOUT_S ?? 900);
@@ -64,6 +65,7 @@ const scenarios: [string, (d: MultiHost) => Promise<Row>][] = [
   ['partition', (d) => partitionScenario(d, 3, 30)],
   ['gateway', (d) => killGatewayScenario(d, 1)],
   ['launcher', (d) => killLauncherScenario(d, 2)],
+  ['rolling restart', (d) => rollingRestartScenario(d)],
   ['registry leader', (d) => killBucketLeaderScenario(d, 'registry')],
   ['affinity leader', (d) => killBucketLeaderScenario(d, 'affinity')],
   ['nats one by one', (d) => restartNatsOneByOneScenario(d)],

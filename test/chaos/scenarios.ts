@@ -309,6 +309,31 @@ export function killLauncherScenario(
   );
 }
 
+/**
+ * `halyard launcher restart greeter` as the operator on host 1: host by host, one
+ * instance at a time, each next once the last is ready and registered again. Every
+ * greeter is restarted, so every sticky user may move.
+ */
+export function rollingRestartScenario(
+  deployment: MultiHost,
+  options: ScenarioOptions = {},
+): Promise<Row> {
+  return runScenario(
+    deployment,
+    'rolling restart of the greeters across hosts',
+    async () => {
+      const result = await deployment.halyard(1, 'operator', ['launcher', 'restart', 'greeter']);
+      if (result.code !== 0) {
+        throw new Error(
+          `launcher restart failed (${result.code}): ${result.stdout}${result.stderr}`,
+        );
+      }
+      return { hit: [1, 2, 3].flatMap(greetersOf), end: async () => {} };
+    },
+    options,
+  );
+}
+
 /** Component processes of host `index` its launcher does not report, and instances running twice. */
 export async function adoption(deployment: MultiHost, index: number) {
   const status = await deployment.launcherStatus();
