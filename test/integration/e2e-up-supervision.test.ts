@@ -21,6 +21,7 @@ import { procStat } from '../../services/common/proc.js';
 import { ControlCodecsOf } from '../../services/launcher/control.js';
 import { LogIds } from '../../services/launcher/log-ids.js';
 import { LAUNCHER_MARKER_ENV } from '../../services/launcher/process.js';
+import { pidAlive } from '../support/launcher.js';
 import { processesWithEnvironment } from '../support/processes.js';
 import { freeBasePort, UpProcess } from '../support/up-process.js';
 import { until } from '../support/wait.js';
@@ -51,11 +52,6 @@ after(async () => {
   up?.kill();
   fs.rmSync(dataDir, { recursive: true, force: true });
 });
-
-function alive(pid: number): boolean {
-  const state = procStat(pid)?.state;
-  return state !== undefined && state !== 'Z';
-}
 
 const Greeter = grpc.makeGenericClientConstructor(
   serviceDefinition('demo.greeter.v1.Greeter'),
@@ -171,7 +167,7 @@ test('halyard up restarts a killed launcher (which adopts the mesh) and a killed
   const { pid: launcherPid } = JSON.parse(fs.readFileSync(launcherPidFile, 'utf8')) as {
     pid: number;
   };
-  assert.ok(alive(launcherPid));
+  assert.ok(pidAlive(launcherPid));
   process.kill(launcherPid, 'SIGKILL');
   const adopted = () =>
     new Set(
@@ -250,14 +246,14 @@ test('halyard up restarts a killed launcher (which adopts the mesh) and a killed
   const node = { name: 'n1', httpPort: basePort + 4001 };
   const nodePidFile = path.join(dataDir, 'nats', node.name, 'nats.pid');
   const nodePid = Number.parseInt(fs.readFileSync(nodePidFile, 'utf8'), 10);
-  assert.ok(nodePid > 1 && alive(nodePid));
+  assert.ok(nodePid > 1 && pidAlive(nodePid));
   process.kill(nodePid, 'SIGKILL');
   const killedAt = Date.now();
   await until(
     `${node.name} back in the cluster, every stream replica current`,
     async () => {
       const newPid = Number.parseInt(fs.readFileSync(nodePidFile, 'utf8'), 10);
-      return newPid !== nodePid && alive(newPid) && (await replicasCurrent(basePort, node.name));
+      return newPid !== nodePid && pidAlive(newPid) && (await replicasCurrent(basePort, node.name));
     },
     NODE_BACK_TIMEOUT_MS,
     250,
@@ -296,8 +292,8 @@ test('halyard up restarts a killed launcher (which adopts the mesh) and a killed
   ]);
   clearTimeout(timer);
   assert.equal(code, 0, `halyard up did not exit cleanly (${code})\n${up.stderr.slice(-3000)}`);
-  assert.deepEqual(meshPids.filter(alive), [], 'mesh processes left behind');
-  assert.deepEqual([...up.seen].filter(alive), [], 'processes left behind');
+  assert.deepEqual(meshPids.filter(pidAlive), [], 'mesh processes left behind');
+  assert.deepEqual([...up.seen].filter(pidAlive), [], 'processes left behind');
   assert.match(up.stderr, /HALX0013I/, 'the mesh was stopped through its launcher');
   // In reverse dependency order, by the new launcher, as its log tells (the lifecycle
   // events say the same; `up` shows those it receives before it closes the bus).

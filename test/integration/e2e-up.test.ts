@@ -13,8 +13,8 @@ import * as grpc from '@grpc/grpc-js';
 import { type Bus, type LifecycleEvent, Subjects } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { serviceDefinition } from '../../services/common/grpc.js';
-import { procStat } from '../../services/common/proc.js';
 import { ControlCodecsOf } from '../../services/launcher/control.js';
+import { pidAlive } from '../support/launcher.js';
 import { freeBasePort, UpProcess } from '../support/up-process.js';
 
 const READY_TIMEOUT_MS = 60_000;
@@ -33,12 +33,6 @@ after(async () => {
   up?.kill();
   fs.rmSync(dataDir, { recursive: true, force: true });
 });
-
-function alive(pid: number): boolean {
-  const state = procStat(pid)?.state;
-  // A zombie is gone for our purpose.
-  return state !== undefined && state !== 'Z';
-}
 
 interface Reply {
   message: string;
@@ -179,7 +173,7 @@ test('halyard up: a mesh that answers through both gateways, fails over, restart
   clearTimeout(timer);
   assert.equal(code, 0, `halyard up did not exit cleanly (${code})\n${up.stderr.slice(-3000)}`);
   t.diagnostic(`stopped ${Date.now() - stopping} ms after SIGINT`);
-  const left = [...up.seen].filter(alive);
+  const left = [...up.seen].filter(pidAlive);
   assert.deepEqual(left, [], 'processes left behind');
   assert.match(up.stderr, /HALX0013I/, 'the mesh was stopped through its launcher');
   // The lifecycle events of the stop, as up shows them.
