@@ -172,6 +172,8 @@ function deliverFrom(from: StartFrom): Partial<ConsumerConfig> {
  * for one small pull request every few seconds per idle subscription.
  */
 const PULL_EXPIRES_MS = 5000;
+/** How often a replay that received nothing lately asks whether anything is left. */
+const REPLAY_IDLE_CHECK_MS = 1000;
 
 export async function subscribe<K extends SubscriptionKind>(
   js: JetStreamClient,
@@ -382,7 +384,20 @@ export async function replay<K extends SubscriptionKind>(
   );
   const messages = await consumer.consume({ max_messages: 256, expires: PULL_EXPIRES_MS });
   let replayed = 0;
+  let lastSeq = 0;
+  // Messages may lapse (max age) after the count above: when nothing arrives for a
+  // while, the consumer says whether anything is left to deliver; if not, the replay is
+  // over rather than waiting for messages that are gone.
+  const idle = setInterval(async () => {
+    try {
+      const left = await consumer.info();
+      if (left.num_pending === 0 && left.delivered.stream_seq <= lastSeq) messages.stop();
+    } catch {
+      // Asked again on the next tick.
+    }
+  }, REPLAY_IDLE_CHECK_MS);
   for await (const m of messages) {
+    lastSeq = m.seq;
     try {
       const delivery = feed.decode(m) as Delivery<K>;
       await handler(delivery, { seq: m.seq, subject: m.subject, time: m.time, attempt: 1 });
@@ -394,6 +409,7 @@ export async function replay<K extends SubscriptionKind>(
     // Pending counts what matched the filter after this message when it was sent.
     if (m.info.pending === 0) break;
   }
+  clearInterval(idle);
   messages.stop();
   return replayed;
 }
