@@ -1,8 +1,9 @@
 /**
  * The registry's rules, independent of gRPC: what a registration, renewal,
  * deregistration and status change do to the `halyard-registry` bucket. Every decision
- * reads the authoritative value and writes with compare-and-set on its revision, so two
- * replicas deciding at once cannot both win: the loser decides again on what won.
+ * writes with compare-and-set on the revision of the value it decided on (read from the
+ * leader, or for a renewal from the local view first), so two replicas deciding at once
+ * cannot both win: the loser decides again on what won.
  */
 
 import { status } from '@grpc/grpc-js';
@@ -108,10 +109,29 @@ export class Registry {
     return { instance: stored, renewIntervalSeconds: renewIntervalSeconds(stored.leaseSeconds) };
   }
 
-  /** Extends the lease; NOT_FOUND tells the instance to register again. */
+  /**
+   * Extends the lease; NOT_FOUND tells the instance to register again.
+   *
+   * A renewal first writes over the value this replica's view holds, compare-and-set
+   * on its revision: when the write lands, that value was the authoritative one, so
+   * the decision is the one a leader read would have made, for one bus round trip
+   * instead of two. A value that changed meanwhile (a deregistration, a status change,
+   * a renewal through another replica) fails the compare-and-set and the renewal is
+   * decided again on the leader's value.
+   */
   async renew(rawRef: Record<string, unknown> | null | undefined): Promise<number> {
     const ref = validateRef(rawRef);
     const now = Date.now();
+    const known = this.liveInView(ref, now);
+    if (known !== undefined) {
+      const renewed = { ...known.value, renewedAtMs: now };
+      try {
+        await this.options.store.update(renewed, known.revision);
+        return expiresAt(renewed);
+      } catch (error) {
+        if (!(error instanceof KeyChangedError)) throw error;
+      }
+    }
     return this.decide(ref, async (entry) => {
       const held = this.options.heldCopy(ref.serviceId, ref.instanceId);
       const current = entry?.value ?? held;
@@ -238,6 +258,16 @@ export class Registry {
         `instance.grpc_services[${index}]`,
       );
     }
+  }
+
+  /** The instance's live value and revision as this replica's view holds them. */
+  private liveInView(ref: InstanceRef, now: number): Revisioned<ServiceInstance> | undefined {
+    const key = Keys.registry(ref.serviceId, ref.instanceId);
+    const view = this.options.view;
+    const value = view.get(key);
+    const revision = view.revision(key);
+    if (value === undefined || revision === undefined || expiresAt(value) <= now) return undefined;
+    return { key, value, revision };
   }
 
   private async authoritative(ref: InstanceRef): Promise<ServiceInstance | undefined> {
