@@ -130,7 +130,7 @@ export class KvStore<T> {
   }
 
   /** Starts a local view of the whole bucket; await its `ready` before trusting it. */
-  view(options?: ViewOptions): LocalView<T> {
+  view(options?: ViewOptions<T>): LocalView<T> {
     return new LocalView(this.kv, this.spec, this.logger, this.signal, options);
   }
 

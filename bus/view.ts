@@ -9,6 +9,7 @@
  */
 import type { KV, KvWatchEntry } from '@nats-io/kv';
 import type { BucketSpec } from './buckets.js';
+import type { MessageOrigin } from './codec.js';
 import { InvalidMessageError, reportInvalid } from './invalid.js';
 import { type Logger, LogIds } from './log.js';
 import { busMetrics } from './metrics.js';
@@ -36,13 +37,19 @@ export type EntryChange<T> =
   | { readonly op: 'put'; readonly key: string; readonly value: T; readonly revision: number }
   | { readonly op: 'remove'; readonly key: string; readonly revision: number };
 
-export interface ViewOptions {
+export interface ViewOptions<T> {
   /**
    * Keep the values (default). A view that does not keep them only tells `onEntry`
    * listeners: for readers that hold a bucket in a more compact form of their own
    * (`get`, `entries`, `size` and `onChange` then see nothing).
    */
   readonly hold?: boolean;
+  /**
+   * Decodes a value instead of the bucket's codec: for a reader loading a large bucket
+   * with a cheaper decoder that accepts exactly what the codec accepts (and throws the
+   * codec's InvalidMessageError otherwise).
+   */
+  readonly decode?: (bytes: Uint8Array, origin: MessageOrigin) => T;
 }
 
 interface Held<T> {
@@ -66,6 +73,7 @@ export class LocalView<T> {
   private readonly listeners = new Set<(change: ViewChange<T>) => void>();
   private readonly entryListeners = new Set<(change: EntryChange<T>) => void>();
   private readonly hold: boolean;
+  private readonly decode: (bytes: Uint8Array, origin: MessageOrigin) => T;
   private readonly stopper = new AbortController();
   private expiryTimer: NodeJS.Timeout | undefined;
   private nextExpiryCheck = Number.POSITIVE_INFINITY;
@@ -77,9 +85,10 @@ export class LocalView<T> {
     private readonly spec: BucketSpec<T>,
     private readonly logger: Logger,
     busSignal: AbortSignal,
-    options: ViewOptions = {},
+    options: ViewOptions<T> = {},
   ) {
     this.hold = options.hold ?? true;
+    this.decode = options.decode ?? ((bytes, origin) => spec.codec.decode(bytes, origin));
     const signal = AbortSignal.any([busSignal, this.stopper.signal]);
     this.ready = this.run(signal);
     // `ready` may be awaited late or never (a component that only listens).
@@ -252,7 +261,7 @@ export class LocalView<T> {
     }
     let value: T;
     try {
-      value = this.spec.codec.decode(entry.value, { subject: entry.key, seq: entry.revision });
+      value = this.decode(entry.value, { subject: entry.key, seq: entry.revision });
     } catch (error) {
       if (!(error instanceof InvalidMessageError)) throw error;
       reportInvalid(this.logger, this.spec.name, error);

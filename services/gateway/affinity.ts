@@ -20,8 +20,9 @@ import {
   Keys,
   type KvStore,
   type LocalView,
+  type ViewOptions,
 } from '../../bus/index.js';
-import { CompactPreferences } from './compact-preferences.js';
+import { CompactPreferences, decodePreference } from './compact-preferences.js';
 import { GatewayLogIds } from './log-ids.js';
 
 interface Pending {
@@ -30,6 +31,15 @@ interface Pending {
   revision: number | undefined;
   writing: boolean;
 }
+
+/**
+ * How a gateway views the bucket: the table holds the values compactly, so the view
+ * keeps none, and decodes them with the loader's cheaper decoder.
+ */
+export const affinityViewOptions: ViewOptions<AffinityPreference> = {
+  hold: false,
+  decode: decodePreference,
+};
 
 /** Milliseconds since the epoch: `Date.now` but in tests, which move time without waiting. */
 export type Clock = () => number;
@@ -217,6 +227,14 @@ export class AffinityTable {
 
   private applyEntry(change: EntryChange<AffinityPreference>): void {
     const key = change.key;
+    if (change.op === 'put' && !this.pending.has(key) && !this.releases.has(key)) {
+      // Nothing of this replica's own for the key (every key while a bucket loads):
+      // the bucket's value is the effective one.
+      const now = this.now();
+      const replaced = this.store.set(key, change.value, now);
+      this.moved(replaced, lapsed(change.value, now) ? undefined : change.value);
+      return;
+    }
     const before = this.effectiveCounted(key);
     if (change.op === 'put') {
       const released = this.releases.get(key);

@@ -36,7 +36,7 @@ import type { BalancingSettings } from '../common/lb-metadata.js';
 import { sleep } from '../common/sleep.js';
 import { SelfRegistration } from '../discovery/self-registration.js';
 import { Admission } from './admission.js';
-import { AffinityTable, type Clock } from './affinity.js';
+import { AffinityTable, affinityViewOptions, type Clock } from './affinity.js';
 import { AffinityReleases } from './affinity-release.js';
 import { type Balancer, HeaderBalancer, RoundRobin, UserBalancer } from './balancer.js';
 import { GATEWAY_SERVICE_ID, type GatewayConfig } from './config.js';
@@ -153,7 +153,7 @@ export class Gateway {
     this.events = new GatewayEvents(bus.publisher(), config.id, logger);
     this.registry = parts.registry;
     // The table holds the preferences compactly; the view only feeds it.
-    this.affinityView = parts.affinityStore.view({ hold: false });
+    this.affinityView = parts.affinityStore.view(affinityViewOptions);
     this.affinity = new AffinityTable(
       this.affinityView,
       parts.affinityStore,

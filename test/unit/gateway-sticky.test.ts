@@ -8,6 +8,7 @@ import { exportJWK, SignJWT } from 'jose';
 import { pino } from 'pino';
 import {
   type AffinityPreference,
+  Codecs,
   type EntryChange,
   Keys,
   type LocalView,
@@ -22,6 +23,7 @@ import {
   Refusal,
   UserBalancer,
 } from '../../services/gateway/balancer.js';
+import { decodePreference } from '../../services/gateway/compact-preferences.js';
 import { Endpoint } from '../../services/gateway/endpoint.js';
 import { Identities } from '../../services/gateway/identity.js';
 import { gatewayMetrics } from '../../services/gateway/metrics.js';
@@ -459,4 +461,61 @@ test('users leave the per-instance counts when their preference lapses', async (
   assert.equal(affinity.get('orders', userKey('short')), undefined);
   assert.equal(affinity.size, 1);
   affinity.close();
+});
+
+test("the bucket loader's decoder accepts exactly what the preference codec accepts", () => {
+  const { AffinityPreference } = halyard.affinity.v1;
+  // Encoded without the codec's validation, so invalid values can be stored as well.
+  const raw = (fields: Record<string, unknown>) =>
+    AffinityPreference.encode(AffinityPreference.fromObject(fields)).finish();
+  const valid = preference({ gatewayId: '' });
+  const samples: Array<[string, Uint8Array]> = [
+    ['a preference', Codecs.affinityPreference.encode(preference())],
+    ['no gateway id', Codecs.affinityPreference.encode(valid)],
+    [
+      'the longest ids and user key',
+      raw({
+        ...valid,
+        serviceId: 's'.repeat(64),
+        instanceId: 'i'.repeat(64),
+        userKey: 'k'.repeat(128),
+        gatewayId: 'g'.repeat(64),
+      }),
+    ],
+    ['the shortest user key', raw({ ...valid, userKey: 'k'.repeat(16) })],
+    ['times past 2^32 ms', raw({ ...valid, createdAtMs: 2 ** 45, lastSeenAtMs: 2 ** 48 })],
+    ['no service id', raw({ ...valid, serviceId: '' })],
+    ['a dot in the service id', raw({ ...valid, serviceId: 'a.b' })],
+    ['an instance id too long', raw({ ...valid, instanceId: 'i'.repeat(65) })],
+    ['a gateway id too long', raw({ ...valid, gatewayId: 'g'.repeat(65) })],
+    ['a non-ASCII gateway id', raw({ ...valid, gatewayId: 'gé' })],
+    ['a user key too short', raw({ ...valid, userKey: 'k'.repeat(15) })],
+    ['a user key too long', raw({ ...valid, userKey: 'k'.repeat(129) })],
+    ['a user key with a slash', raw({ ...valid, userKey: `${'k'.repeat(20)}/` })],
+    ['no idle period', raw({ ...valid, idleSeconds: 0 })],
+    ['a negative creation time', raw({ ...valid, createdAtMs: -1 })],
+    [
+      'an unknown field',
+      Buffer.concat([Codecs.affinityPreference.encode(valid), Buffer.from([0x48, 0x01])]),
+    ],
+    ['a truncated value', Codecs.affinityPreference.encode(valid).subarray(0, 20)],
+    ['not protobuf', Buffer.from([0xff, 0xff, 0xff])],
+    ['empty', new Uint8Array(0)],
+  ];
+  const outcome = (decode: () => AffinityPreference) => {
+    try {
+      return { value: decode() };
+    } catch (error) {
+      return { error: (error as Error).message };
+    }
+  };
+  const origin = { subject: 'orders.key', seq: 7 };
+  for (const [name, bytes] of samples) {
+    assert.deepEqual(
+      outcome(() => decodePreference(bytes, origin)),
+      outcome(() => Codecs.affinityPreference.decode(bytes, origin)),
+      name,
+    );
+  }
+  assert.deepEqual(decodePreference(Codecs.affinityPreference.encode(valid), origin), valid);
 });
