@@ -116,6 +116,29 @@ describe('discovery registry: two replicas on a 3-node cluster', () => {
     await c1.deregister('orders', 'dup-1');
   });
 
+  test('a renewal through the other replica right after a deregistration or a status change decides on what was written', async () => {
+    const store = await bus.store(RegistryBucket);
+    // Each renewal on replica 2 follows a write on replica 1 at once, so it often starts
+    // before replica 2's view has the write: its compare-and-set must fail and decide again.
+    for (let i = 0; i < 10; i++) {
+      const instanceId = `race-${i}`;
+      await c1.register(registration({ instanceId }));
+      await c2.renew('orders', instanceId);
+      await c1.setStatus('orders', instanceId, InstanceStatus.DOWN);
+      await c2.renew('orders', instanceId);
+      const renewed = await store.get(Keys.registry('orders', instanceId));
+      assert.equal(
+        renewed?.value.status,
+        InstanceStatus.DOWN,
+        'the renewal kept the status change',
+      );
+      await c1.deregister('orders', instanceId);
+      const late = await rejection(c2.renew('orders', instanceId));
+      assert.equal(late.code, grpcStatus.NOT_FOUND, 'a deregistration wins over a later renewal');
+      assert.equal(await store.get(Keys.registry('orders', instanceId)), undefined);
+    }
+  });
+
   const badRegistrations: Array<[string, Record<string, unknown>, string]> = [
     ['missing service id', { serviceId: '' }, 'instance.service_id'],
     ['service id with capitals', { serviceId: 'Orders' }, 'instance.service_id'],
