@@ -133,7 +133,8 @@ async function fill(
  * Writes preferences for users `user-<from>`… as fast as the bus stores them: published
  * without waiting for acknowledgements, a chunk at a time, each chunk waiting until the
  * stream holds it (so the servers' ingest queues never overflow), until `to` or the
- * deadline. Values are those `KvStore.put` writes (codec, TTL header).
+ * deadline. Values are those `KvStore.put` writes (codec, TTL header). Returns the user
+ * index after the last stored (as counted by the stream).
  */
 async function fillFast(
   servers: string[],
@@ -171,10 +172,21 @@ async function fillFast(
       );
     }
     await connection.flush();
-    while ((await lastSeq()) < startSeq + (next - from)) await sleep(20);
+    // A message the servers dropped would never arrive: the deadline bounds this wait too.
+    while ((await lastSeq()) < startSeq + (next - from) && Date.now() < deadline) {
+      await sleep(20);
+    }
+  }
+  // Cut short by the deadline, a chunk may still be landing: count it once it settled.
+  let stored = (await lastSeq()) - startSeq;
+  for (let settled = 0; settled < 5 && stored < next - from; ) {
+    await sleep(100);
+    const count = (await lastSeq()) - startSeq;
+    settled = count === stored ? settled + 1 : 0;
+    stored = count;
   }
   await connection.close();
-  return next;
+  return from + stored;
 }
 
 function percentile(sorted: number[], p: number): number {
