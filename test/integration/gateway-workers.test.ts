@@ -2,16 +2,27 @@
  * A gateway of two worker processes (`--workers 2`) as a real process: ready only once
  * both workers are, calls served by both through one port, metrics summed over them, a
  * worker killed with SIGKILL restarted while calls keep flowing, and SIGTERM draining
- * every worker before the gateway exits.
+ * every worker before the gateway exits. The gateway registers in discovery once, not
+ * once per worker (nor again when a worker restarts).
  */
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import type { Bus } from '../../bus/index.js';
+import type { Bus, DiscoveryEvent } from '../../bus/index.js';
+import { halyard } from '../../proto/gen/halyard.js';
+import { tokenDigest } from '../../services/common/callers.js';
+import type { DiscoveryReplica } from '../../services/discovery/replica.js';
+import { GATEWAY_SERVICE_ID } from '../../services/gateway/config.js';
 import { GatewayLogIds } from '../../services/gateway/log-ids.js';
 import { startBusCluster } from '../support/bus-cluster.js';
-import { type ChildProcessHandle, spawnTs } from '../support/discovery.js';
+import {
+  type ChildProcessHandle,
+  spawnTs,
+  startReplica as startDiscovery,
+  TESTER_ACCESS,
+  tokenFile,
+} from '../support/discovery.js';
 import {
   type EchoClient,
   type EchoServer,
@@ -24,6 +35,8 @@ import type { NatsCluster } from '../support/nats-cluster.js';
 import { until } from '../support/wait.js';
 
 const CLIENTS = 4;
+const GATEWAY_TOKEN = 'gateway-token-for-workers-tests';
+const { Kind } = halyard.discovery.v1.DiscoveryEvent;
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -73,12 +86,17 @@ interface WorkersGateway extends ChildProcessHandle {
   readyWorkers(): Array<{ worker: number; pid: number; time: number }>;
 }
 
-async function spawnGateway(id: string, servers: string[]): Promise<WorkersGateway> {
+async function spawnGateway(
+  id: string,
+  servers: string[],
+  discovery: string,
+): Promise<WorkersGateway> {
   const [port, adminPort] = [await freePort(), await freePort()];
   const handle = spawnTs('services/gateway/main.ts', [
     ...['--id', id, '--workers', '2', '--nats', servers.join(',')],
     ...['--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${adminPort}`],
     ...['--expose-internal', 'halyard.testing.'],
+    ...['--discovery', discovery, '--discovery-token-file', tokenFile(GATEWAY_TOKEN)],
   ]);
   return {
     ...handle,
@@ -97,6 +115,9 @@ describe('a gateway of two workers', () => {
   let cluster: NatsCluster;
   let bus: Bus;
   let echo: EchoServer;
+  let discovery: DiscoveryReplica;
+  /** Discovery's events about this gateway. */
+  const events: DiscoveryEvent[] = [];
   let gateway: WorkersGateway;
   const clients: EchoClient[] = [];
   const logs = captureLogs('warn');
@@ -111,17 +132,31 @@ describe('a gateway of two workers', () => {
     ({ cluster, bus } = await startBusCluster('gateway-workers-test', logs.logger));
     echo = await startEchoServer({ instanceId: 'echo-w', recordCalls: false });
     await register(bus, { address: echo.address, instanceId: 'echo-w' });
+    discovery = await startDiscovery(cluster, 'discovery-1', {
+      access: {
+        tokens: [...TESTER_ACCESS.tokens, { sha256: tokenDigest(GATEWAY_TOKEN), identity: 'gw' }],
+        grants: {
+          ...TESTER_ACCESS.grants,
+          gw: { services: { [GATEWAY_SERVICE_ID]: [] }, read: false },
+        },
+      },
+    });
+    await bus.subscribe({ kind: 'discovery', from: 'new' }, ({ event }) => {
+      if (event.serviceId === GATEWAY_SERVICE_ID) events.push(event);
+    });
   });
+  const registrations = () => events.filter((e) => e.kind === Kind.REGISTERED);
   after(async () => {
     for (const made of clients) made.close();
     if (gateway && gateway.child.exitCode === null) gateway.child.kill('SIGKILL');
+    await discovery?.stop();
     await echo?.stop();
     await bus?.close();
     await cluster?.close();
   });
 
   test('/readyz says not ready until both workers are ready', async () => {
-    gateway = await spawnGateway('gw-workers', cluster.servers);
+    gateway = await spawnGateway('gw-workers', cluster.servers, discovery.grpcAddress);
     const notReady = new Set<string>();
     const readyAt = await until(
       'the gateway ready',
@@ -145,6 +180,10 @@ describe('a gateway of two workers', () => {
     for (const { time } of ready) {
       assert.ok(time <= readyAt, 'the primary was ready only after both workers were');
     }
+    const [registered] = await until('the gateway registered', () =>
+      registrations().length > 0 ? registrations() : undefined,
+    );
+    assert.equal(registered!.instanceId, 'gw-workers');
   });
 
   test('calls through the one port are served by both workers, and /metrics sums them', async () => {
@@ -240,6 +279,7 @@ describe('a gateway of two workers', () => {
     );
     assert.match(metrics, /^halyard_gateway_worker_restarts_total 1$/m);
     assert.equal((await admin(gateway.adminPort, '/readyz')).status, 200);
+    assert.equal(registrations().length, 1, 'registered once, not again by the restarted worker');
   });
 
   test('SIGTERM drains every worker: calls in flight finish, then the gateway exits', async () => {
@@ -262,6 +302,11 @@ describe('a gateway of two workers', () => {
     });
     assert.deepEqual(await Promise.all(inFlight), Array(CLIENTS).fill(undefined));
     assert.deepEqual(await gateway.exited, { code: 0, signal: null });
+    assert.ok(
+      events.some((e) => e.kind === Kind.DEREGISTERED && e.instanceId === 'gw-workers'),
+      'the gateway left the registry',
+    );
+    assert.equal(registrations().length, 1);
     assert.equal(gateway.withId(GatewayLogIds.workersStopped).length, 1);
     assert.equal(gateway.withId(GatewayLogIds.workerExited).length, 1, 'no restart while stopping');
     for (const pid of pids) {
