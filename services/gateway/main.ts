@@ -52,15 +52,22 @@ async function serve(config: GatewayConfig): Promise<void> {
   );
   await bus.checkProvisioned();
   const gateway = await Gateway.start(config, bus, logger, { worker });
+  let stopping = false;
   onStopSignal(async () => {
+    stopping = true;
     await gateway.stop();
     await bus.close();
     process.exit(0);
   });
-  if (worker !== undefined) {
+  if (worker === undefined) return;
+  try {
     await gateway.ready();
-    reportWorkerReady(worker, gateway.port);
+  } catch (error) {
+    // Stopped while loading: the stop ends the process.
+    if (stopping) return;
+    throw error;
   }
+  reportWorkerReady(worker, gateway.port);
 }
 
 function onStopSignal(stop: () => Promise<void>): void {
