@@ -2,8 +2,9 @@
  * A gateway of two worker processes (`--workers 2`) as a real process: ready only once
  * both workers are, calls served by both through one port, metrics summed over them, a
  * worker killed with SIGKILL restarted while calls keep flowing, and SIGTERM draining
- * every worker before the gateway exits. The gateway registers in discovery once, not
- * once per worker (nor again when a worker restarts).
+ * every worker before the gateway exits; SIGKILL to the primary ends its workers too.
+ * The gateway registers in discovery once, not once per worker (nor again when a
+ * worker restarts).
  */
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
@@ -12,6 +13,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { Bus, DiscoveryEvent } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { tokenDigest } from '../../services/common/callers.js';
+import { procStat } from '../../services/common/proc.js';
 import type { DiscoveryReplica } from '../../services/discovery/replica.js';
 import { GATEWAY_SERVICE_ID } from '../../services/gateway/config.js';
 import { GatewayLogIds } from '../../services/gateway/log-ids.js';
@@ -155,6 +157,10 @@ describe('a gateway of two workers', () => {
   after(async () => {
     for (const made of clients) made.close();
     if (gateway && gateway.child.exitCode === null) gateway.child.kill('SIGKILL');
+    // Workers a failed test left behind.
+    for (const { pid } of gateway?.readyWorkers() ?? []) {
+      if ((procStat(pid)?.state ?? 'Z') !== 'Z') process.kill(pid, 'SIGKILL');
+    }
     await discovery?.stop();
     await echo?.stop();
     await bus?.close();
@@ -318,5 +324,19 @@ describe('a gateway of two workers', () => {
     for (const pid of pids) {
       assert.throws(() => process.kill(pid, 0), 'the worker is gone');
     }
+  });
+  test('a primary killed with SIGKILL takes its workers with it', async () => {
+    gateway = await spawnGateway('gw-workers-killed', cluster.servers, discovery.grpcAddress);
+    const ready = await until(
+      'both workers ready',
+      () => (gateway.readyWorkers().length === 2 ? gateway.readyWorkers() : undefined),
+      60_000,
+    );
+    gateway.child.kill('SIGKILL');
+    await gateway.exited;
+    // Exited: gone, or a zombie left for whoever reaps orphans here.
+    await until('the workers exited', () =>
+      ready.every(({ pid }) => (procStat(pid)?.state ?? 'Z') === 'Z'),
+    );
   });
 });
