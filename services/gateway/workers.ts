@@ -47,6 +47,7 @@ export function workerNumber(): number | undefined {
  * it is ready.
  */
 export function reportWorkerReady(worker: number, port: number): void {
+  // Constructing one is what makes prom-client answer the primary in a worker.
   new AggregatorRegistry();
   collectDefaultMetrics();
   registerWorkerCalls(worker);
