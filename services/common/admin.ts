@@ -20,10 +20,13 @@ export interface AdminOptions {
   readonly port: number;
   /** Why the component is not ready, or undefined when it is. */
   readonly notReady: () => string | undefined;
+  /** The /metrics body (Prometheus text); by default this process's registry. */
+  readonly metrics?: () => Promise<string>;
 }
 
 export async function startAdmin(options: AdminOptions): Promise<AdminServer> {
-  if (!defaultsCollected) {
+  // The process metrics describe this process: collected when its registry is served.
+  if (!defaultsCollected && !options.metrics) {
     collectDefaultMetrics();
     defaultsCollected = true;
   }
@@ -37,7 +40,7 @@ export async function startAdmin(options: AdminOptions): Promise<AdminServer> {
         .writeHead(reason ? 503 : 200, { 'content-type': 'text/plain' })
         .end(reason ? `not ready: ${reason}\n` : 'ready\n');
     } else if (path === '/metrics') {
-      register.metrics().then(
+      (options.metrics ?? (() => register.metrics()))().then(
         (body) => res.writeHead(200, { 'content-type': register.contentType }).end(body),
         (error: Error) => res.writeHead(500).end(`${error.message}\n`),
       );

@@ -137,6 +137,12 @@ export const gatewayConfigSchema = z.strictObject({
    * host:port, so set it when listening on every interface.
    */
   discovery: selfRegistrationSettings.optional(),
+  /**
+   * Processes serving the listener: one port, each new connection handed to the next
+   * worker in turn (services/gateway/workers.ts). `auto`: one per available core; 1: a
+   * single process, no supervisor.
+   */
+  workers: z.union([z.literal('auto'), z.number().int().min(1).max(1024)]).default(1),
   /** On SIGTERM, calls in flight get this long to finish after GOAWAY. */
   stopTimeoutSeconds: z.number().positive().default(20),
 });
@@ -188,6 +194,13 @@ const settings: readonly Setting[] = [
     path: 'routing.exposeInternal',
     description: 'halyard.* services routed all the same (names, or prefixes), comma-separated',
     parse: list,
+  },
+  {
+    flag: '--workers <auto|n>',
+    env: 'HALYARD_GATEWAY_WORKERS',
+    path: 'workers',
+    description: 'processes serving the listener: a number, or auto (one per core)',
+    parse: (text) => (text === 'auto' ? text : Number(text)),
   },
   {
     flag: '--tls-cert <file>',

@@ -60,6 +60,13 @@ const HTTP1_REFUSAL = `HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: 
 export interface GatewayOptions {
   /** The sticky preferences' clock (`Date.now`): tests move it instead of waiting. */
   readonly now?: Clock;
+  /**
+   * This process is worker number `worker` of a gateway of several (workers.ts): the
+   * primary serves the admin port and registers in discovery, and the listener opens
+   * only once the views are loaded, so that the primary hands connections only to
+   * workers that route them.
+   */
+  readonly worker?: number;
 }
 
 /** What `Gateway.start` loads before the gateway is built: stores, keys, certificates. */
@@ -88,6 +95,7 @@ export class Gateway {
   private readonly affinityView: LocalView<AffinityPreference>;
   private readonly h2: Http2Server | Http2SecureServer;
   private readonly listener: Server;
+  private readonly worker: number | undefined;
   private admin: AdminServer | undefined;
   /** This replica as service `halyard-gateway` in the registry, when configured. */
   private registration: SelfRegistration | undefined;
@@ -150,6 +158,7 @@ export class Gateway {
     const { config, bus, logger, identities } = parts;
     this.config = config;
     this.logger = logger;
+    this.worker = parts.worker;
     this.events = new GatewayEvents(bus.publisher(), config.id, logger);
     this.registry = parts.registry;
     // The table holds the preferences compactly; the view only feeds it.
@@ -241,60 +250,89 @@ export class Gateway {
     });
   }
 
-  /** Opens the listener and the admin port; the views load meanwhile. */
+  /**
+   * Opens the listener and the admin port, the views load meanwhile; a worker opens its
+   * listener once they are loaded instead, and has no admin port.
+   */
   private async listen(): Promise<void> {
-    const { config, logger, listener } = this;
-    await new Promise<void>((resolve, reject) => {
+    const { config } = this;
+    if (this.worker !== undefined) {
+      this.loading = this.load();
+      // `ready()` reports a failure to listen; the worker's process awaits it.
+      this.loading.catch(() => {});
+      return;
+    }
+    await this.openListener();
+    this.admin = await startAdmin({
+      host: config.admin.host,
+      port: config.admin.port,
+      notReady: () => this.notReady(),
+    });
+    this.logListening();
+    this.loading = this.load();
+  }
+
+  /** True once the views are loaded (and a worker listens); false when they will not be. */
+  private async load(): Promise<boolean> {
+    const { logger } = this;
+    try {
+      await Promise.all([this.registry.ready, this.affinityView.ready]);
+    } catch (error) {
+      // Stopped before the views loaded: they were stopped on purpose.
+      if (!this.stopping) {
+        logger.error(
+          { msgId: GatewayLogIds.viewsFailed, err: error },
+          'registry or affinity view failed to load: this gateway stays not ready',
+        );
+      }
+      return false;
+    }
+    if (this.worker !== undefined) {
+      if (this.stopping) return false;
+      await this.openListener();
+      this.logListening();
+    }
+    this.loaded = true;
+    logger.info(
+      { msgId: GatewayLogIds.ready, routes: this.table.size, preferences: this.affinity.size },
+      'registry and affinity views loaded: ready',
+    );
+    const worker = this.worker === undefined ? '' : `worker ${this.worker}: `;
+    void this.events.publish(Kind.GATEWAY_STARTED, {
+      reason: `${worker}registry and affinity views loaded`,
+    });
+    this.register();
+    return true;
+  }
+
+  private openListener(): Promise<void> {
+    const { config, listener } = this;
+    return new Promise<void>((resolve, reject) => {
       listener.once('error', reject);
       listener.listen(config.listen.port, config.listen.host, () => {
         listener.off('error', reject);
         resolve();
       });
     });
-    this.admin = await startAdmin({
-      host: config.admin.host,
-      port: config.admin.port,
-      notReady: () => this.notReady(),
-    });
-    logger.info(
+  }
+
+  private logListening(): void {
+    this.logger.info(
       {
         msgId: GatewayLogIds.listening,
         port: this.port,
         adminPort: this.adminPort,
-        tls: !!config.tls,
+        tls: !!this.config.tls,
       },
       'gateway listening',
-    );
-    this.loading = Promise.all([this.registry.ready, this.affinityView.ready]).then(
-      () => {
-        this.loaded = true;
-        logger.info(
-          { msgId: GatewayLogIds.ready, routes: this.table.size, preferences: this.affinity.size },
-          'registry and affinity views loaded: ready',
-        );
-        void this.events.publish(Kind.GATEWAY_STARTED, {
-          reason: 'registry and affinity views loaded',
-        });
-        this.register();
-        return true;
-      },
-      (error: Error) => {
-        // Stopped before the views loaded: they were stopped on purpose.
-        if (!this.stopping) {
-          logger.error(
-            { msgId: GatewayLogIds.viewsFailed, err: error },
-            'registry or affinity view failed to load: this gateway stays not ready',
-          );
-        }
-        return false;
-      },
     );
   }
 
   /** Into the registry once calls are routed, so that clients find only ready gateways. */
   private register(): void {
     const { config, logger } = this;
-    if (!config.discovery || this.stopping) return;
+    // A worker's primary registers the gateway, once.
+    if (!config.discovery || this.worker !== undefined || this.stopping) return;
     this.registration = new SelfRegistration(
       config.discovery,
       {
@@ -361,7 +399,8 @@ export class Gateway {
 
   /**
    * Resolves when the registry and affinity views are loaded and calls are routed;
-   * rejects when they will not be (the gateway stopped first, or a view failed).
+   * rejects when they will not be (the gateway stopped first, a view failed, or a
+   * worker could not listen).
    */
   async ready(): Promise<void> {
     if (!(await this.loading)) throw new Error(`gateway ${this.config.id} ${this.notReady()}`);

@@ -28,6 +28,13 @@ export const GatewayLogIds = {
   affinityReleased: 'HALG0084I',
   affinityReleaseIgnored: 'HALG0085W',
   registrationFailed: 'HALG0090W',
+  workersStarting: 'HALG0100I',
+  workerReady: 'HALG0101I',
+  workersReady: 'HALG0102I',
+  workerExited: 'HALG0103W',
+  workersStopping: 'HALG0104I',
+  workerStopTimedOut: 'HALG0105W',
+  workersStopped: 'HALG0106I',
   configInvalid: 'HALG0070E',
   fatal: 'HALG0071E',
 } as const;

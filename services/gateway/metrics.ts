@@ -1,9 +1,11 @@
 /**
  * The gateway's Prometheus metrics, on prom-client's default registry (the admin
  * endpoint's /metrics). Per-call label look-ups are prepared once per method (see
- * `MethodStats`), so the hot path touches prepared children only.
+ * `MethodStats`), so the hot path touches prepared children only. A gateway of several
+ * workers serves their sum (workers.ts); a metric that is not a sum says how the
+ * workers' values combine (`aggregator`).
  */
-import { Counter, Gauge, Histogram } from 'prom-client';
+import { Counter, Gauge, Histogram, type Metric } from 'prom-client';
 import { StatusNames } from './grpc-status.js';
 
 /**
@@ -105,21 +107,35 @@ export function registerGauges(read: {
   ejectedInstances: () => number;
   affinityPreferences: () => number;
 }): void {
-  const gauges: Array<[string, string, () => number]> = [
-    ['halyard_gateway_active_calls', 'Calls in flight through the gateway', read.activeCalls],
+  const gauges: Array<[string, string, () => number, Aggregator]> = [
+    [
+      'halyard_gateway_active_calls',
+      'Calls in flight through the gateway',
+      read.activeCalls,
+      'sum',
+    ],
     [
       'halyard_gateway_upstream_sessions',
       'Connected HTTP/2 sessions to instances',
       read.upstreamSessions,
+      'sum',
     ],
-    ['halyard_gateway_ejected_instances', 'Instances currently ejected', read.ejectedInstances],
+    // Each worker ejects on its own failures; the same instance is counted once.
+    [
+      'halyard_gateway_ejected_instances',
+      'Instances currently ejected (with several workers: by the worker that ejected the most)',
+      read.ejectedInstances,
+      'max',
+    ],
+    // Every worker holds the same bucket.
     [
       'halyard_gateway_affinity_preferences',
-      'Sticky preferences held in memory (the shared bucket plus unwritten local decisions)',
+      'Sticky preferences held in memory (the shared bucket plus unwritten local decisions; with several workers: the most any worker holds)',
       read.affinityPreferences,
+      'max',
     ],
   ];
-  for (const [name, help, value] of gauges) {
+  for (const [name, help, value, aggregator] of gauges) {
     // One gateway per process in production; tests start several, the latest one reports.
     const existing = registerGaugesState.get(name);
     if (existing) {
@@ -131,6 +147,7 @@ export function registerGauges(read: {
     new Gauge({
       name,
       help,
+      aggregator,
       collect() {
         this.set(state.read());
       },
@@ -138,6 +155,29 @@ export function registerGauges(read: {
   }
 }
 const registerGaugesState = new Map<string, { read: () => number }>();
+
+type Aggregator = NonNullable<ConstructorParameters<typeof Gauge>[0]['aggregator']>;
+
+/**
+ * In a worker: its calls so far, labelled with its number, so that the summed metrics
+ * still show how calls spread over the workers. Read from the calls counter when
+ * scraped: nothing more on the hot path.
+ */
+export function registerWorkerCalls(worker: number): Metric {
+  return new Counter({
+    name: 'halyard_gateway_worker_calls_total',
+    help: 'Calls proxied or answered by each worker of the gateway, by worker number',
+    labelNames: ['worker'],
+    async collect() {
+      const { values } = await gatewayMetrics.requests.get();
+      this.reset();
+      this.inc(
+        { worker: String(worker) },
+        values.reduce((sum, v) => sum + v.value, 0),
+      );
+    },
+  });
+}
 
 /** Prepared metric children of one method, so a call does no label hashing. */
 export interface MethodStats {
