@@ -16,6 +16,7 @@ import {
 } from '../common/component-config.js';
 import { ConfigError, loadYamlConfig } from '../common/config.js';
 import { serverTlsSettings } from '../common/server-tls.js';
+import { componentSettings } from './component-settings.js';
 
 const seconds = z.number().nonnegative();
 const signal = z.enum(['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGKILL']);
@@ -66,6 +67,8 @@ export const component = z.strictObject({
   dependsOn: z.array(id).default([]),
   /** Hosts that run it; absent: every host. */
   hosts: z.array(id).optional(),
+  /** A gateway's, discovery's or cache's own config, handed to each instance as a file. */
+  settings: componentSettings.optional(),
 });
 
 /**

@@ -137,8 +137,8 @@ const SUMMARY_MAX = 1000;
 /**
  * One line saying what `next` changes in `previous` (undefined: there was none), for
  * the history: components added and removed, and of each changed component its
- * instances, version, hosts, and which of command, args, env (by variable) and other
- * settings changed.
+ * instances, version, hosts, and which of command, args, env (by variable), the
+ * component's own settings and its other fields changed.
  */
 export function describeChange(previous: MeshConfig | undefined, next: MeshConfig): string {
   const names = Object.keys(next.components);
@@ -194,7 +194,21 @@ function componentChanges(was: Component, now: Component): string[] {
     (variable) => was.env[variable] !== now.env[variable],
   );
   if (env.length > 0) changes.push(`env ${env.join(',')} changed`);
-  const described = new Set(['version', 'instances', 'hosts', 'command', 'args', 'env']);
+  // Instances read their settings file when they start: a new one takes a restart.
+  if (!isDeepStrictEqual(was.settings, now.settings)) {
+    changes.push(
+      now.settings ? 'settings changed (restart needed)' : 'settings removed (restart needed)',
+    );
+  }
+  const described = new Set([
+    'version',
+    'instances',
+    'hosts',
+    'command',
+    'args',
+    'env',
+    'settings',
+  ]);
   const others = Object.keys({ ...was, ...now }).filter(
     (field) =>
       !described.has(field) &&
