@@ -10,6 +10,9 @@
  *   (…_SECRET, …_PASSWORD, …_TOKEN, …_API_KEY, …_PRIVATE_KEY, …_CREDENTIALS) must end in
  *   `_FILE` and hold a path, and no env value may be a PEM private key.
  *
+ * A component's `settings:` (a gateway's, discovery's or cache's own config) is checked
+ * by that component's schema, secret values refused alike: see component-settings.ts.
+ *
  * Every problem names the field's path and its line in the file.
  */
 import { isDeepStrictEqual } from 'node:util';
