@@ -110,6 +110,9 @@ export function settingsDir(hostId: string): string {
   return path.join(tmpdir(), `halyard-launcher-${hostId}-settings`);
 }
 
+/** What an instance is given when its settings file could not be written; its error shows it. */
+export const UNWRITTEN = '(settings file not written: see the launcher log HALL0026E)';
+
 /**
  * The environment that hands `settings` to an instance of `component`: the component's
  * config variable naming a file in `dir` that holds them (written unless it is there:
@@ -117,7 +120,9 @@ export function settingsDir(hostId: string): string {
  *
  * Synchronous because instances are launched synchronously; the files are small. A
  * write that fails is given to `onUnwritten` and does not stop the launcher: the
- * instance then fails to read the file it was given, and its restart policy tries again.
+ * variable then names no file but the failure, so the instance fails to read it (never
+ * starting on defaults, nor on a file it cannot be sure this user wrote), and its
+ * restart policy tries again.
  */
 export function settingsEnv(
   component: string,
@@ -130,21 +135,29 @@ export function settingsEnv(
   const content = `# Settings of ${component} (${kind}) from the launcher's configuration.\n${stringify(settings)}`;
   const digest = createHash('sha256').update(content).digest('hex').slice(0, 16);
   const file = path.join(dir, `${component}-${digest}.yaml`);
+  const { configEnv } = KINDS[kind];
   try {
-    if (!existsSync(file)) writeOwnFile(dir, file, content);
+    // The directory is checked every time: a file found in it must be one this user wrote.
+    ownDirectory(dir);
+    if (!existsSync(file)) writeWhole(file, content);
   } catch (error) {
     onUnwritten(error instanceof Error ? error : new Error(String(error)));
+    return { [configEnv]: UNWRITTEN };
   }
-  return { [KINDS[kind].configEnv]: file };
+  return { [configEnv]: file };
 }
 
-/** Writes `file` whole (a temporary file renamed), in `dir` made or checked to be ours alone. */
-function writeOwnFile(dir: string, file: string, content: string): void {
+/** Makes `dir`, or checks that it is this user's alone (it may be in a shared /tmp). */
+function ownDirectory(dir: string): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const stat = lstatSync(dir);
   if (!stat.isDirectory() || stat.uid !== process.getuid?.() || (stat.mode & 0o077) !== 0) {
     throw new Error(`${dir} is not a directory of this user's alone`);
   }
+}
+
+/** Writes `file` whole: a reader never sees it half written. */
+function writeWhole(file: string, content: string): void {
   const temporary = `${file}.${process.pid}.tmp`;
   writeFileSync(temporary, content, { mode: 0o600 });
   chmodSync(temporary, 0o600);

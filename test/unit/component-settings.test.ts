@@ -4,7 +4,7 @@
  * values refused, handed to an instance as a private file its own loader reads.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
@@ -12,7 +12,7 @@ import { loadCacheSettings } from '../../services/cache/config.js';
 import { ConfigError } from '../../services/common/config.js';
 import { loadDiscoveryConfig } from '../../services/discovery/config.js';
 import { loadGatewayConfig } from '../../services/gateway/config.js';
-import { settingsEnv } from '../../services/launcher/component-settings.js';
+import { settingsEnv, UNWRITTEN } from '../../services/launcher/component-settings.js';
 import { describeChange, parseMeshConfig } from '../../services/launcher/mesh-config.js';
 
 function problemsOf(text: string): string[] {
@@ -160,15 +160,16 @@ test('settingsEnv writes a private file named by content that the component’s 
   assert.deepEqual(settingsEnv('plain', config.plain!, dir), {});
 });
 
-test('settingsEnv refuses a directory others may read, and says so', (t) => {
+test('settingsEnv refuses a directory others may write to, and says so', (t) => {
   const dir = mkdtempSync(path.join(tmpdir(), 'halyard-settings-test-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  chmodSync(dir, 0o755);
+  chmodSync(dir, 0o777);
   const errors: Error[] = [];
   const settings = { settings: { kind: 'cache' as const } };
-  const file = settingsEnv('kv', settings, dir, (error) => errors.push(error))
-    .HALYARD_CACHE_CONFIG!;
+  const env = settingsEnv('kv', settings, dir, (error) => errors.push(error));
   assert.equal(errors.length, 1);
   assert.match(errors[0]!.message, /is not a directory of this user's alone/);
-  assert.equal(existsSync(file), false);
+  // Not a file in that directory (anyone could have put one there): no file at all.
+  assert.deepEqual(env, { HALYARD_CACHE_CONFIG: UNWRITTEN });
+  assert.deepEqual(readdirSync(dir), []);
 });
