@@ -12,6 +12,7 @@ import type {
   CacheEntry,
   HostChildren,
   Lease,
+  MeshConfigVersionRecord,
   ServiceInstance,
 } from './schemas.js';
 
@@ -100,10 +101,25 @@ export const LaunchersBucket: BucketSpec<HostChildren> = {
   expiresAt: () => undefined,
 };
 
+/**
+ * The versions of the mesh configuration (mesh-config.ts), one key each, created with
+ * compare-and-set and never rewritten: the bucket is the configuration's history.
+ * Reads go to the leader: a publish is based on the version read.
+ */
+export const ConfigBucket: BucketSpec<MeshConfigVersionRecord> = {
+  name: Buckets.config,
+  codec: Codecs.meshConfigVersion,
+  history: 1,
+  allowDirect: false,
+  key: (v) => Keys.configVersion(v.version),
+  expiresAt: () => undefined,
+};
+
 export const AllBuckets: readonly BucketLayout[] = [
   RegistryBucket,
   AffinityBucket,
   CacheBucket,
   LeaseBucket,
   LaunchersBucket,
+  ConfigBucket,
 ];

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { ProcessStatus } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { sleep } from '../common/sleep.js';
+import { settingsDir, settingsEnv } from './component-settings.js';
 import type { ComponentConfig } from './config.js';
 import type { LifecycleRecorder } from './lifecycle.js';
 import { LogIds } from './log-ids.js';
@@ -186,6 +187,12 @@ export class Instance {
     const env: NodeJS.ProcessEnv = {
       ...process.env,
       ...config.env,
+      ...settingsEnv(component, config, settingsDir(hostId), (error) =>
+        logger.error(
+          { msgId: LogIds.settingsUnwritten, component, instance: number, err: error },
+          `${component}#${number}: its settings file could not be written`,
+        ),
+      ),
       HALYARD_HOST: hostId,
       HALYARD_HOST_ADDRESS: address,
       HALYARD_COMPONENT: component,

@@ -27,6 +27,7 @@ export const LogIds = {
   notReady: 'HALL0023W',
   killed: 'HALL0024W',
   eventNotPublished: 'HALL0025E',
+  settingsUnwritten: 'HALL0026E',
   // Recovery: from the launchers bucket, else by replay.
   replayed: 'HALL0030I',
   leftoverStopped: 'HALL0031W',
