@@ -12,6 +12,7 @@ import type {
   CacheEntry,
   HostChildren,
   Lease,
+  Rollout,
   ServiceInstance,
 } from './schemas.js';
 
@@ -100,10 +101,25 @@ export const LaunchersBucket: BucketSpec<HostChildren> = {
   expiresAt: () => undefined,
 };
 
+/**
+ * One record per mesh configuration version: how far its rollout has come on each
+ * host. Launchers take turns with compare-and-set on the record's revision, so reads
+ * go to the leader.
+ */
+export const RolloutsBucket: BucketSpec<Rollout> = {
+  name: Buckets.rollouts,
+  codec: Codecs.rollout,
+  history: 1,
+  allowDirect: false,
+  key: (rollout) => Keys.rollout(rollout.version),
+  expiresAt: () => undefined,
+};
+
 export const AllBuckets: readonly BucketLayout[] = [
   RegistryBucket,
   AffinityBucket,
   CacheBucket,
   LeaseBucket,
   LaunchersBucket,
+  RolloutsBucket,
 ];

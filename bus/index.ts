@@ -8,6 +8,7 @@ export {
   LaunchersBucket,
   LeaseBucket,
   RegistryBucket,
+  RolloutsBucket,
 } from './buckets.js';
 export {
   Bus,

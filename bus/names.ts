@@ -9,6 +9,7 @@ export const Buckets = {
   cache: 'halyard-cache',
   leases: 'halyard-leases',
   launchers: 'halyard-launchers',
+  rollouts: 'halyard-rollouts',
 } as const;
 export type BucketName = (typeof Buckets)[keyof typeof Buckets];
 
@@ -102,6 +103,8 @@ export const Keys = {
     `${assertToken('namespace', namespace)}.${Buffer.from(key, 'utf8').toString('base64url')}`,
   /** The children of one host's launcher. */
   launcherChildren: (hostId: string) => assertToken('host id', hostId),
+  /** The rollout of one mesh configuration version. */
+  rollout: (version: number) => String(version),
   cacheKeyOf: (bucketKey: string) => {
     const dot = bucketKey.indexOf('.');
     return Buffer.from(bucketKey.slice(dot + 1), 'base64url').toString('utf8');

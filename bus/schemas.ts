@@ -97,6 +97,22 @@ export const hostChildren = z.object({
   children: z.array(runningChild).max(10_000),
 });
 
+export const hostRollout = z.object({
+  hostId: id,
+  state: specified(halyard.launcher.v1.HostRollout.State),
+  reason: text(4096),
+  launcherId: id,
+  updatedAtMs: epochMs,
+});
+
+export const rollout = z.object({
+  version: z.number().int().min(1),
+  state: specified(halyard.launcher.v1.Rollout.State),
+  reason: text(4096),
+  hosts: z.array(hostRollout).max(10_000),
+  updatedAtMs: epochMs,
+});
+
 const eventBase = {
   eventId: z.string().min(1).max(256),
   occurredAtMs: epochMs,
@@ -184,6 +200,8 @@ export type CacheEntry = z.infer<typeof cacheEntry>;
 export type Lease = z.infer<typeof lease>;
 export type RunningChild = z.infer<typeof runningChild>;
 export type HostChildren = z.infer<typeof hostChildren>;
+export type HostRollout = z.infer<typeof hostRollout>;
+export type Rollout = z.infer<typeof rollout>;
 export type LifecycleEvent = z.infer<typeof lifecycleEvent>;
 export type GatewayEvent = z.infer<typeof gatewayEvent>;
 export type ComponentRequest = z.infer<typeof componentRequest>;
