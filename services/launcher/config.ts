@@ -32,6 +32,8 @@ const readiness = z.union([
 
 const component = z.strictObject({
   command: z.string().min(1),
+  /** The pinned version of what the component runs; a change of it is a change of the component. */
+  version: z.string().optional(),
   args: z.array(z.string()).default([]),
   cwd: z.string().optional(),
   env: z.record(z.string(), z.string()).default({}),
@@ -212,7 +214,10 @@ export async function loadLauncherSettings(
 }
 
 /** The components `hostId` runs, dependencies first (a dependency on another host's component is ignored). */
-export function forHost(config: LauncherConfig, hostId: string): Map<string, ComponentConfig> {
+export function forHost(
+  config: Pick<LauncherConfig, 'components'>,
+  hostId: string,
+): Map<string, ComponentConfig> {
   const mine = new Map<string, ComponentConfig>();
   const add = (name: string) => {
     const c = config.components[name];
