@@ -2,7 +2,7 @@
  * The `halyard` command (./halyard in the repository root):
  *
  *   halyard up [--single-node] [--bus-only] [--data-dir DIR] [--base-port N]
- *   halyard status | events | launcher … | affinity … | call … | token …   (see --help of each)
+ *   halyard status | events | launcher … | rollout … | affinity … | call … | token …   (see --help of each)
  *   halyard bus provision | certs <dir> --host name=address …   (a locked bus)
  *
  * `npm start` runs `up` through deploy/local/up.sh, which first installs what is missing.
@@ -16,6 +16,7 @@ import { addCertsCommand } from './commands/certs.js';
 import { addConsoleCommand } from './commands/console.js';
 import { addEventsCommand } from './commands/events.js';
 import { addLauncherCommand } from './commands/launcher.js';
+import { addRolloutCommand } from './commands/rollout.js';
 import { addStatusCommand } from './commands/status.js';
 import { addTokenCommand } from './commands/token.js';
 import { addUpCommand } from './commands/up.js';
@@ -38,6 +39,7 @@ addUpCommand(program);
 addStatusCommand(program);
 addEventsCommand(program);
 addLauncherCommand(program);
+addRolloutCommand(program);
 addAffinityCommand(program);
 addCallCommand(program);
 addConsoleCommand(program);

@@ -19,6 +19,14 @@ import { formatAge, nameOf, table } from '../format.js';
 import { type JsonObject, messageJson, printJson } from '../json.js';
 import { launcherJson, launchers, launcherTable } from '../launchers.js';
 import { type BusFlags, busOptions } from '../options.js';
+import {
+  type HostConfigState,
+  hostConfigJson,
+  hostConfigStates,
+  hostConfigText,
+  rolloutPhase,
+  rolloutRecords,
+} from '../rollouts.js';
 
 const { InstanceStatus, ServiceInstance: ServiceInstanceMessage } = halyard.discovery.v1;
 const { State } = halyard.launcher.v1.ProcessStatus;
@@ -42,19 +50,33 @@ export interface StatusReport {
   readonly hosts: LauncherStatus[];
   readonly server: ServerInfo;
   readonly streams: StreamHealth[];
+  /** The newest mesh configuration version the hosts know of, and each host against it. */
+  readonly config?: {
+    readonly latest: number;
+    readonly phase: string;
+    readonly hosts: HostConfigState[];
+  };
 }
 
 async function status(bus: Bus, asJson: boolean): Promise<number> {
   const now = Date.now();
-  const [registrations, streams, hosts] = await Promise.all([
+  const [registrations, streams, hosts, rollouts] = await Promise.all([
     bus.snapshot('registrations'),
     bus.streams(),
     launchers(bus, undefined),
+    rolloutRecords(bus),
   ]);
+  const newest = rollouts.at(-1);
+  const latest = newest?.version ?? 0;
+  const config = {
+    latest,
+    phase: newest ? rolloutPhase(newest) : '-',
+    hosts: hostConfigStates(rollouts, latest),
+  };
   const instances = [...registrations.entries.values()].sort(
     (a, b) => a.serviceId.localeCompare(b.serviceId) || a.instanceId.localeCompare(b.instanceId),
   );
-  const report = { now, instances, hosts, server: bus.server, streams };
+  const report = { now, instances, hosts, server: bus.server, streams, config };
   if (asJson) {
     printJson(statusJson(report));
     return ExitCodes.ok;
@@ -118,7 +140,7 @@ function gatewaysOf(hosts: LauncherStatus[], instances: ServiceInstance[]): Gate
   return [...launched, ...byHand];
 }
 
-export function statusJson({ now, instances, hosts, server, streams }: StatusReport) {
+export function statusJson({ now, instances, hosts, server, streams, config }: StatusReport) {
   const instanceJson = (i: ServiceInstance) => messageJson(ServiceInstanceMessage, i);
   return {
     services: instances.map(
@@ -133,11 +155,12 @@ export function statusJson({ now, instances, hosts, server, streams }: StatusRep
       registry: g.registry === undefined ? undefined : (InstanceStatus[g.registry] ?? g.registry),
     })),
     launchers: hosts.map(launcherJson),
+    config: config && { ...config, hosts: config.hosts.map(hostConfigJson) },
     bus: { server: server.name, cluster: server.cluster, streams },
   };
 }
 
-function statusText({ now, instances, hosts, server, streams }: StatusReport): string {
+function statusText({ now, instances, hosts, server, streams, config }: StatusReport): string {
   const lease = (i: ServiceInstance) => `${formatAge(now - i.renewedAtMs)}/${i.leaseSeconds}s`;
   const out: string[] = [];
   const services = instances.filter(
@@ -191,6 +214,16 @@ function statusText({ now, instances, hosts, server, streams }: StatusReport): s
         ),
   );
   out.push('', `LAUNCHERS (${hosts.length})`, launcherTable(hosts, now));
+  if (config) {
+    const lagging = config.hosts.filter((h) => h.lagging).length;
+    out.push(
+      '',
+      config.latest
+        ? `MESH CONFIGURATION (version ${config.latest}, rollout ${config.phase}; ${lagging} host(s) lagging or failed)`
+        : 'MESH CONFIGURATION',
+      hostConfigText(config.hosts, config.latest),
+    );
+  }
   out.push(
     '',
     `BUS (connected to ${server.name ?? '?'}${server.cluster ? `, cluster ${server.cluster}` : ''})`,
