@@ -13,6 +13,7 @@ import type {
   HostChildren,
   Lease,
   Rollout,
+  MeshConfigVersionRecord,
   ServiceInstance,
 } from './schemas.js';
 
@@ -115,6 +116,20 @@ export const RolloutsBucket: BucketSpec<Rollout> = {
   expiresAt: () => undefined,
 };
 
+/**
+ * The versions of the mesh configuration (mesh-config.ts), one key each, created with
+ * compare-and-set and never rewritten: the bucket is the configuration's history.
+ * Reads go to the leader: a publish is based on the version read.
+ */
+export const ConfigBucket: BucketSpec<MeshConfigVersionRecord> = {
+  name: Buckets.config,
+  codec: Codecs.meshConfigVersion,
+  history: 1,
+  allowDirect: false,
+  key: (v) => Keys.configVersion(v.version),
+  expiresAt: () => undefined,
+};
+
 export const AllBuckets: readonly BucketLayout[] = [
   RegistryBucket,
   AffinityBucket,
@@ -122,4 +137,5 @@ export const AllBuckets: readonly BucketLayout[] = [
   LeaseBucket,
   LaunchersBucket,
   RolloutsBucket,
+  ConfigBucket,
 ];

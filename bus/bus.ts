@@ -16,7 +16,13 @@ import {
   type NatsConnection,
   nkeyAuthenticator,
 } from '@nats-io/transport-node';
-import { AffinityBucket, type BucketSpec, LeaseBucket, RegistryBucket } from './buckets.js';
+import {
+  AffinityBucket,
+  type BucketSpec,
+  ConfigBucket,
+  LeaseBucket,
+  RegistryBucket,
+} from './buckets.js';
 import {
   type ControlCodecs,
   type ControlHandler,
@@ -29,6 +35,7 @@ import {
 import { EventPublisher, type EventPublisherOptions } from './events.js';
 import { acquireLease, type LeaseHold, type LeaseOptions } from './lease.js';
 import { defaultLogger, type Logger, LogIds } from './log.js';
+import { BusMeshConfigStore, type MeshConfigStore } from './mesh-config.js';
 import { busMetrics } from './metrics.js';
 import { BusConfigError, checkProvisioned, type ProvisionOptions, provision } from './provision.js';
 import { deniedBy, retryTransient } from './retry.js';
@@ -213,6 +220,16 @@ export class Bus {
   async store<T>(spec: BucketSpec<T>): Promise<KvStore<T>> {
     const kv = await this.kvm.open(spec.name, { allow_direct: spec.allowDirect });
     return new KvStore(this.js, kv, spec, this.logger, this.closing.signal);
+  }
+
+  /** The versions of the mesh configuration (mesh-config.ts). */
+  meshConfig(): MeshConfigStore {
+    return new BusMeshConfigStore(
+      () => this.store(ConfigBucket),
+      this.jsm,
+      this.logger,
+      this.closing.signal,
+    );
   }
 
   /**

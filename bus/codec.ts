@@ -82,7 +82,7 @@ export function protoCodec<S extends z.ZodType<object>>(
   };
 }
 
-const { discovery, affinity, cache, launcher, gateway, lease } = halyard;
+const { discovery, affinity, cache, launcher, gateway, lease, config } = halyard;
 
 export const Codecs = {
   serviceInstance: protoCodec(
@@ -142,5 +142,10 @@ export const Codecs = {
     'halyard.launcher.v1.CommandResult',
     launcher.v1.CommandResult,
     schemas.commandResult,
+  ),
+  meshConfigVersion: protoCodec(
+    'halyard.config.v1.MeshConfigVersion',
+    config.v1.MeshConfigVersion,
+    schemas.meshConfigVersion,
   ),
 } as const;

@@ -5,6 +5,7 @@ export {
   AllBuckets,
   type BucketSpec,
   CacheBucket,
+  ConfigBucket,
   LaunchersBucket,
   LeaseBucket,
   RegistryBucket,
@@ -31,6 +32,11 @@ export {
 export { type BusEvent, EventPublisher, type PublishedEvent } from './events.js';
 export type { LeaseHold, LeaseOptions } from './lease.js';
 export { LogIds } from './log.js';
+export {
+  ConfigConflictError,
+  type MeshConfigStore,
+  type MeshConfigVersion,
+} from './mesh-config.js';
 export { busMetrics } from './metrics.js';
 export {
   Buckets,

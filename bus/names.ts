@@ -10,6 +10,7 @@ export const Buckets = {
   leases: 'halyard-leases',
   launchers: 'halyard-launchers',
   rollouts: 'halyard-rollouts',
+  config: 'halyard-config',
 } as const;
 export type BucketName = (typeof Buckets)[keyof typeof Buckets];
 
@@ -105,6 +106,13 @@ export const Keys = {
   launcherChildren: (hostId: string) => assertToken('host id', hostId),
   /** The rollout of one mesh configuration version. */
   rollout: (version: number) => String(version),
+  /** One version of the mesh configuration. */
+  configVersion: (version: number) => {
+    if (!Number.isInteger(version) || version < 1) {
+      throw new RangeError(`config version ${version} must be a whole number from 1`);
+    }
+    return String(version);
+  },
   cacheKeyOf: (bucketKey: string) => {
     const dot = bucketKey.indexOf('.');
     return Buffer.from(bucketKey.slice(dot + 1), 'base64url').toString('utf8');

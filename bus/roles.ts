@@ -154,6 +154,7 @@ export function rolePermissions(role: Role, hostId?: string): Permissions {
           readBucket(Buckets.affinity),
           writeBucket(Buckets.affinity),
           publishEvents('gateway'),
+          readBucket(Buckets.config),
         ),
       );
     case 'discovery':
@@ -163,6 +164,7 @@ export function rolePermissions(role: Role, hostId?: string): Permissions {
           readBucket(Buckets.registry),
           writeBucket(Buckets.registry),
           publishEvents('discovery'),
+          readBucket(Buckets.config),
         ),
       );
     case 'launcher': {
@@ -179,6 +181,8 @@ export function rolePermissions(role: Role, hostId?: string): Permissions {
           // Launchers probing readiness through discovery mark draining instances.
           readBucket(Buckets.registry),
           writeBucket(Buckets.registry),
+          // Every launcher applies its host's part of the mesh configuration.
+          readBucket(Buckets.config),
           {
             publish: [],
             subscribe: [
@@ -191,7 +195,14 @@ export function rolePermissions(role: Role, hostId?: string): Permissions {
       );
     }
     case 'cache':
-      return permissions(merge(own, readBucket(Buckets.cache), writeBucket(Buckets.cache)));
+      return permissions(
+        merge(
+          own,
+          readBucket(Buckets.cache),
+          writeBucket(Buckets.cache),
+          readBucket(Buckets.config),
+        ),
+      );
     case 'operator':
       return permissions(
         merge(
@@ -204,6 +215,9 @@ export function rolePermissions(role: Role, hostId?: string): Permissions {
           // `halyard rollout status|resume|abort`.
           readBucket(Buckets.rollouts),
           writeBucket(Buckets.rollouts),
+          // `halyard config apply|rollback` publishes versions of the mesh configuration.
+          readBucket(Buckets.config),
+          writeBucket(Buckets.config),
           {
             publish: [`${API}.STREAM.LIST`, `${API}.STREAM.NAMES`, Subjects.allControl],
             subscribe: [],

@@ -197,6 +197,20 @@ export const discoveryEvent = z.object({
 export type ServiceInstance = z.infer<typeof serviceInstance>;
 export type AffinityPreference = z.infer<typeof affinityPreference>;
 export type CacheEntry = z.infer<typeof cacheEntry>;
+/** Large enough for any mesh, well under the bus's largest message (1 MiB by default). */
+export const MESH_CONFIG_MAX_BYTES = 512 * 1024;
+
+export const meshConfigVersion = z
+  .object({
+    version: z.number().int().min(1),
+    content: z.string().min(1).max(MESH_CONFIG_MAX_BYTES),
+    author: z.string().min(1).max(256),
+    publishedAtMs: epochMs,
+    summary: z.string().max(1000),
+    basedOn: z.number().int().min(0),
+  })
+  .refine((v) => v.basedOn < v.version, { path: ['basedOn'], message: 'must be below version' });
+
 export type Lease = z.infer<typeof lease>;
 export type RunningChild = z.infer<typeof runningChild>;
 export type HostChildren = z.infer<typeof hostChildren>;
@@ -209,3 +223,4 @@ export type ProcessStatus = z.infer<typeof processStatus>;
 export type LauncherStatus = z.infer<typeof launcherStatus>;
 export type CommandResult = z.infer<typeof commandResult>;
 export type DiscoveryEvent = z.infer<typeof discoveryEvent>;
+export type MeshConfigVersionRecord = z.infer<typeof meshConfigVersion>;

@@ -3,7 +3,7 @@
  * throw a ConfigError that names the file, the path of the field and what was expected.
  */
 import { readFile } from 'node:fs/promises';
-import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { type Document, isMap, isNode, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
 
 export class ConfigError extends Error {
@@ -38,6 +38,70 @@ export function validateConfig<S extends z.ZodType>(
   );
 }
 
+/** YAML text parsed, with where each field is written. */
+export interface YamlText {
+  /** The plain value (an empty text is `{}`). */
+  readonly value: unknown;
+  readonly document: Document;
+  /**
+   * The 1-based line of the field at `path`, or of its closest enclosing field that
+   * exists (a missing field is reported where it belongs).
+   */
+  lineOf(path: readonly PropertyKey[]): number;
+  /** The lines a top-level field spans, from its key to the end of its value; undefined if absent. */
+  linesOf(path: readonly [string]): { first: number; last: number } | undefined;
+}
+
+/** Parses YAML text; a syntax error is a ConfigError naming `file`, line and column. */
+export function parseYamlText(text: string, file: string): YamlText {
+  const lineCounter = new LineCounter();
+  const document = parseDocument(text, { lineCounter });
+  if (document.errors.length > 0) {
+    throw new ConfigError(
+      file,
+      document.errors.map((error) => {
+        const at = error.linePos?.[0];
+        return `${at ? `line ${at.line}, column ${at.col}: ` : ''}${error.message.split('\n')[0]}`;
+      }),
+    );
+  }
+  const lineAt = (offset: number) => lineCounter.linePos(offset).line;
+  return {
+    value: document.toJS() ?? {},
+    document,
+    lineOf(path) {
+      let node: unknown = document.contents;
+      let line = isNode(node) && node.range ? lineAt(node.range[0]) : 1;
+      for (const segment of path) {
+        if (isMap(node)) {
+          const pair = node.items.find(
+            (p) => isScalar(p.key) && String(p.key.value) === String(segment),
+          );
+          if (!pair) break;
+          if (isNode(pair.key) && pair.key.range) line = lineAt(pair.key.range[0]);
+          node = pair.value;
+        } else if (isSeq(node) && typeof segment === 'number' && isNode(node.items[segment])) {
+          node = node.items[segment];
+          const range = (node as { range?: [number, number, number] }).range;
+          if (range) line = lineAt(range[0]);
+        } else {
+          break;
+        }
+      }
+      return line;
+    },
+    linesOf([key]) {
+      const top = document.contents;
+      if (!isMap(top)) return undefined;
+      const pair = top.items.find((p) => isScalar(p.key) && p.key.value === key);
+      const start = isNode(pair?.key) ? pair.key.range?.[0] : undefined;
+      const end = isNode(pair?.value) ? pair.value.range?.[1] : start;
+      if (start === undefined || end === undefined) return undefined;
+      return { first: lineAt(start), last: lineAt(Math.max(start, end - 1)) };
+    },
+  };
+}
+
 /** The file's parsed YAML, not yet validated (an empty file is `{}`). */
 export async function readYamlFile(file: string): Promise<unknown> {
   let text: string;
@@ -46,17 +110,7 @@ export async function readYamlFile(file: string): Promise<unknown> {
   } catch (error) {
     throw new ConfigError(file, [`cannot read: ${(error as Error).message}`]);
   }
-  try {
-    return parseYaml(text) ?? {};
-  } catch (error) {
-    if (error instanceof YAMLParseError) {
-      const at = error.linePos?.[0];
-      throw new ConfigError(file, [
-        `${at ? `line ${at.line}, column ${at.col}: ` : ''}${error.message.split('\n')[0]}`,
-      ]);
-    }
-    throw error;
-  }
+  return parseYamlText(text, file).value;
 }
 
 export async function loadYamlConfig<S extends z.ZodType>(

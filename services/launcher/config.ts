@@ -30,10 +30,13 @@ const readiness = z.union([
   z.strictObject({ registered: z.strictObject({ serviceId: id }) }),
 ]);
 
-const component = z.strictObject({
+export const component = z.strictObject({
   command: z.string().min(1),
-  /** The pinned version of what the component runs; a change of it is a change of the component. */
-  version: z.string().optional(),
+  /**
+   * The pinned version of what the component runs (free text, e.g. `1.4.2`): changing it
+   * is a change of the component, rolled out like a new command.
+   */
+  version: z.string().min(1).max(128).optional(),
   args: z.array(z.string()).default([]),
   cwd: z.string().optional(),
   env: z.record(z.string(), z.string()).default({}),
@@ -78,6 +81,18 @@ const controlAccess = z.strictObject({
   grants: z.record(z.string().min(1), z.enum(['read', 'control'])).default({}),
 });
 
+/**
+ * How a changed component rolls out, one instance at a time: a new instance must stay
+ * ready, registered and healthy for `healthySeconds` before the next step, and a step
+ * that takes longer than `stepTimeoutSeconds` has failed.
+ */
+export const rollout = z
+  .strictObject({
+    healthySeconds: seconds.default(5),
+    stepTimeoutSeconds: z.number().positive().default(120),
+  })
+  .default({ healthySeconds: 5, stepTimeoutSeconds: 120 });
+
 export const launcherConfig = z
   .strictObject({
     hostId: id.optional(),
@@ -98,35 +113,38 @@ export const launcherConfig = z
     adminPort: z.number().int().min(0).max(65_535).default(7401),
     /** What to do with children a killed launcher left running. */
     recovery: z.enum(['stop', 'adopt']).default('stop'),
+    rollout,
     components: z.record(id, component).default({}),
   })
-  // Runs even when fields are invalid, so that one pass reports every problem; the
-  // value may then be the raw input, hence the defensive reading.
-  .superRefine(
-    (config, ctx) => {
-      const components = dependencies(config);
-      for (const [name, deps] of Object.entries(components)) {
-        deps.forEach((dep, i) => {
-          if (!(dep in components)) {
-            ctx.addIssue({
-              code: 'custom',
-              path: ['components', name, 'dependsOn', i],
-              message: `no component "${dep}"`,
-            });
-          }
-        });
-      }
-      const cycle = findCycle(components);
-      if (cycle) {
+  .superRefine(checkDependencies, { when: () => true });
+
+/**
+ * Every `dependsOn` names a component and there is no cycle. Runs even when fields are
+ * invalid, so that one pass reports every problem; the value may then be the raw input,
+ * hence the defensive reading.
+ */
+export function checkDependencies(config: unknown, ctx: z.RefinementCtx): void {
+  const components = dependencies(config);
+  for (const [name, deps] of Object.entries(components)) {
+    deps.forEach((dep, i) => {
+      if (!(dep in components)) {
         ctx.addIssue({
           code: 'custom',
-          path: ['components', cycle[0]!, 'dependsOn'],
-          message: `dependency cycle: ${cycle.join(' → ')}`,
+          path: ['components', name, 'dependsOn', i],
+          message: `no component "${dep}"`,
         });
       }
-    },
-    { when: () => true },
-  );
+    });
+  }
+  const cycle = findCycle(components);
+  if (cycle) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['components', cycle[0]!, 'dependsOn'],
+      message: `dependency cycle: ${cycle.join(' → ')}`,
+    });
+  }
+}
 
 /** Each component's `dependsOn`, from a value that may not have passed validation. */
 function dependencies(config: unknown): Record<string, string[]> {
