@@ -12,8 +12,8 @@ import type {
   CacheEntry,
   HostChildren,
   Lease,
-  Rollout,
   MeshConfigVersionRecord,
+  Rollout,
   ServiceInstance,
 } from './schemas.js';
 

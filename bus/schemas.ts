@@ -111,6 +111,7 @@ export const rollout = z.object({
   reason: text(4096),
   hosts: z.array(hostRollout).max(10_000),
   updatedAtMs: epochMs,
+  createdAtMs: epochMs,
 });
 
 const eventBase = {

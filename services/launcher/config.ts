@@ -113,6 +113,12 @@ export const launcherConfig = z
     adminPort: z.number().int().min(0).max(65_535).default(7401),
     /** What to do with children a killed launcher left running. */
     recovery: z.enum(['stop', 'adopt']).default('stop'),
+    /**
+     * Where the components come from: this file (`refresh` re-reads it), or the mesh
+     * configuration versions on the bus, applied as they are published (the file then
+     * gives only this host's settings).
+     */
+    meshConfig: z.enum(['file', 'bus']).default('file'),
     rollout,
     components: z.record(id, component).default({}),
   })
@@ -202,6 +208,12 @@ const settings: readonly Setting[] = [
     description: "this host's address, where its components listen",
   },
   { flag: '--grpc <host:port>', path: 'grpcListen', description: 'gRPC control address' },
+  {
+    flag: '--mesh-config <file|bus>',
+    env: 'HALYARD_MESH_CONFIG',
+    path: 'meshConfig',
+    description: 'components from the config file, or from the mesh configuration on the bus',
+  },
   {
     flag: '--admin-port <port>',
     path: 'adminPort',

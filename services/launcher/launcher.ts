@@ -129,7 +129,10 @@ export class Launcher implements Controls {
     const { bus, logger, mesh } = this.options;
     const board = mesh && new RolloutBoard(mesh.rollouts, this.hostId, this.launcherId);
     const initial = mesh && board && (await this.latestMeshVersion(mesh, board));
-    if (initial) this.config = { ...this.config, components: initial.components };
+    if (initial) {
+      const { components, recovery = this.config.recovery } = initial.spec;
+      this.config = { ...this.config, components, recovery };
+    }
     const configs = forHost(this.config, this.hostId);
     const leftovers = await findLeftovers(bus, this.children, this.hostId, logger);
     this.children.carryOver(leftovers);
@@ -242,7 +245,7 @@ export class Launcher implements Controls {
   private async latestMeshVersion(
     mesh: MeshSource,
     board: RolloutBoard,
-  ): Promise<{ version: number; components: MeshSpec['components'] } | undefined> {
+  ): Promise<{ version: number; spec: MeshSpec } | undefined> {
     const { logger } = this.options;
     const latest = await mesh.versions.latest();
     if (!latest) {
@@ -256,7 +259,7 @@ export class Launcher implements Controls {
     try {
       const spec = mesh.parse(latest.content, `mesh configuration version ${latest.version}`);
       const missing = await missingFiles(forHost(spec, this.hostId));
-      if (missing.length === 0) return { version: latest.version, components: spec.components };
+      if (missing.length === 0) return { version: latest.version, spec };
       problem = `missing on host ${this.hostId}: ${missing.join('; ')}`;
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;

@@ -35,6 +35,8 @@ export interface MeshVersions {
 export interface MeshSpec {
   readonly components: Record<string, ComponentConfig>;
   readonly rollout: { readonly healthySeconds: number; readonly stepTimeoutSeconds: number };
+  /** What a restarted launcher does with the children it finds; absent: the host's setting. */
+  readonly recovery?: 'stop' | 'adopt';
 }
 
 export interface MeshFollowerOptions {

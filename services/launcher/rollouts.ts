@@ -4,7 +4,10 @@
  * turn to replace instances. Turns go in host id order, one host at a time: a host
  * rolls once every host before it in the record has applied the version and no other
  * host is rolling; the change to ROLLING is a compare-and-set on the record's revision,
- * so two hosts that both see the way free cannot both take it.
+ * so two hosts that both see the way free cannot both take it. Turns begin a moment
+ * (`joinWindowMs`) after the first host joined, so that every host that follows the
+ * configuration has joined by then: one that joins later (it was down, or busy) takes
+ * its turn after those before it in id order that are still to roll.
  */
 import {
   type HostRollout,
@@ -50,6 +53,7 @@ export async function changeRollout(
       reason: '',
       hosts: [],
       updatedAtMs: Date.now(),
+      createdAtMs: Date.now(),
     };
     const next = change(base);
     if (!next) return base;
@@ -64,11 +68,15 @@ export async function changeRollout(
   }
 }
 
+/** How long after a rollout's first host joined the turns begin. */
+export const JOIN_WINDOW_MS = 2000;
+
 export class RolloutBoard {
   constructor(
     private readonly records: RolloutRecords,
     readonly hostId: string,
     private readonly launcherId: string,
+    private readonly joinWindowMs = JOIN_WINDOW_MS,
   ) {}
 
   /** This host's entry in the record of `version`, as last written. */
@@ -120,6 +128,9 @@ export class RolloutBoard {
     }
     if (rollout.state === RolloutState.HALTED) {
       return { go: false, why: 'halted', detail: `rollout halted ${rollout.reason}` };
+    }
+    if (Date.now() < rollout.createdAtMs + this.joinWindowMs) {
+      return { go: false, why: 'waiting', detail: 'waiting for the hosts to join' };
     }
     const others = rollout.hosts.filter((h) => h.hostId !== this.hostId);
     const rolling = others.find((h) => h.state === HostState.ROLLING);

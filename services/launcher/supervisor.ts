@@ -194,7 +194,10 @@ export class Supervisor {
     instance.start();
     let failure: string | undefined;
     if (!(await instance.waitReady(limits.timeoutMs))) {
-      failure = `${label} did not become ready within ${limits.timeoutMs / 1000} s`;
+      const starting = instance.state === 'STARTING' || instance.state === 'RUNNING';
+      failure = starting
+        ? `${label} did not become ready within ${limits.timeoutMs / 1000} s`
+        : `${label} ended before it was ready`;
     } else if (!(await instance.staysReady(limits.healthyMs))) {
       failure = `${label} did not stay ready for ${limits.healthyMs / 1000} s`;
     }

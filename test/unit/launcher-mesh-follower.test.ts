@@ -107,7 +107,7 @@ async function startHost(
     logger,
     registry: noRegistry,
   });
-  const board = new RolloutBoard(records, hostId, `run-${hostId}`);
+  const board = new RolloutBoard(records, hostId, `run-${hostId}`, 200);
   const steps: string[] = [];
   // Records the order in which hosts replace instances.
   const original = board.report.bind(board);
@@ -139,10 +139,14 @@ async function startHost(
   return host;
 }
 
+/** A tiny HTTP server, ready once it answers on its port. */
 const sleeper = (tag: string) => ({
   command: process.execPath,
-  args: ['-e', 'setInterval(() => {}, 1000)'],
+  args: ['-e', "require('node:http').createServer((q, s) => s.end()).listen(process.env.PORT)"],
   env: { TAG: tag },
+  port: { env: 'PORT' },
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: the launcher's placeholder
+  readiness: { http: 'http://127.0.0.1:${PORT}/' },
   instances: 2,
   stop: { signal: 'SIGTERM', timeoutSeconds: 5 },
 });
@@ -205,7 +209,7 @@ test('versions roll host by host, a broken one halts at its first instance, a ro
   const halted = records.values.get('3')!.value;
   assert.match(
     halted.reason,
-    /on host host-a: greeter#1 did not stay ready .*code 3.*runs version 2 again/,
+    /on host host-a: greeter#1 ended before it was ready .*code 3.*runs version 2 again/,
   );
   await until('host-b waiting for v3', () => hostStates(records, 3)['host-b'] === 'WAITING');
   assert.match(halted.hosts.find((h) => h.hostId === 'host-b')?.reason ?? 'waiting', /./);
@@ -269,8 +273,8 @@ test('missingFiles finds commands on PATH and by path', async () => {
 
 test('an aborted rollout: a host that had not rolled keeps what it runs and says so', async () => {
   const records = new MemoryRecords();
-  const a = new RolloutBoard(records, 'a', 'run-a');
-  const b = new RolloutBoard(records, 'b', 'run-b');
+  const a = new RolloutBoard(records, 'a', 'run-a', 0);
+  const b = new RolloutBoard(records, 'b', 'run-b', 0);
   // Two hosts that see the way free at once: the compare-and-set lets one of them roll.
   const turns = await Promise.all([a.takeTurn(7), b.takeTurn(7)]);
   assert.equal(turns.filter((t) => t.go).length, 1);
