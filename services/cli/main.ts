@@ -2,7 +2,9 @@
  * The `halyard` command (./halyard in the repository root):
  *
  *   halyard up [--single-node] [--bus-only] [--data-dir DIR] [--base-port N]
- *   halyard status | events | launcher … | rollout … | affinity … | call … | token …   (see --help of each)
+ *   halyard status | events | launcher … | affinity … | call … | token …   (see --help of each)
+ *   halyard config apply FILE | show | diff A B | history | rollback N   (the mesh configuration)
+ *   halyard rollout status | resume | abort   (how a configuration version reaches the hosts)
  *   halyard bus provision | certs <dir> --host name=address …   (a locked bus)
  *
  * `npm start` runs `up` through deploy/local/up.sh, which first installs what is missing.
@@ -13,6 +15,11 @@ import { addAffinityCommand } from './commands/affinity.js';
 import { addBusCommand } from './commands/bus.js';
 import { addCallCommand } from './commands/call.js';
 import { addCertsCommand } from './commands/certs.js';
+import { addConfigApplyCommand } from './commands/config-apply.js';
+import { addConfigDiffCommand } from './commands/config-diff.js';
+import { addConfigHistoryCommand } from './commands/config-history.js';
+import { addConfigRollbackCommand } from './commands/config-rollback.js';
+import { addConfigShowCommand } from './commands/config-show.js';
 import { addConsoleCommand } from './commands/console.js';
 import { addEventsCommand } from './commands/events.js';
 import { addLauncherCommand } from './commands/launcher.js';
@@ -39,6 +46,18 @@ addUpCommand(program);
 addStatusCommand(program);
 addEventsCommand(program);
 addLauncherCommand(program);
+const config = program
+  .command('config')
+  .description('the mesh configuration on the bus: versions every host applies');
+for (const add of [
+  addConfigApplyCommand,
+  addConfigShowCommand,
+  addConfigDiffCommand,
+  addConfigHistoryCommand,
+  addConfigRollbackCommand,
+]) {
+  add(config);
+}
 addRolloutCommand(program);
 addAffinityCommand(program);
 addCallCommand(program);

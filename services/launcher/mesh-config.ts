@@ -12,6 +12,7 @@
  *
  * Every problem names the field's path and its line in the file.
  */
+import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
 import { id } from '../../bus/index.js';
 import { ConfigError, parseYamlText, type YamlText } from '../common/config.js';
@@ -129,3 +130,81 @@ const describe = (path: readonly PropertyKey[]) =>
 function where(yaml: YamlText, source: string, path: readonly PropertyKey[]): string {
   return `${source}:${yaml.lineOf(path)}`;
 }
+
+/** Longest summary kept with a version (the rest is in `config diff`). */
+const SUMMARY_MAX = 1000;
+
+/**
+ * One line saying what `next` changes in `previous` (undefined: there was none), for
+ * the history: components added and removed, and of each changed component its
+ * instances, version, hosts, and which of command, args, env (by variable) and other
+ * settings changed.
+ */
+export function describeChange(previous: MeshConfig | undefined, next: MeshConfig): string {
+  const names = Object.keys(next.components);
+  if (!previous) {
+    return clip(
+      `first version: ${count(names.length, 'component')} (${names.join(', ') || 'none'})`,
+    );
+  }
+  const parts: string[] = [];
+  const before = previous.components;
+  for (const name of Object.keys(before))
+    if (!(name in next.components)) parts.push(`${name}: removed`);
+  for (const name of names) {
+    const [was, now] = [before[name], next.components[name]!];
+    if (!was) {
+      parts.push(`${name}: added (${count(now.instances, 'instance')})`);
+      continue;
+    }
+    const changes = componentChanges(was, now);
+    if (changes.length > 0) parts.push(`${name}: ${changes.join(', ')}`);
+  }
+  if (previous.recovery !== next.recovery) {
+    parts.push(
+      `recovery ${previous.recovery ?? '(host default)'} → ${next.recovery ?? '(host default)'}`,
+    );
+  }
+  if (!isDeepStrictEqual(previous.rollout, next.rollout)) {
+    parts.push(
+      `rollout ${previous.rollout.healthySeconds}s/${previous.rollout.stepTimeoutSeconds}s → ${next.rollout.healthySeconds}s/${next.rollout.stepTimeoutSeconds}s (healthy/step timeout)`,
+    );
+  }
+  return clip(
+    parts.length > 0 ? parts.join('; ') : 'no change to what runs (comments or layout only)',
+  );
+}
+
+type Component = MeshConfig['components'][string];
+
+function componentChanges(was: Component, now: Component): string[] {
+  const changes: string[] = [];
+  const shown = (hosts: readonly string[] | undefined) => (hosts ? hosts.join(',') : 'every host');
+  if (was.version !== now.version) {
+    changes.push(`version ${was.version ?? '(none)'} → ${now.version ?? '(none)'}`);
+  }
+  if (was.instances !== now.instances)
+    changes.push(`instances ${was.instances} → ${now.instances}`);
+  if (!isDeepStrictEqual(was.hosts, now.hosts)) {
+    changes.push(`hosts ${shown(was.hosts)} → ${shown(now.hosts)}`);
+  }
+  if (was.command !== now.command) changes.push('command changed');
+  if (!isDeepStrictEqual(was.args, now.args)) changes.push('args changed');
+  const env = [...new Set([...Object.keys(was.env), ...Object.keys(now.env)])].filter(
+    (variable) => was.env[variable] !== now.env[variable],
+  );
+  if (env.length > 0) changes.push(`env ${env.join(',')} changed`);
+  const described = new Set(['version', 'instances', 'hosts', 'command', 'args', 'env']);
+  const others = Object.keys({ ...was, ...now }).filter(
+    (field) =>
+      !described.has(field) &&
+      !isDeepStrictEqual(was[field as keyof Component], now[field as keyof Component]),
+  );
+  if (others.length > 0) changes.push(`${others.join(', ')} changed`);
+  return changes;
+}
+
+const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? '' : 's'}`;
+
+const clip = (text: string) =>
+  text.length <= SUMMARY_MAX ? text : `${text.slice(0, SUMMARY_MAX - 1)}…`;

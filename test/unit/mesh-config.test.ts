@@ -8,7 +8,11 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../../services/common/config.js';
-import { parseMeshConfig, withoutHostSettings } from '../../services/launcher/mesh-config.js';
+import {
+  describeChange,
+  parseMeshConfig,
+  withoutHostSettings,
+} from '../../services/launcher/mesh-config.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const LOCAL_MESH = readFileSync(path.join(ROOT, 'deploy/local/mesh.yaml'), 'utf8');
@@ -113,4 +117,34 @@ test('the local mesh is a mesh config once its host id is taken out', () => {
   ]);
   assert.equal(config.recovery, 'adopt');
   assert.match(shared, /^# The local mesh/);
+});
+
+test('the summary of a version says what changed, structurally', () => {
+  const parse = (text: string) => parseMeshConfig(text, 'mesh.yaml');
+  const v1 = parse(
+    [
+      'components:',
+      '  greeter: { command: node, version: "1", env: { A: "1", B: "2" } }',
+      '  cache: { command: cache, instances: 1 }',
+      '  old: { command: old }',
+    ].join('\n'),
+  );
+  assert.equal(describeChange(undefined, v1), 'first version: 3 components (greeter, cache, old)');
+  const v2 = parse(
+    [
+      '# a comment',
+      'recovery: adopt',
+      'components:',
+      '  greeter: { command: node, version: "2", env: { A: "1", B: "3", C: "4" }, args: [-v] }',
+      '  cache: { command: cache, instances: 2, hosts: [h1, h2], drainSeconds: 3 }',
+      '  new: { command: new }',
+    ].join('\n'),
+  );
+  assert.equal(
+    describeChange(v1, v2),
+    'old: removed; greeter: version 1 → 2, args changed, env B,C changed; ' +
+      'cache: instances 1 → 2, hosts every host → h1,h2, drainSeconds changed; new: added (1 instance); ' +
+      'recovery (host default) → adopt',
+  );
+  assert.equal(describeChange(v2, v2), 'no change to what runs (comments or layout only)');
 });
