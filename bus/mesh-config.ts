@@ -27,6 +27,8 @@ export interface MeshConfigVersion {
   readonly summary: string;
   /** The version it replaced (0 for the first). */
   readonly basedOn: number;
+  /** Hosts also restart the instances it does not change (`config apply --force`). */
+  readonly restartUnchanged: boolean;
 }
 
 /** Thrown by publish when another version was published first; names it. */
@@ -54,6 +56,7 @@ export interface MeshConfigStore {
     content: string;
     author: string;
     summary: string;
+    restartUnchanged?: boolean;
   }): Promise<MeshConfigVersion>;
   /** Delivers the latest version first (if any), then every newer one in order; survives reconnects. */
   watch(onVersion: (v: MeshConfigVersion) => void): Promise<{ stop(): Promise<void> }>;
@@ -66,6 +69,7 @@ const fromRecord = (r: MeshConfigVersionRecord): MeshConfigVersion => ({
   publishedAt: new Date(r.publishedAtMs),
   summary: r.summary,
   basedOn: r.basedOn,
+  restartUnchanged: r.restartUnchanged,
 });
 
 export class BusMeshConfigStore implements MeshConfigStore {
@@ -131,6 +135,7 @@ export class BusMeshConfigStore implements MeshConfigStore {
     content: string;
     author: string;
     summary: string;
+    restartUnchanged?: boolean;
   }): Promise<MeshConfigVersion> {
     const store = await this.store();
     // The chain has no gaps: a version is created only on top of one that exists.
@@ -147,6 +152,7 @@ export class BusMeshConfigStore implements MeshConfigStore {
       publishedAtMs: Date.now(),
       summary: next.summary,
       basedOn: next.basedOn,
+      restartUnchanged: next.restartUnchanged ?? false,
     };
     try {
       await store.create(record);

@@ -209,6 +209,7 @@ export const meshConfigVersion = z
     publishedAtMs: epochMs,
     summary: z.string().max(1000),
     basedOn: z.number().int().min(0),
+    restartUnchanged: z.boolean(),
   })
   .refine((v) => v.basedOn < v.version, { path: ['basedOn'], message: 'must be below version' });
 

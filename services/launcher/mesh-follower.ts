@@ -22,6 +22,8 @@ import type { Supervisor } from './supervisor.js';
 export interface MeshVersion {
   readonly version: number;
   readonly content: string;
+  /** Roll also the instances whose process it does not change (`config apply --force`). */
+  readonly restartUnchanged?: boolean;
 }
 
 /** Where the versions come from (the bus's MeshConfigStore). */
@@ -163,7 +165,10 @@ export class MeshFollower {
     }
     await this.options.prepare(configs);
     const plan = supervisor.plan(configs);
-    if (plan.changed.length === 0) {
+    // Forced: the kept instances of every component roll, changed or not.
+    const forced = target.restartUnchanged ? [...plan.scaled, ...plan.unchanged] : [];
+    const kept = new Map(forced.map((name) => [name, supervisor.instances(name)]));
+    if (plan.changed.length === 0 && forced.length === 0) {
       await supervisor.applyAtOnce(configs, plan);
       return this.done(target, 'applied at once');
     }
@@ -176,9 +181,12 @@ export class MeshFollower {
       return turn.why === 'aborted' ? 'skipped' : 'waiting';
     }
     await supervisor.applyAtOnce(configs, plan);
-    const steps = plan.changed.flatMap((name) => {
+    const steps = [...configs.keys()].flatMap((name) => {
       const config = configs.get(name)!;
-      return supervisor.outdated(name, config).map((instance) => ({ instance, config }));
+      const instances = plan.changed.includes(name)
+        ? supervisor.outdated(name, config)
+        : (kept.get(name) ?? []).filter((i) => supervisor.instances(name).includes(i));
+      return instances.map((instance) => ({ instance, config }));
     });
     const limits = {
       timeoutMs: mesh.rollout.stepTimeoutSeconds * 1000,

@@ -144,6 +144,11 @@ export class Supervisor {
     this.reorder(configs);
   }
 
+  /** The instances of `name` (none when it does not run here). */
+  instances(name: string): Instance[] {
+    return [...(this.components.get(name)?.instances ?? [])];
+  }
+
   /**
    * The running instances of `name` whose process differs from what `config` runs
    * (after a halted rollout, some instances of a component may run one version and

@@ -52,8 +52,12 @@ class MemoryVersions implements MeshVersions {
   private readonly versions: MeshVersion[] = [];
   private readonly watchers = new Set<(v: MeshVersion) => void>();
 
-  publish(content: object): number {
-    const v = { version: this.versions.length + 1, content: JSON.stringify(content) };
+  publish(content: object, restartUnchanged = false): number {
+    const v = {
+      version: this.versions.length + 1,
+      content: JSON.stringify(content),
+      restartUnchanged,
+    };
     this.versions.push(v);
     for (const w of this.watchers) w(v);
     return v.version;
@@ -232,6 +236,23 @@ test('versions roll host by host, a broken one halts at its first instance, a ro
   assert.deepEqual(hostStates(records, 4), { 'host-a': 'APPLIED', 'host-b': 'APPLIED' });
   assert.deepEqual([...pids(a), ...pids(b)], beforeRollback);
   assert.deepEqual(order, ['host-a greeter#1 (1/2)']);
+
+  // The same content forced (`config apply --force`): every instance restarts, in turn.
+  order.length = 0;
+  versions.publish({ components: { greeter: sleeper('v2') } }, true);
+  await until(
+    'both hosts on v5',
+    () => a.follower.appliedVersion === 5 && b.follower.appliedVersion === 5,
+    20_000,
+  );
+  assert.deepEqual(order, [
+    'host-a greeter#1 (1/2)',
+    'host-a greeter#2 (2/2)',
+    'host-b greeter#1 (1/2)',
+    'host-b greeter#2 (2/2)',
+  ]);
+  const forcedPids = [...pids(a), ...pids(b)];
+  assert.equal(forcedPids.filter((p) => beforeRollback.includes(p)).length, 0, 'all restarted');
 });
 
 test('a version that names a missing file is reported by the host, and nothing changes', async () => {
