@@ -76,7 +76,11 @@ async function recordOf(
 }
 
 async function showRollout(bus: Bus, flags: RolloutFlags): Promise<number> {
+  const latest = await bus.meshConfig().latest();
   const { record } = await recordOf(bus, flags);
+  if (!flags.version && latest && latest.version > record.version && !flags.json) {
+    process.stdout.write(`version ${latest.version}: no host has taken it up yet\n\n`);
+  }
   if (flags.json) printJson(rolloutJson(record));
   else process.stdout.write(`${rolloutText(record, Date.now())}\n`);
   return record.state === RolloutState.ROLLING ? ExitCodes.ok : ExitCodes.failed;

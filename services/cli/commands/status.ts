@@ -64,19 +64,12 @@ async function status(bus: Bus, asJson: boolean): Promise<number> {
     bus.snapshot('registrations'),
     bus.streams(),
     launchers(bus, undefined),
-    rolloutRecords(bus),
+    meshConfigState(bus),
   ]);
-  const newest = rollouts.at(-1);
-  const latest = newest?.version ?? 0;
-  const config = {
-    latest,
-    phase: newest ? rolloutPhase(newest) : '-',
-    hosts: hostConfigStates(rollouts, latest),
-  };
   const instances = [...registrations.entries.values()].sort(
     (a, b) => a.serviceId.localeCompare(b.serviceId) || a.instanceId.localeCompare(b.instanceId),
   );
-  const report = { now, instances, hosts, server: bus.server, streams, config };
+  const report = { now, instances, hosts, server: bus.server, streams, config: rollouts };
   if (asJson) {
     printJson(statusJson(report));
     return ExitCodes.ok;
@@ -86,6 +79,24 @@ async function status(bus: Bus, asJson: boolean): Promise<number> {
     (s) => (s.replicas > 1 && !s.leader) || s.followers.some((f) => !f.current),
   );
   return unhealthy ? ExitCodes.failed : ExitCodes.ok;
+}
+
+/**
+ * The newest mesh configuration version and each host against it; undefined when they
+ * cannot be read (a bus provisioned before they were kept on it: `halyard bus provision`
+ * adds them), so that the rest of the status still shows.
+ */
+async function meshConfigState(bus: Bus): Promise<StatusReport['config']> {
+  try {
+    const [records, latest] = await Promise.all([rolloutRecords(bus), bus.meshConfig().latest()]);
+    const newest = records.at(-1);
+    const version = Math.max(latest?.version ?? 0, newest?.version ?? 0);
+    const phase =
+      newest?.version === version ? rolloutPhase(newest) : version ? 'not taken up yet' : '-';
+    return { latest: version, phase, hosts: hostConfigStates(records, version) };
+  } catch {
+    return undefined;
+  }
 }
 
 /** A gateway as a launcher reports it, or as it registered itself, or both. */
