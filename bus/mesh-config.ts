@@ -11,6 +11,7 @@ import { ConfigBucket } from './buckets.js';
 import { InvalidMessageError, reportInvalid } from './invalid.js';
 import { type Logger, LogIds } from './log.js';
 import { Keys, kvStream, Subjects } from './names.js';
+import { BusConfigError, PROVISION_HINT } from './provision.js';
 import { retryTransient } from './retry.js';
 import type { MeshConfigVersionRecord } from './schemas.js';
 import { KeyExistsError, type KvStore } from './store.js';
@@ -94,7 +95,10 @@ export class BusMeshConfigStore implements MeshConfigStore {
           last_by_subj: `${Subjects.kvPrefix(ConfigBucket.name)}.>`,
         }),
       { signal: this.signal },
-    );
+    ).catch((error: unknown) => {
+      if ((error as Error).name !== 'StreamNotFoundError') throw error;
+      throw new BusConfigError(`the bus has no stream ${stream}: ${PROVISION_HINT}`);
+    });
     if (!message) return undefined;
     const key = message.subject.slice(Subjects.kvPrefix(ConfigBucket.name).length + 1);
     try {

@@ -3,7 +3,7 @@
  * throw a ConfigError that names the file, the path of the field and what was expected.
  */
 import { readFile } from 'node:fs/promises';
-import { type Document, isMap, isNode, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
+import { isMap, isNode, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
 
 export class ConfigError extends Error {
@@ -42,7 +42,6 @@ export function validateConfig<S extends z.ZodType>(
 export interface YamlText {
   /** The plain value (an empty text is `{}`). */
   readonly value: unknown;
-  readonly document: Document;
   /**
    * The 1-based line of the field at `path`, or of its closest enclosing field that
    * exists (a missing field is reported where it belongs).
@@ -68,7 +67,6 @@ export function parseYamlText(text: string, file: string): YamlText {
   const lineAt = (offset: number) => lineCounter.linePos(offset).line;
   return {
     value: document.toJS() ?? {},
-    document,
     lineOf(path) {
       let node: unknown = document.contents;
       let line = isNode(node) && node.range ? lineAt(node.range[0]) : 1;

@@ -113,4 +113,29 @@ describe('mesh configuration versions on a 3-node cluster', () => {
       await watch.stop();
     }
   });
+
+  test('a watch whose bus node stops follows the versions published meanwhile from the others', async () => {
+    const [writer, reader] = [buses[0]!.meshConfig(), buses[1]!.meshConfig()];
+    const seen: number[] = [];
+    const watch = await reader.watch((v) => seen.push(v.version));
+    try {
+      const start = seen[0]!;
+      await cluster.stopNode(1);
+      const published = await writer.publish({
+        basedOn: start,
+        content: mesh(200),
+        author: 'w',
+        summary: 'while n1 was down',
+      });
+      await until(
+        'the watch to see the version published while its node was down',
+        () => seen.includes(published.version),
+        30_000,
+      );
+      assert.deepEqual(seen, [start, published.version]);
+    } finally {
+      await watch.stop();
+      await cluster.startNode(1);
+    }
+  });
 });
