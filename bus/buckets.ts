@@ -13,6 +13,7 @@ import type {
   HostChildren,
   Lease,
   MeshConfigVersionRecord,
+  Rollout,
   ServiceInstance,
 } from './schemas.js';
 
@@ -102,6 +103,20 @@ export const LaunchersBucket: BucketSpec<HostChildren> = {
 };
 
 /**
+ * One record per mesh configuration version: how far its rollout has come on each
+ * host. Launchers take turns with compare-and-set on the record's revision, so reads
+ * go to the leader.
+ */
+export const RolloutsBucket: BucketSpec<Rollout> = {
+  name: Buckets.rollouts,
+  codec: Codecs.rollout,
+  history: 1,
+  allowDirect: false,
+  key: (rollout) => Keys.rollout(rollout.version),
+  expiresAt: () => undefined,
+};
+
+/**
  * The versions of the mesh configuration (mesh-config.ts), one key each, created with
  * compare-and-set and never rewritten: the bucket is the configuration's history.
  * Reads go to the leader: a publish is based on the version read.
@@ -121,5 +136,6 @@ export const AllBuckets: readonly BucketLayout[] = [
   CacheBucket,
   LeaseBucket,
   LaunchersBucket,
+  RolloutsBucket,
   ConfigBucket,
 ];

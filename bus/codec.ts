@@ -102,6 +102,7 @@ export const Codecs = {
     launcher.v1.HostChildren,
     schemas.hostChildren,
   ),
+  rollout: protoCodec('halyard.launcher.v1.Rollout', launcher.v1.Rollout, schemas.rollout),
   lifecycleEvent: protoCodec(
     'halyard.launcher.v1.LifecycleEvent',
     launcher.v1.LifecycleEvent,

@@ -9,6 +9,7 @@ export {
   LaunchersBucket,
   LeaseBucket,
   RegistryBucket,
+  RolloutsBucket,
 } from './buckets.js';
 export {
   Bus,

@@ -28,6 +28,8 @@ export interface MeshConfigVersion {
   readonly summary: string;
   /** The version it replaced (0 for the first). */
   readonly basedOn: number;
+  /** Hosts also restart the instances it does not change (`config apply --force`). */
+  readonly restartUnchanged: boolean;
 }
 
 /** Thrown by publish when another version was published first; names it. */
@@ -55,6 +57,7 @@ export interface MeshConfigStore {
     content: string;
     author: string;
     summary: string;
+    restartUnchanged?: boolean;
   }): Promise<MeshConfigVersion>;
   /** Delivers the latest version first (if any), then every newer one in order; survives reconnects. */
   watch(onVersion: (v: MeshConfigVersion) => void): Promise<{ stop(): Promise<void> }>;
@@ -67,6 +70,7 @@ const fromRecord = (r: MeshConfigVersionRecord): MeshConfigVersion => ({
   publishedAt: new Date(r.publishedAtMs),
   summary: r.summary,
   basedOn: r.basedOn,
+  restartUnchanged: r.restartUnchanged,
 });
 
 export class BusMeshConfigStore implements MeshConfigStore {
@@ -135,6 +139,7 @@ export class BusMeshConfigStore implements MeshConfigStore {
     content: string;
     author: string;
     summary: string;
+    restartUnchanged?: boolean;
   }): Promise<MeshConfigVersion> {
     const store = await this.store();
     // The chain has no gaps: a version is created only on top of one that exists.
@@ -151,6 +156,7 @@ export class BusMeshConfigStore implements MeshConfigStore {
       publishedAtMs: Date.now(),
       summary: next.summary,
       basedOn: next.basedOn,
+      restartUnchanged: next.restartUnchanged ?? false,
     };
     try {
       await store.create(record);

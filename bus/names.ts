@@ -9,6 +9,7 @@ export const Buckets = {
   cache: 'halyard-cache',
   leases: 'halyard-leases',
   launchers: 'halyard-launchers',
+  rollouts: 'halyard-rollouts',
   config: 'halyard-config',
 } as const;
 export type BucketName = (typeof Buckets)[keyof typeof Buckets];
@@ -103,6 +104,8 @@ export const Keys = {
     `${assertToken('namespace', namespace)}.${Buffer.from(key, 'utf8').toString('base64url')}`,
   /** The children of one host's launcher. */
   launcherChildren: (hostId: string) => assertToken('host id', hostId),
+  /** The rollout of one mesh configuration version. */
+  rollout: (version: number) => String(version),
   /** One version of the mesh configuration. */
   configVersion: (version: number) => {
     if (!Number.isInteger(version) || version < 1) {

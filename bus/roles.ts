@@ -175,6 +175,9 @@ export function rolePermissions(role: Role, hostId?: string): Permissions {
           publishEvents('lifecycle', `${hostId}.>`),
           readStream(EVENTS_STREAM, lifecycle),
           ownChildren(hostId!),
+          // Every launcher joins each configuration version's rollout and takes its turn.
+          readBucket(Buckets.rollouts),
+          writeBucket(Buckets.rollouts),
           // Launchers probing readiness through discovery mark draining instances.
           readBucket(Buckets.registry),
           writeBucket(Buckets.registry),
@@ -209,6 +212,9 @@ export function rolePermissions(role: Role, hostId?: string): Permissions {
           readBucket(Buckets.affinity),
           // `halyard affinity clear` removes preferences.
           writeBucket(Buckets.affinity),
+          // `halyard rollout status|resume|abort`.
+          readBucket(Buckets.rollouts),
+          writeBucket(Buckets.rollouts),
           // `halyard config apply|rollback` publishes versions of the mesh configuration.
           readBucket(Buckets.config),
           writeBucket(Buckets.config),

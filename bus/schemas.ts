@@ -97,6 +97,23 @@ export const hostChildren = z.object({
   children: z.array(runningChild).max(10_000),
 });
 
+export const hostRollout = z.object({
+  hostId: id,
+  state: specified(halyard.launcher.v1.HostRollout.State),
+  reason: text(4096),
+  launcherId: id,
+  updatedAtMs: epochMs,
+});
+
+export const rollout = z.object({
+  version: z.number().int().min(1),
+  state: specified(halyard.launcher.v1.Rollout.State),
+  reason: text(4096),
+  hosts: z.array(hostRollout).max(10_000),
+  updatedAtMs: epochMs,
+  createdAtMs: epochMs,
+});
+
 const eventBase = {
   eventId: z.string().min(1).max(256),
   occurredAtMs: epochMs,
@@ -192,12 +209,15 @@ export const meshConfigVersion = z
     publishedAtMs: epochMs,
     summary: z.string().max(1000),
     basedOn: z.number().int().min(0),
+    restartUnchanged: z.boolean(),
   })
   .refine((v) => v.basedOn < v.version, { path: ['basedOn'], message: 'must be below version' });
 
 export type Lease = z.infer<typeof lease>;
 export type RunningChild = z.infer<typeof runningChild>;
 export type HostChildren = z.infer<typeof hostChildren>;
+export type HostRollout = z.infer<typeof hostRollout>;
+export type Rollout = z.infer<typeof rollout>;
 export type LifecycleEvent = z.infer<typeof lifecycleEvent>;
 export type GatewayEvent = z.infer<typeof gatewayEvent>;
 export type ComponentRequest = z.infer<typeof componentRequest>;

@@ -84,7 +84,7 @@ export function summaryOf(base: MeshConfigVersion | undefined, next: MeshConfig)
  */
 export async function publishOn(
   store: MeshConfigStore,
-  next: { basedOn: number; content: string; summary: string },
+  next: { basedOn: number; content: string; summary: string; restartUnchanged?: boolean },
 ): Promise<MeshConfigVersion> {
   try {
     return await store.publish({ ...next, author: author() });

@@ -17,6 +17,7 @@ export const CliLogIds = {
   upReady: 'HALX0006I',
   meshStarting: 'HALX0007I',
   busSecretsMade: 'HALX0008I',
+  meshConfigPublished: 'HALX0009I',
   meshStopping: 'HALX0013I',
   stopping: 'HALX0010I',
   nodeStopped: 'HALX0011I',

@@ -4,6 +4,7 @@
  *   halyard up [--single-node] [--bus-only] [--data-dir DIR] [--base-port N]
  *   halyard status | events | launcher … | affinity … | call … | token …   (see --help of each)
  *   halyard config apply FILE | show | diff A B | history | rollback N   (the mesh configuration)
+ *   halyard rollout status | resume | abort   (how a configuration version reaches the hosts)
  *   halyard bus provision | certs <dir> --host name=address …   (a locked bus)
  *
  * `npm start` runs `up` through deploy/local/up.sh, which first installs what is missing.
@@ -22,6 +23,7 @@ import { addConfigShowCommand } from './commands/config-show.js';
 import { addConsoleCommand } from './commands/console.js';
 import { addEventsCommand } from './commands/events.js';
 import { addLauncherCommand } from './commands/launcher.js';
+import { addRolloutCommand } from './commands/rollout.js';
 import { addStatusCommand } from './commands/status.js';
 import { addTokenCommand } from './commands/token.js';
 import { addUpCommand } from './commands/up.js';
@@ -56,6 +58,7 @@ for (const add of [
 ]) {
   add(config);
 }
+addRolloutCommand(program);
 addAffinityCommand(program);
 addCallCommand(program);
 addConsoleCommand(program);

@@ -150,6 +150,9 @@ export class Mesh {
       this.options.configFile,
       '--host-id',
       MESH_HOST_ID,
+      // The components come from the mesh configuration `up` published on the bus.
+      '--mesh-config',
+      'bus',
       '--nats',
       this.options.servers.join(','),
       '--grpc',

@@ -34,6 +34,7 @@ import {
 } from './up/bus.js';
 import { StopRequested, UpError } from './up/errors.js';
 import { UpLock } from './up/lock.js';
+import { publishMeshFile } from './up/mesh-config.js';
 import { busPorts, checkPortRange, checkPortsFree, meshAdminPorts } from './up/ports.js';
 import { busSummary, meshSummary, readyLine } from './up/summary.js';
 import { describeExit, supervise } from './up/supervise.js';
@@ -106,6 +107,10 @@ export async function up(options: UpOptions, log: Logger): Promise<number> {
     watchForCrashes(local, log, stop);
 
     if (!options.busOnly) {
+      const published = await publishMeshFile(bus, meshConfig, log);
+      out.write(
+        `Mesh configuration: version ${published.version} on the bus (${published.published ? 'published from' : 'the same as'} ${path.relative(process.cwd(), meshConfig) || meshConfig})\n\n`,
+      );
       const adminBase = options.basePort + ADMIN_BASE_OFFSET;
       mesh = new Mesh(
         {

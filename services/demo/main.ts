@@ -15,7 +15,8 @@
  * HALYARD_NATS (comma-separated NATS URLs, default nats://127.0.0.1:4222),
  * HALYARD_HOST (host id, from the launcher), HALYARD_HOST_ADDRESS (where to listen and
  * what to register, from the launcher; default 127.0.0.1), DEMO_DRAIN_MS (grace period, default 2000),
- * DEMO_LEASE_SECONDS (default 10), and the credential discovery grants service `greeter`
+ * DEMO_LEASE_SECONDS (default 10), HALYARD_COMPONENT_VERSION (the version it registers,
+ * default 1; from the launcher), and the credential discovery grants service `greeter`
  * to: HALYARD_REGISTRY_TOKEN_FILE (a file holding the token) and/or a client certificate
  * (HALYARD_REGISTRY_CA_FILE, HALYARD_REGISTRY_CERT_FILE, HALYARD_REGISTRY_KEY_FILE).
  */
@@ -133,7 +134,8 @@ for (let attempt = 1; ; attempt++) {
       },
       leaseSeconds,
       hostId: env.HALYARD_HOST ?? '',
-      version: '1',
+      // The launcher passes the component's pinned version of the mesh configuration.
+      version: env.HALYARD_COMPONENT_VERSION ?? '1',
     },
   });
   try {

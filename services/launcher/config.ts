@@ -116,6 +116,12 @@ export const launcherConfig = z
     adminPort: z.number().int().min(0).max(65_535).default(7401),
     /** What to do with children a killed launcher left running. */
     recovery: z.enum(['stop', 'adopt']).default('stop'),
+    /**
+     * Where the components come from: this file (`refresh` re-reads it), or the mesh
+     * configuration versions on the bus, applied as they are published (the file then
+     * gives only this host's settings).
+     */
+    meshConfig: z.enum(['file', 'bus']).default('file'),
     rollout,
     components: z.record(id, component).default({}),
   })
@@ -206,6 +212,12 @@ const settings: readonly Setting[] = [
   },
   { flag: '--grpc <host:port>', path: 'grpcListen', description: 'gRPC control address' },
   {
+    flag: '--mesh-config <file|bus>',
+    env: 'HALYARD_MESH_CONFIG',
+    path: 'meshConfig',
+    description: 'components from the config file, or from the mesh configuration on the bus',
+  },
+  {
     flag: '--admin-port <port>',
     path: 'adminPort',
     description: 'admin HTTP port (/healthz /readyz /metrics)',
@@ -235,7 +247,10 @@ export async function loadLauncherSettings(
 }
 
 /** The components `hostId` runs, dependencies first (a dependency on another host's component is ignored). */
-export function forHost(config: LauncherConfig, hostId: string): Map<string, ComponentConfig> {
+export function forHost(
+  config: Pick<LauncherConfig, 'components'>,
+  hostId: string,
+): Map<string, ComponentConfig> {
   const mine = new Map<string, ComponentConfig>();
   const add = (name: string) => {
     const c = config.components[name];

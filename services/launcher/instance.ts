@@ -160,6 +160,23 @@ export class Instance {
     });
   }
 
+  /** Resolves true if it is still READY after `ms`, false as soon as it leaves READY. */
+  staysReady(ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const check = () => {
+        if (this.state !== 'READY') done(false);
+      };
+      const timer = setTimeout(() => done(true), ms);
+      const done = (ready: boolean) => {
+        clearTimeout(timer);
+        this.listeners.delete(check);
+        resolve(ready);
+      };
+      this.listeners.add(check);
+      check();
+    });
+  }
+
   status(): ProcessStatus {
     return {
       component: this.component,
@@ -196,6 +213,7 @@ export class Instance {
       HALYARD_HOST: hostId,
       HALYARD_HOST_ADDRESS: address,
       HALYARD_COMPONENT: component,
+      ...(config.version === undefined ? {} : { HALYARD_COMPONENT_VERSION: config.version }),
       [config.instanceEnv]: String(number),
       [LAUNCHER_MARKER_ENV]: launcherMarker(hostId, component, number).value,
       ...(config.port ? { [config.port.env]: String(port) } : {}),

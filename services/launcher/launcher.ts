@@ -31,8 +31,10 @@ import {
 import { addGrpcService, bindGrpc, ControlGuard, type Controls, serveOnBus } from './control.js';
 import { LifecycleRecorder } from './lifecycle.js';
 import { LogIds } from './log-ids.js';
+import { MeshFollower, type MeshSpec, type MeshVersions, missingFiles } from './mesh-follower.js';
 import { trackChildren } from './metrics.js';
 import { findLeftovers, settleLeftovers } from './recovery.js';
+import { RolloutBoard, type RolloutRecords } from './rollouts.js';
 import { Supervisor } from './supervisor.js';
 
 export const VERSION = '0.1.0';
@@ -48,6 +50,20 @@ export interface LauncherOptions {
   readonly logger: Logger;
   /** gRPC control address; default 127.0.0.1:0 (a free port). */
   readonly grpcAddress?: string;
+  /**
+   * `bus` mode: the components come from the mesh configuration versions on the bus
+   * (the file gives only this host's settings) and each version is applied as it comes.
+   */
+  readonly mesh?: MeshSource;
+}
+
+/** Where a launcher in `bus` mode finds the mesh configuration and its rollouts. */
+export interface MeshSource {
+  readonly versions: MeshVersions;
+  readonly parse: (content: string, source: string) => MeshSpec;
+  readonly rollouts: RolloutRecords;
+  /** How often a host waiting for its turn looks again. */
+  readonly pollMs?: number;
 }
 
 const { UP, DRAINING } = halyard.discovery.v1.InstanceStatus;
@@ -65,6 +81,7 @@ export class Launcher implements Controls {
     | undefined;
   private readonly untrack: () => void;
   private commands: Promise<unknown> = Promise.resolve();
+  private follower: MeshFollower | undefined;
 
   private constructor(
     private readonly options: LauncherOptions,
@@ -109,7 +126,13 @@ export class Launcher implements Controls {
   }
 
   private async run(): Promise<void> {
-    const { bus, logger } = this.options;
+    const { bus, logger, mesh } = this.options;
+    const board = mesh && new RolloutBoard(mesh.rollouts, this.hostId, this.launcherId);
+    const initial = mesh && board && (await this.latestMeshVersion(mesh, board));
+    if (initial) {
+      const { components, recovery = this.config.recovery } = initial.spec;
+      this.config = { ...this.config, components, recovery };
+    }
     const configs = forHost(this.config, this.hostId);
     const leftovers = await findLeftovers(bus, this.children, this.hostId, logger);
     this.children.carryOver(leftovers);
@@ -137,6 +160,7 @@ export class Launcher implements Controls {
     }
     try {
       await this.supervisor.startAll(configs, adoptable);
+      if (mesh && board) await this.followMesh(mesh, board, initial?.version ?? 0);
       this.served = await serveOnBus(bus, this.hostId, this);
     } catch (error) {
       await this.shutdown();
@@ -163,6 +187,7 @@ export class Launcher implements Controls {
     );
     this.served?.stop();
     this.grpc.forceShutdown();
+    await this.follower?.stop();
     await this.supervisor.stopAll('launcher stopping');
     this.registry?.view.stop();
     this.untrack();
@@ -201,7 +226,65 @@ export class Launcher implements Controls {
 
   /** Reloads the file; an invalid one is rejected with every problem and changes nothing. */
   refresh(): Promise<CommandResult> {
+    if (this.options.mesh) {
+      return Promise.reject(
+        new ControlError(
+          'FAILED_PRECONDITION',
+          'this launcher follows the mesh configuration on the bus: change it with `halyard config apply`',
+        ),
+      );
+    }
     return this.exclusive(() => this.applyFile());
+  }
+
+  /**
+   * The latest mesh configuration version, when this host can run it: one that does not
+   * validate or names a file missing here is reported FAILED and the host starts
+   * nothing from it (it applies the next version that it can run).
+   */
+  private async latestMeshVersion(
+    mesh: MeshSource,
+    board: RolloutBoard,
+  ): Promise<{ version: number; spec: MeshSpec } | undefined> {
+    const { logger } = this.options;
+    const latest = await mesh.versions.latest();
+    if (!latest) {
+      logger.warn(
+        { msgId: LogIds.noMeshVersion },
+        'no mesh configuration on the bus yet: running nothing until one is applied',
+      );
+      return undefined;
+    }
+    let problem: string;
+    try {
+      const spec = mesh.parse(latest.content, `mesh configuration version ${latest.version}`);
+      const missing = await missingFiles(forHost(spec, this.hostId));
+      if (missing.length === 0) return { version: latest.version, spec };
+      problem = `missing on host ${this.hostId}: ${missing.join('; ')}`;
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      problem = error.message;
+    }
+    logger.error({ msgId: LogIds.meshVersionFailed, version: latest.version }, problem);
+    await board.report(latest.version, 'FAILED', `${problem}; nothing started`);
+    return undefined;
+  }
+
+  private async followMesh(mesh: MeshSource, board: RolloutBoard, applied: number): Promise<void> {
+    if (applied > 0) await board.report(applied, 'APPLIED', 'started with it');
+    this.follower = new MeshFollower({
+      hostId: this.hostId,
+      versions: mesh.versions,
+      parse: mesh.parse,
+      board,
+      supervisor: this.supervisor,
+      logger: this.options.logger,
+      prepare: (configs) => this.watchRegistryIfNeeded(configs),
+      exclusive: (command) => this.exclusive(command),
+      applied,
+      pollMs: mesh.pollMs,
+    });
+    await this.follower.start();
   }
 
   /**

@@ -40,4 +40,12 @@ export const LogIds = {
   rollingAborted: 'HALL0041E',
   controlRefused: 'HALL0042W',
   plaintextTokens: 'HALL0043W',
+  // Mesh configuration from the bus, and its rollouts.
+  meshVersionApplied: 'HALL0050I',
+  meshVersionFailed: 'HALL0051E',
+  rolloutStep: 'HALL0052I',
+  rolloutStepFailed: 'HALL0053E',
+  rolloutWaiting: 'HALL0054I',
+  rolloutSkipped: 'HALL0055W',
+  noMeshVersion: 'HALL0056W',
 } as const;

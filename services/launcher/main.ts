@@ -4,16 +4,18 @@
  * Runs a host's launcher until SIGTERM or SIGINT, then stops every child in reverse
  * dependency order, waits for the lifecycle events to be stored and closes the bus.
  * Settings: the YAML file, then environment variables, then flags (`--help` lists
- * them). An invalid config exits with status 2 and every problem listed.
+ * them). An invalid config exits with status 2 and every problem listed. With
+ * `--mesh-config bus` the components come from the mesh configuration on the bus.
  */
-import { Bus } from '../../bus/index.js';
+import { Bus, RolloutsBucket } from '../../bus/index.js';
 import { startAdmin } from '../common/admin.js';
 import { busOptions } from '../common/bus-settings.js';
 import { configOrExit } from '../common/component-config.js';
 import { componentLogger } from '../common/logger.js';
 import { loadLauncherSettings } from './config.js';
-import { Launcher } from './launcher.js';
+import { Launcher, type MeshSource } from './launcher.js';
 import { LogIds } from './log-ids.js';
+import { parseMeshConfig } from './mesh-config.js';
 
 const logger = componentLogger('halyard-launcher');
 
@@ -54,6 +56,14 @@ const bus = await Bus.connect(
   busOptions(config.bus, `launcher-${config.hostId ?? 'host'}`, logger),
 );
 await bus.checkProvisioned();
+const mesh: MeshSource | undefined =
+  config.meshConfig === 'bus'
+    ? {
+        versions: bus.meshConfig(),
+        parse: parseMeshConfig,
+        rollouts: await bus.store(RolloutsBucket),
+      }
+    : undefined;
 childrenMayRun = true;
 launcher = await Launcher.start({
   configFile: file,
@@ -61,6 +71,7 @@ launcher = await Launcher.start({
   bus,
   logger,
   grpcAddress: config.grpcListen,
+  mesh,
 });
 logger.info(
   {

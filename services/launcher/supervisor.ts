@@ -5,7 +5,7 @@
  */
 import { ControlError } from '../../bus/index.js';
 import type { ComponentConfig } from './config.js';
-import { freePort, Instance, type InstanceContext } from './instance.js';
+import { freePort, Instance, type InstanceContext, State } from './instance.js';
 import { LogIds } from './log-ids.js';
 import type { Child } from './process.js';
 
@@ -34,6 +34,12 @@ export interface RefreshPlan {
 function processShape(config: ComponentConfig): string {
   const { instances: _i, hosts: _h, dependsOn: _d, ...shape } = config;
   return JSON.stringify(shape);
+}
+
+/** How long a rollout step may take and how long its new instance must then stay ready. */
+export interface StepLimits {
+  readonly timeoutMs: number;
+  readonly healthyMs: number;
 }
 
 export class Supervisor {
@@ -83,16 +89,12 @@ export class Supervisor {
     const targets = this.select(name, instance);
     const { logger } = this.ctx;
     for (const target of targets) {
-      const { drainSeconds, readyTimeoutSeconds } = target.config;
+      const { readyTimeoutSeconds } = target.config;
       logger.info(
         { msgId: LogIds.rollingRestart, component: name, instance: target.number },
         `rolling restart of ${name}#${target.number}`,
       );
-      const { readiness } = target.config;
-      if (readiness && 'registered' in readiness) {
-        await this.ctx.registry.markDraining(readiness.registered.serviceId, target.port);
-      }
-      await target.stop('rolling restart', drainSeconds * 1000);
+      await this.takeOut(target, 'rolling restart');
       target.start();
       if (!(await target.waitReady(readyTimeoutSeconds * 1000))) {
         const detail = `${name}#${target.number} did not become ready within ${readyTimeoutSeconds} s (state ${target.state}): rolling restart aborted`;
@@ -113,7 +115,7 @@ export class Supervisor {
     for (const [name, config] of configs) {
       const running = this.components.get(name);
       if (!running) plan.added.push(name);
-      else if (processShape(running.config) !== processShape(config)) plan.changed.push(name);
+      else if (this.outdated(name, config).length > 0) plan.changed.push(name);
       else if (running.config.instances !== config.instances) plan.scaled.push(name);
       else plan.unchanged.push(name);
     }
@@ -139,6 +141,96 @@ export class Supervisor {
         }
       }
     }
+    this.reorder(configs);
+  }
+
+  /** The instances of `name` (none when it does not run here). */
+  instances(name: string): Instance[] {
+    return [...(this.components.get(name)?.instances ?? [])];
+  }
+
+  /**
+   * The running instances of `name` whose process differs from what `config` runs
+   * (after a halted rollout, some instances of a component may run one version and
+   * some another).
+   */
+  outdated(name: string, config: ComponentConfig): Instance[] {
+    const running = this.components.get(name);
+    if (!running) return [];
+    const shape = processShape(config);
+    const stale = processShape(running.config) !== shape;
+    return running.instances.filter((i) => stale || processShape(i.config) !== shape);
+  }
+
+  /**
+   * Applies a plan except the replacement of changed instances, which a rollout does
+   * one step at a time (`replace`): removed components stop, new ones start, counts
+   * scale; a changed component's new instances start with its new config at once.
+   */
+  async applyAtOnce(configs: Map<string, ComponentConfig>, plan: RefreshPlan): Promise<void> {
+    for (const name of [...plan.removed].reverse()) await this.remove(name, 'removed from config');
+    for (const [name, config] of configs) {
+      const running = this.components.get(name);
+      if (plan.added.includes(name)) await this.add(name, config, []);
+      else if (running && (plan.scaled.includes(name) || plan.changed.includes(name))) {
+        running.config = config;
+        await this.scale(name, running, config.instances);
+      }
+    }
+    this.reorder(configs);
+  }
+
+  /**
+   * One rollout step: the instance is taken out (DRAINING in discovery when registered
+   * there, then its drain time), stopped and started with `config`. It succeeds once the
+   * new process is ready (registered UP, for `readiness: registered`) within
+   * `limits.timeoutMs` and then stays ready for `limits.healthyMs`. Otherwise the
+   * instance is started again with the config it ran before, and the reason is returned.
+   */
+  async replace(
+    instance: Instance,
+    config: ComponentConfig,
+    limits: StepLimits,
+  ): Promise<string | undefined> {
+    const previous = instance.config;
+    const label = `${instance.component}#${instance.number}`;
+    await this.takeOut(instance, 'rollout');
+    instance.config = config;
+    instance.start();
+    let failure: string | undefined;
+    if (!(await instance.waitReady(limits.timeoutMs))) {
+      const starting = instance.state === 'STARTING' || instance.state === 'RUNNING';
+      failure = starting
+        ? `${label} did not become ready within ${limits.timeoutMs / 1000} s`
+        : `${label} ended before it was ready`;
+    } else if (!(await instance.staysReady(limits.healthyMs))) {
+      failure = `${label} did not stay ready for ${limits.healthyMs / 1000} s`;
+    }
+    if (!failure) return undefined;
+    const { state, lastExit } = instance.status();
+    failure += ` (state ${State[state] ?? state}${lastExit ? `, last exit ${lastExit}` : ''})`;
+    this.ctx.logger.error(
+      { msgId: LogIds.rolloutStepFailed, component: instance.component, instance: instance.number },
+      `${failure}: back to its previous config`,
+    );
+    await instance.stop('rollout step failed');
+    instance.config = previous;
+    const component = this.components.get(instance.component);
+    if (component) component.config = previous;
+    instance.start();
+    await instance.waitReady(previous.readyTimeoutSeconds * 1000);
+    return failure;
+  }
+
+  private async takeOut(target: Instance, why: string): Promise<void> {
+    const { readiness, drainSeconds } = target.config;
+    if (readiness && 'registered' in readiness) {
+      await this.ctx.registry.markDraining(readiness.registered.serviceId, target.port);
+    }
+    await target.stop(why, drainSeconds * 1000);
+  }
+
+  private reorder(configs: Map<string, ComponentConfig>): void {
     // Keep the map in the new start order.
     const order = [...configs.keys()].filter((n) => this.components.has(n));
     const entries = order.map((n) => [n, this.components.get(n)!] as const);

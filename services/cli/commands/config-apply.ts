@@ -3,7 +3,9 @@
  * publishes it as the next version, by compare-and-set on the version it was based on
  * (the latest when read, or N): of two operators applying at once one wins, and the
  * other is told which version beat it and by whom. Nothing is published when the file
- * is invalid (every problem named by field and line) or equals the latest version.
+ * is invalid (every problem named by field and line) or equals the latest version
+ * (unless `--force`: then every host also restarts, one instance at a time, what the
+ * version does not change).
  */
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
@@ -17,6 +19,7 @@ import { type BusFlags, busOptions } from '../options.js';
 
 interface ApplyFlags extends BusFlags {
   readonly basedOn?: number;
+  readonly force: boolean;
 }
 
 export function addConfigApplyCommand(config: Command): void {
@@ -29,6 +32,11 @@ export function addConfigApplyCommand(config: Command): void {
         '--based-on <version>',
         'publish only if the latest version is still this one (default: the latest when read)',
         versionArg,
+      )
+      .option(
+        '--force',
+        'also restart, host by host and one instance at a time, the instances whose process it does not change (publishes even an unchanged file)',
+        false,
       ),
   );
   cmd.action(async (file: string, opts: ApplyFlags) => {
@@ -60,7 +68,7 @@ async function apply(
   const store = bus.meshConfig();
   const latest = await store.latest();
   const basedOn = flags.basedOn ?? latest?.version ?? 0;
-  if (latest && latest.version === basedOn && latest.content === text) {
+  if (latest && latest.version === basedOn && latest.content === text && !flags.force) {
     if (flags.json) printJson({ published: false, latest: versionJson(latest, false) });
     else
       process.stdout.write(
@@ -73,7 +81,10 @@ async function apply(
   const published = await publishOn(store, {
     basedOn,
     content: text,
-    summary: summaryOf(base, next),
+    summary: flags.force
+      ? `${summaryOf(base, next)}; --force: every instance restarts`
+      : summaryOf(base, next),
+    restartUnchanged: flags.force,
   });
   if (flags.json) printJson({ published: true, version: versionJson(published, false) });
   else {

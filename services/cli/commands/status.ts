@@ -19,6 +19,14 @@ import { formatAge, nameOf, table } from '../format.js';
 import { type JsonObject, messageJson, printJson } from '../json.js';
 import { launcherJson, launchers, launcherTable } from '../launchers.js';
 import { type BusFlags, busOptions } from '../options.js';
+import {
+  type HostConfigState,
+  hostConfigJson,
+  hostConfigStates,
+  hostConfigText,
+  rolloutPhase,
+  rolloutRecords,
+} from '../rollouts.js';
 
 const { InstanceStatus, ServiceInstance: ServiceInstanceMessage } = halyard.discovery.v1;
 const { State } = halyard.launcher.v1.ProcessStatus;
@@ -42,19 +50,26 @@ export interface StatusReport {
   readonly hosts: LauncherStatus[];
   readonly server: ServerInfo;
   readonly streams: StreamHealth[];
+  /** The newest mesh configuration version the hosts know of, and each host against it. */
+  readonly config?: {
+    readonly latest: number;
+    readonly phase: string;
+    readonly hosts: HostConfigState[];
+  };
 }
 
 async function status(bus: Bus, asJson: boolean): Promise<number> {
   const now = Date.now();
-  const [registrations, streams, hosts] = await Promise.all([
+  const [registrations, streams, hosts, rollouts] = await Promise.all([
     bus.snapshot('registrations'),
     bus.streams(),
     launchers(bus, undefined),
+    meshConfigState(bus),
   ]);
   const instances = [...registrations.entries.values()].sort(
     (a, b) => a.serviceId.localeCompare(b.serviceId) || a.instanceId.localeCompare(b.instanceId),
   );
-  const report = { now, instances, hosts, server: bus.server, streams };
+  const report = { now, instances, hosts, server: bus.server, streams, config: rollouts };
   if (asJson) {
     printJson(statusJson(report));
     return ExitCodes.ok;
@@ -64,6 +79,24 @@ async function status(bus: Bus, asJson: boolean): Promise<number> {
     (s) => (s.replicas > 1 && !s.leader) || s.followers.some((f) => !f.current),
   );
   return unhealthy ? ExitCodes.failed : ExitCodes.ok;
+}
+
+/**
+ * The newest mesh configuration version and each host against it; undefined when they
+ * cannot be read (a bus provisioned before they were kept on it: `halyard bus provision`
+ * adds them), so that the rest of the status still shows.
+ */
+async function meshConfigState(bus: Bus): Promise<StatusReport['config']> {
+  try {
+    const [records, latest] = await Promise.all([rolloutRecords(bus), bus.meshConfig().latest()]);
+    const newest = records.at(-1);
+    const version = Math.max(latest?.version ?? 0, newest?.version ?? 0);
+    const phase =
+      newest?.version === version ? rolloutPhase(newest) : version ? 'not taken up yet' : '-';
+    return { latest: version, phase, hosts: hostConfigStates(records, version) };
+  } catch {
+    return undefined;
+  }
 }
 
 /** A gateway as a launcher reports it, or as it registered itself, or both. */
@@ -118,7 +151,7 @@ function gatewaysOf(hosts: LauncherStatus[], instances: ServiceInstance[]): Gate
   return [...launched, ...byHand];
 }
 
-export function statusJson({ now, instances, hosts, server, streams }: StatusReport) {
+export function statusJson({ now, instances, hosts, server, streams, config }: StatusReport) {
   const instanceJson = (i: ServiceInstance) => messageJson(ServiceInstanceMessage, i);
   return {
     services: instances.map(
@@ -133,11 +166,12 @@ export function statusJson({ now, instances, hosts, server, streams }: StatusRep
       registry: g.registry === undefined ? undefined : (InstanceStatus[g.registry] ?? g.registry),
     })),
     launchers: hosts.map(launcherJson),
+    config: config && { ...config, hosts: config.hosts.map(hostConfigJson) },
     bus: { server: server.name, cluster: server.cluster, streams },
   };
 }
 
-function statusText({ now, instances, hosts, server, streams }: StatusReport): string {
+function statusText({ now, instances, hosts, server, streams, config }: StatusReport): string {
   const lease = (i: ServiceInstance) => `${formatAge(now - i.renewedAtMs)}/${i.leaseSeconds}s`;
   const out: string[] = [];
   const services = instances.filter(
@@ -191,6 +225,16 @@ function statusText({ now, instances, hosts, server, streams }: StatusReport): s
         ),
   );
   out.push('', `LAUNCHERS (${hosts.length})`, launcherTable(hosts, now));
+  if (config) {
+    const lagging = config.hosts.filter((h) => h.lagging).length;
+    out.push(
+      '',
+      config.latest
+        ? `MESH CONFIGURATION (version ${config.latest}, rollout ${config.phase}; ${lagging} host(s) lagging or failed)`
+        : 'MESH CONFIGURATION',
+      hostConfigText(config.hosts, config.latest),
+    );
+  }
   out.push(
     '',
     `BUS (connected to ${server.name ?? '?'}${server.cluster ? `, cluster ${server.cluster}` : ''})`,
