@@ -4,6 +4,8 @@
  * (VmRSS) of every process below `up` — `up` itself, the 3 nats-server nodes, the
  * launcher and its children — once a second for --samples seconds. Prints each
  * process's median and the median of the sums, then stops the mesh with SIGINT (Ctrl-C).
+ * PSS (proportional set size) is printed beside it: RSS counts the pages of the `node`
+ * binary that every Node process shares once per process, PSS splits them among them.
  * The npm client that `npm start` adds on top is not part of the product and not counted.
  * Usage: bash bench/run.sh mesh-rss [--settle 30] [--samples 10]
  */
@@ -32,6 +34,18 @@ const READY_TIMEOUT_MS = 180_000;
 const median = (xs: number[]) =>
   [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
 const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
+
+/** A process's proportional set size in bytes; undefined when it is gone. */
+function proportionalBytesOf(pid: number): number | undefined {
+  try {
+    const kib = /^Pss:\s+(\d+) kB$/m.exec(
+      fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'),
+    )?.[1];
+    return kib === undefined ? undefined : Number(kib) * 1024;
+  } catch {
+    return undefined;
+  }
+}
 
 /** A short name for a process of the mesh, from its command line. */
 function nameOf(pid: number): string {
@@ -75,17 +89,19 @@ try {
   await waitReady(up, stdout);
   console.log(stdout.find((line) => /^Ready in /.test(line)));
   await sleep(SETTLE_MS);
-  const perProcess = new Map<string, number[]>();
-  const totals: number[] = [];
+  const perProcess = new Map<string, Array<{ rss: number; pss: number }>>();
+  const totals: Array<{ rss: number; pss: number }> = [];
   for (let i = 0; i < SAMPLES; i++) {
-    let total = 0;
+    const total = { rss: 0, pss: 0 };
     for (const pid of [up.pid!, ...descendants(up.pid)]) {
       seen.add(pid);
       const rss = residentBytesOf(pid);
-      if (rss === undefined) continue;
-      total += rss;
+      const pss = proportionalBytesOf(pid);
+      if (rss === undefined || pss === undefined) continue;
+      total.rss += rss;
+      total.pss += pss;
       const name = nameOf(pid);
-      perProcess.set(name, [...(perProcess.get(name) ?? []), rss]);
+      perProcess.set(name, [...(perProcess.get(name) ?? []), { rss, pss }]);
     }
     totals.push(total);
     await sleep(1000);
@@ -93,14 +109,17 @@ try {
   console.log(
     `\nIdle RSS of the local mesh (node ${process.version}; ${SETTLE_MS / 1000} s after ready, median of ${SAMPLES} samples 1 s apart)`,
   );
-  console.log('| process | RSS MiB |');
-  console.log('|---|---|');
+  console.log('| process | RSS MiB | PSS MiB |');
+  console.log('|---|---|---|');
+  const row = (name: string, xs: Array<{ rss: number; pss: number }>) =>
+    `| ${name} | ${mib(median(xs.map((x) => x.rss)))} | ${mib(median(xs.map((x) => x.pss)))} |`;
   for (const [name, xs] of [...perProcess].sort(([a], [b]) => a.localeCompare(b))) {
-    console.log(`| ${name} | ${mib(median(xs))} |`);
+    console.log(row(name, xs));
   }
-  const total = median(totals);
+  const rss = median(totals.map((x) => x.rss));
+  console.log(row(`**total (${perProcess.size} processes)**`, totals));
   console.log(
-    `| **total (${perProcess.size} processes)** | **${mib(total)}** (${(total / 1e9).toFixed(2)} GB) |`,
+    `\nTotal RSS ${mib(rss)} MiB = ${(rss / 2 ** 30).toFixed(2)} GiB = ${(rss / 1e9).toFixed(2)} GB`,
   );
 } finally {
   if (up.exitCode === null) process.kill(up.pid!, 'SIGINT');

@@ -1,34 +1,44 @@
 /**
  * Start to ready of each component process on a real 3-node cluster: the time from
- * spawning `node <main>` until its admin `/readyz` answers 200 (polled every 5 ms),
- * `--runs` times per component; the machine is shared, so the table gives the median.
- *   --runtime js   the built JavaScript (`npm run build`): node --enable-source-maps dist/…/main.js
- *   --runtime tsx  the TypeScript sources compiled at load time: node --import tsx …/main.ts
- * Usage: bash bench/run.sh start-time [--runtime js|tsx] [--runs 7]
+ * spawning `node <main>` until its admin `/readyz` answers 200 (polled every 5 ms), and
+ * the CPU time (user + system) the process used until then, which the machine's other
+ * load disturbs less than the wall-clock time,
+ * `--runs` times per component and runtime; the machine is shared, so the table gives
+ * the median, and with `--runtime both` the two runtimes alternate run by run, so both
+ * meet the same load:
+ *   js    the built JavaScript (`npm run build`) as deploy/local/mesh.yaml runs it:
+ *         node --enable-source-maps [--max-semi-space-size=1] dist/…/main.js
+ *   tsx   the TypeScript sources compiled at load time: node --import tsx …/main.ts
+ * Usage: bash bench/run.sh start-time [--runtime both|js|tsx] [--runs 7]
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import * as net from 'node:net';
 import { parseArgs } from 'node:util';
+import { procStat } from '../services/common/proc.js';
 import { sleep } from '../services/common/sleep.js';
 import { writeConfig } from '../test/support/launcher.js';
 import { NatsCluster } from '../test/support/nats-cluster.js';
 
 const { values } = parseArgs({
   options: {
-    runtime: { type: 'string', default: 'js' },
+    runtime: { type: 'string', default: 'both' },
     runs: { type: 'string', default: '7' },
   },
 });
-const RUNTIME = values.runtime;
-if (RUNTIME !== 'js' && RUNTIME !== 'tsx') throw new Error('--runtime is js or tsx');
+type Runtime = 'js' | 'tsx';
+const RUNTIMES: Runtime[] = values.runtime === 'both' ? ['tsx', 'js'] : [values.runtime as Runtime];
+if (!RUNTIMES.every((r) => r === 'js' || r === 'tsx'))
+  throw new Error('--runtime: both, js or tsx');
 const RUNS = Number(values.runs);
 const READY_TIMEOUT_MS = 30_000;
+const MS_PER_TICK = 1000 / Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
 
 /** How a component's entry point is run: with the compiled JS, or under tsx. */
-function command(component: string): string[] {
-  return RUNTIME === 'js'
-    ? ['--enable-source-maps', `dist/services/${component}/main.js`]
+function command(runtime: Runtime, component: string): string[] {
+  const semiSpace = component === 'gateway' ? [] : ['--max-semi-space-size=1'];
+  return runtime === 'js'
+    ? ['--enable-source-maps', ...semiSpace, `dist/services/${component}/main.js`]
     : ['--import', 'tsx', `services/${component}/main.ts`];
 }
 
@@ -87,9 +97,14 @@ async function argsOf(component: string, nats: string, admin: number): Promise<s
   }
 }
 
-async function startToReady(component: string, nats: string): Promise<number> {
+interface Start {
+  readonly wallMs: number;
+  readonly cpuMs: number;
+}
+
+async function startToReady(runtime: Runtime, component: string, nats: string): Promise<Start> {
   const admin = await freePort();
-  const args = [...command(component), ...(await argsOf(component, nats, admin))];
+  const args = [...command(runtime, component), ...(await argsOf(component, nats, admin))];
   const started = performance.now();
   const child: ChildProcess = spawn(process.execPath, args, {
     stdio: 'ignore',
@@ -102,7 +117,12 @@ async function startToReady(component: string, nats: string): Promise<number> {
       const ok = await fetch(`http://127.0.0.1:${admin}/readyz`)
         .then((r) => r.ok)
         .catch(() => false);
-      if (ok) return performance.now() - started;
+      if (ok) {
+        const wallMs = performance.now() - started;
+        const stat = procStat(child.pid!);
+        if (!stat) throw new Error(`${component} gone`);
+        return { wallMs, cpuMs: (stat.utime + stat.stime) * MS_PER_TICK };
+      }
       await sleep(5);
     }
     throw new Error(`${component} not ready within ${READY_TIMEOUT_MS} ms`);
@@ -118,17 +138,31 @@ const median = (xs: number[]) =>
 const cluster = await NatsCluster.start();
 try {
   const nats = cluster.servers.join(',');
-  console.log(`node ${process.version}; runtime ${RUNTIME}; ${RUNS} runs per component`);
-  console.log('| component | runtime | min ms | median ms | max ms |');
-  console.log('|---|---|---|---|---|');
+  console.log(`node ${process.version}; ${RUNS} runs per component and runtime`);
+  console.log(
+    '| component | runtime | min ms | median ms | max ms | median ratio | CPU ms, median | CPU ratio |',
+  );
+  console.log('|---|---|---|---|---|---|---|---|');
   for (const component of ['gateway', 'discovery', 'cache', 'launcher']) {
-    await startToReady(component, nats); // a first run warms the page cache
-    const xs: number[] = [];
-    for (let i = 0; i < RUNS; i++) xs.push(await startToReady(component, nats));
+    // A first run of each warms the page cache.
+    for (const runtime of RUNTIMES) await startToReady(runtime, component, nats);
+    const times = new Map<Runtime, Start[]>(RUNTIMES.map((r) => [r, []]));
+    for (let i = 0; i < RUNS; i++) {
+      for (const runtime of RUNTIMES) {
+        times.get(runtime)!.push(await startToReady(runtime, component, nats));
+      }
+    }
+    const firstRuns = times.get(RUNTIMES[0]!)!;
+    const firstWall = median(firstRuns.map((s) => s.wallMs));
+    const firstCpu = median(firstRuns.map((s) => s.cpuMs));
     const fmt = (x: number) => x.toFixed(0);
-    console.log(
-      `| ${component} | ${RUNTIME} | ${fmt(Math.min(...xs))} | ${fmt(median(xs))} | ${fmt(Math.max(...xs))} |`,
-    );
+    for (const [runtime, starts] of times) {
+      const xs = starts.map((s) => s.wallMs);
+      const cpu = median(starts.map((s) => s.cpuMs));
+      console.log(
+        `| ${component} | ${runtime} | ${fmt(Math.min(...xs))} | ${fmt(median(xs))} | ${fmt(Math.max(...xs))} | ${(median(xs) / firstWall).toFixed(2)}× | ${fmt(cpu)} | ${(cpu / firstCpu).toFixed(2)}× |`,
+      );
+    }
   }
 } finally {
   await cluster.close();
