@@ -7,7 +7,7 @@
  * the median, and with `--runtime both` the two runtimes alternate run by run, so both
  * meet the same load:
  *   js    the built JavaScript (`npm run build`) as deploy/local/mesh.yaml runs it:
- *         node --enable-source-maps [--max-semi-space-size=1] dist/…/main.js
+ *         node --enable-source-maps --max-semi-space-size=1 dist/…/main.js
  *   tsx   the TypeScript sources compiled at load time: node --import tsx …/main.ts
  * Usage: bash bench/run.sh start-time [--runtime both|js|tsx] [--runs 7]
  */
@@ -36,9 +36,8 @@ const MS_PER_TICK = 1000 / Number(execFileSync('getconf', ['CLK_TCK']).toString(
 
 /** How a component's entry point is run: with the compiled JS, or under tsx. */
 function command(runtime: Runtime, component: string): string[] {
-  const semiSpace = component === 'gateway' ? [] : ['--max-semi-space-size=1'];
   return runtime === 'js'
-    ? ['--enable-source-maps', ...semiSpace, `dist/services/${component}/main.js`]
+    ? ['--enable-source-maps', '--max-semi-space-size=1', `dist/services/${component}/main.js`]
     : ['--import', 'tsx', `services/${component}/main.ts`];
 }
 
