@@ -22,7 +22,7 @@ fresh() {
 }
 
 # One build at a time: a second one waits here, then finds dist/ fresh.
-exec 9<"$0"
+exec 9<deploy/build.sh
 flock 9
 if [[ ${1:-} == --if-stale ]] && fresh; then
   exit 0
