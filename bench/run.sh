@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -d node_modules ]] || npm ci --no-audit --no-fund
 bash proto/generate.sh
+# Some benchmarks run the built JavaScript (dist/), as the mesh does.
+bash deploy/build.sh --if-stale
 NATS_SERVER_BIN="$(bash deploy/nats/ensure-nats-server.sh)"
 export NATS_SERVER_BIN
 name=kv

@@ -2,7 +2,7 @@
  * An extender: counts how often each component exited, across the whole mesh, and
  * survives its own crashes with every event counted exactly once.
  *
- *   node --import tsx examples/restart-counter.ts --servers nats://127.0.0.1:4222 --state ./exits.json
+ *   node --enable-source-maps dist/examples/restart-counter.js --servers nats://127.0.0.1:4222 --state ./exits.json
  *
  * The bus is found as the `halyard` command finds it: `--servers`, else HALYARD_NATS. On a
  * locked bus it connects as the extender role, from the variables every component reads

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The test command (`npm test`): installs what is missing, regenerates the contracts'
-# code, checks types, then runs unit and integration tests (real 3-node NATS clusters)
-# with node's runner.
+# code, checks types, builds the JavaScript when dist/ is stale (`halyard up` and the
+# mesh configs run it), then runs unit and integration tests (real 3-node NATS clusters)
+# with node's runner; the tests themselves run the TypeScript sources through tsx.
 # Arguments, if any, replace the default list of test files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -d node_modules ]] || npm ci --no-audit --no-fund
 bash proto/generate.sh
 npx tsc -p . --noEmit
+bash deploy/build.sh --if-stale
 NATS_SERVER_BIN="$(bash deploy/nats/ensure-nats-server.sh)"
 export NATS_SERVER_BIN
 # The console's browser tests drive Debian's chromium, headless.

@@ -1,7 +1,7 @@
 /**
  * The cache replica process.
  *
- *   node --import tsx services/cache/main.ts --config cache.yaml [--id cache-2]
+ *   node --enable-source-maps dist/services/cache/main.js --config cache.yaml [--id cache-2]
  *     [--nats nats://host:4222,…] [--grpc-port 7470] [--admin-port 7471]
  *
  * Settings: the YAML file (see config.ts), then environment variables, then flags

@@ -8,8 +8,8 @@
  * started again (up/supervise.ts); the restarted launcher adopts the running mesh.
  */
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Bus } from '../../bus/index.js';
+import { REPO_ROOT } from '../common/repo-root.js';
 import { type Console, startConsole } from '../console/server.js';
 import {
   demoSecrets,
@@ -59,7 +59,6 @@ export interface UpOptions {
 const MESH_READY_TIMEOUT_MS = 120_000;
 /** The launcher stops its children in order, each within its stop timeout. */
 const MESH_STOP_TIMEOUT_MS = 45_000;
-const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 /** Runs until stopped; returns the exit code (0 after Ctrl-C, 1 after a failure). */
 export async function up(options: UpOptions, log: Logger): Promise<number> {

@@ -4,7 +4,7 @@
  * can be watched through the gateways.
  *
  *   PORT=7601 HALYARD_INSTANCE=1 HALYARD_NATS=nats://127.0.0.1:4222 \
- *     node --import tsx services/demo/main.ts
+ *     node --enable-source-maps dist/services/demo/main.js
  *
  * It finds the discovery replicas in the registry (service `halyard-discovery`) over
  * the bus, registers as service `greeter` with `lb.policy=user` through the registration

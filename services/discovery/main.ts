@@ -1,7 +1,8 @@
 /**
- * `node services/discovery/main.ts`: runs one discovery replica until SIGTERM/SIGINT,
- * then leaves the replica set, closes its servers and the bus, and exits. Settings:
- * the YAML file, then environment variables, then flags (`--help` lists them).
+ * `node dist/services/discovery/main.js` (`npm run build`): runs one discovery replica
+ * until SIGTERM/SIGINT, then leaves the replica set, closes its servers and the bus, and
+ * exits. Settings: the YAML file, then environment variables, then flags (`--help` lists
+ * them).
  */
 import { configOrExit } from '../common/component-config.js';
 import { componentLogger } from '../common/logger.js';

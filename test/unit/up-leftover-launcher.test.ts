@@ -9,7 +9,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { stopLeftoverLauncher, UP_LAUNCHER_MARKER_ENV } from '../../services/cli/mesh.js';
+import {
+  LAUNCHER_MAIN,
+  stopLeftoverLauncher,
+  UP_LAUNCHER_MARKER_ENV,
+} from '../../services/cli/mesh.js';
 import { procStat } from '../../services/common/proc.js';
 import { captureLogs } from '../support/logs.js';
 
@@ -31,11 +35,11 @@ after(() => {
 
 /** A stand-in launcher: a shell whose command line names the launcher and the config. */
 function standIn(env: NodeJS.ProcessEnv) {
-  const child = spawn(
-    'bash',
-    ['-c', 'sleep 30; :', 'services/launcher/main.ts', '--config', configFile],
-    { stdio: 'ignore', detached: true, env },
-  );
+  const child = spawn('bash', ['-c', 'sleep 30; :', LAUNCHER_MAIN, '--config', configFile], {
+    stdio: 'ignore',
+    detached: true,
+    env,
+  });
   assert.ok(child.pid);
   spawned.push(child.pid);
   const exited = new Promise<NodeJS.Signals | null>((resolve) =>

@@ -21,15 +21,15 @@
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { newUserNkey, type Role, Roles, roleName, rolePermissions } from '../../../bus/index.js';
 import { BusEnv } from '../../common/bus-settings.js';
+import { REPO_ROOT } from '../../common/repo-root.js';
 
 const run = promisify(execFile);
 
 /** The shipped server configuration every host runs. */
-const NATS_CONF = fileURLToPath(new URL('../../../deploy/nats/nats.conf', import.meta.url));
+const NATS_CONF = path.join(REPO_ROOT, 'deploy/nats/nats.conf');
 
 export interface BusHost {
   /** `server_name` and the launcher's host id, e.g. `n1`. */
