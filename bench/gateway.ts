@@ -10,15 +10,18 @@
  *
  * With `--cost`, the cost per proxied call instead: each proxy (gateway, nginx,
  * HAProxy, pipe) gets the same fixed number of unary 100 B calls (GATEWAY_BENCH_CALLS,
- * default 50,000; 64 in flight), `--rounds` times (default 3) in a rotating order, and
- * the CPU time its processes used (utime + stime from /proc, summed over the proxy's
- * process tree: nginx's master and worker, …) is divided by the calls completed. A
- * proxy's CPU time per call hardly depends on what else runs on the machine, where its
- * throughput does: this is the figure to compare changes with. `--targets a,b` limits
- * the proxies measured.
+ * default 30,000; 64 in flight), as fast as they go or at a fixed offered rate
+ * (GATEWAY_BENCH_RATE calls/s, all clients together), `--rounds` times (default 3) in a
+ * rotating order, and the CPU time its processes used (utime + stime from /proc, summed
+ * over the proxy's process tree: nginx's master and worker, …) is divided by the calls
+ * completed. A node:http2 server answering the calls itself (no upstream) is measured
+ * alongside: the server half of a call alone. `--targets a,b` limits the targets.
  *
  * GATEWAY_BENCH_CONFIG (a gateway config file) and GATEWAY_BENCH_NODE_FLAGS (node
- * options of the gateway process) measure variants of the gateway's settings.
+ * options of the gateway process) measure variants of the gateway's settings;
+ * GATEWAY_BENCH_BASELINE=<another checkout of Halyard, set up> adds its gateway as the
+ * target `gateway (baseline)` of the cost rounds: a change measured against the code
+ * before it under the same load at the same moments.
  *
  * Usage: npm run bench gateway [-- --cost [--rounds 3] [--targets gateway,nginx]]
  *        (runs bench/ensure-load-tools.sh first), or node --import tsx bench/gateway.ts
@@ -46,7 +49,9 @@ import { spawnEcho } from '../test/support/processes.js';
 import { until } from '../test/support/wait.js';
 
 const SECONDS = Number(process.env.GATEWAY_BENCH_SECONDS ?? 5);
-const COST_CALLS = Number(process.env.GATEWAY_BENCH_CALLS ?? 50_000);
+const COST_CALLS = Number(process.env.GATEWAY_BENCH_CALLS ?? 30_000);
+/** Offered calls/s of the cost figure (all clients together); 0: as fast as they go. */
+const COST_RATE = Number(process.env.GATEWAY_BENCH_RATE ?? 0);
 const CLIENTS = 4;
 const STREAMS_PER_CLIENT = 16;
 const BACKENDS = 3;
@@ -98,8 +103,8 @@ function freePort(): Promise<number> {
   });
 }
 
-function start(command: string, args: string[], name: string): ChildProcess {
-  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+function start(command: string, args: string[], name: string, cwd?: string): ChildProcess {
+  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'], cwd });
   let err = '';
   child.stderr?.on('data', (c) => {
     err += c;
@@ -123,11 +128,11 @@ function bodyFile(c: Case): string {
   return file;
 }
 
-/** A load of `SECONDS` after a 1 s warm-up, or exactly `calls` calls. */
+/** A load of `SECONDS` after a 1 s warm-up, or exactly `calls` calls at `rate` calls/s. */
 async function h2load(
   port: number,
   c: Case,
-  load: { calls: number } | { seconds: number } = { seconds: SECONDS },
+  load: { calls: number; rate: number } | { seconds: number } = { seconds: SECONDS },
 ): Promise<Result> {
   const log = join(dir, `h2load-${port}-${c.method}.log`);
   const { stdout } = await run(
@@ -136,7 +141,9 @@ async function h2load(
       '-t1',
       `-c${CLIENTS}`,
       `-m${STREAMS_PER_CLIENT}`,
-      ...('calls' in load ? [`-n${load.calls}`] : [`-D${load.seconds}`, '--warm-up-time=1']),
+      ...('calls' in load
+        ? [`-n${load.calls}`, ...(load.rate > 0 ? [`--rps=${load.rate / CLIENTS}`] : [])]
+        : [`-D${load.seconds}`, '--warm-up-time=1']),
       `--log-file=${log}`,
       `-d${bodyFile(c)}`,
       '-H',
@@ -170,7 +177,8 @@ function ready(adminPort: number): Promise<boolean> {
   });
 }
 
-async function startGateway(servers: string[], profileDir?: string) {
+/** A gateway from this tree, or from another checkout of Halyard (`tree`). */
+async function startGateway(servers: string[], profileDir?: string, tree?: string) {
   const port = await freePort();
   const admin = await freePort();
   const child = start(
@@ -194,6 +202,7 @@ async function startGateway(servers: string[], profileDir?: string) {
       'halyard.testing.v1.Echo',
     ],
     'gateway',
+    tree,
   );
   await until('gateway ready', () => ready(admin), 30_000, 100);
   return { port, child };
@@ -412,7 +421,7 @@ interface Cost extends Result {
 async function measureCost(proxy: Proxy, calls: number): Promise<Cost> {
   const pids = processTree(proxy.child.pid!);
   const before = cpuSeconds(pids);
-  const result = await h2load(proxy.port, cases[0]!, { calls });
+  const result = await h2load(proxy.port, cases[0]!, { calls, rate: COST_RATE });
   const cpu = cpuSeconds(pids) - before;
   return { ...result, cpuUs: (cpu * 1e6) / result.succeeded };
 }
@@ -426,7 +435,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
  */
 async function costTable(proxies: Array<[string, Proxy]>, rounds: number): Promise<void> {
   // Warm-up: connections to the backends, JIT.
-  for (const [, proxy] of proxies) await h2load(proxy.port, cases[0]!, { calls: 5000 });
+  for (const [, proxy] of proxies) await h2load(proxy.port, cases[0]!, { calls: 5000, rate: 0 });
   // Work a proxy does without calls (timers, the bus, pings) is charged to the calls:
   // shown here so that it can be told apart.
   const idle = new Map<string, number>();
@@ -505,6 +514,13 @@ async function main(): Promise<void> {
     ];
     // Not a proxy (it answers calls itself): a comparator of the cost figure only.
     if (args.cost) {
+      // A change to the gateway against the gateway before it, in the same rounds.
+      const baseline = process.env.GATEWAY_BENCH_BASELINE;
+      if (baseline) {
+        const before = await startGateway(cluster.servers, undefined, baseline);
+        proxies.set('gateway (baseline)', before);
+        targets.push(['gateway (baseline)', before.port]);
+      }
       const alone = await startPipeProxy([]);
       proxies.set('node:http2 server alone', alone);
       targets.push(['node:http2 server alone', alone.port]);
@@ -523,10 +539,12 @@ async function main(): Promise<void> {
     }
     if (args.cost) {
       const names = args.targets.split(',');
+      if (proxies.has('gateway (baseline)')) names.splice(1, 0, 'gateway (baseline)');
       for (const name of names) if (!proxies.has(name)) throw new Error(`no proxy ${name}`);
       console.log(
         `\nCost per call: ${versions.join('; ')}; node ${process.version}; ` +
-          `${BACKENDS} echo backends; h2load -t1 -c${CLIENTS} -m${STREAMS_PER_CLIENT} -n${COST_CALLS}, ` +
+          `${BACKENDS} echo backends; h2load -t1 -c${CLIENTS} -m${STREAMS_PER_CLIENT} -n${COST_CALLS}` +
+          `${COST_RATE > 0 ? ` --rps=${COST_RATE / CLIENTS} (${COST_RATE} calls/s offered)` : ''}, ` +
           `${cases[0]!.name}, ${args.rounds} rounds`,
       );
       await costTable(
@@ -575,5 +593,13 @@ async function main(): Promise<void> {
   }
 }
 
+// Interrupted: the proxies, backends and NATS server go too.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    stopping = true;
+    for (const child of children) if (child.exitCode === null) child.kill('SIGTERM');
+    process.exit(130);
+  });
+}
 await main();
 process.exit(0);
