@@ -191,7 +191,7 @@ async function startGateway(servers: string[], profileDir?: string, tree?: strin
       'services/gateway/main.ts',
       ...(process.env.GATEWAY_BENCH_CONFIG ? ['--config', process.env.GATEWAY_BENCH_CONFIG] : []),
       '--id',
-      'bench-gw',
+      tree ? 'bench-gw-baseline' : 'bench-gw',
       '--nats',
       servers.join(','),
       '--listen',
