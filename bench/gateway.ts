@@ -21,9 +21,10 @@
  * options of the gateway process) measure variants of the gateway's settings;
  * GATEWAY_BENCH_BASELINE=<another checkout of Halyard, set up> adds its gateway as the
  * target `gateway (baseline)` of the cost rounds: a change measured against the code
- * before it under the same load at the same moments.
+ * before it under the same load at the same moments. `--profile` profiles the gateway
+ * after the cost rounds too; GATEWAY_BENCH_KEEP_PROFILE=<dir> keeps the .cpuprofile.
  *
- * Usage: npm run bench gateway [-- --cost [--rounds 3] [--targets gateway,nginx]]
+ * Usage: bash bench/run.sh gateway [--cost [--rounds 3] [--targets gateway,nginx]]
  *        (runs bench/ensure-load-tools.sh first), or node --import tsx bench/gateway.ts
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
@@ -142,7 +143,10 @@ async function h2load(
       `-c${CLIENTS}`,
       `-m${STREAMS_PER_CLIENT}`,
       ...('calls' in load
-        ? [`-n${load.calls}`, ...(load.rate > 0 ? [`--rps=${load.rate / CLIENTS}`] : [])]
+        ? [
+            `-n${load.calls}`,
+            ...(load.rate > 0 ? [`--rps=${Math.max(1, Math.round(load.rate / CLIENTS))}`] : []),
+          ]
         : [`-D${load.seconds}`, '--warm-up-time=1']),
       `--log-file=${log}`,
       `-d${bodyFile(c)}`,
@@ -431,7 +435,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 /**
  * Each proxy gets the same load `rounds` times, in an order rotated each round so that
  * none always runs first or last; medians per proxy, with the spread of CPU time per
- * call over the rounds ((max - min) / median).
+ * call over the rounds (± half of max - min, relative to the median).
  */
 async function costTable(proxies: Array<[string, Proxy]>, rounds: number): Promise<void> {
   // Warm-up: connections to the backends, JIT.
