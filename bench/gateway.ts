@@ -597,11 +597,12 @@ async function main(): Promise<void> {
   }
 }
 
-// Interrupted: the proxies, backends and NATS server go too.
+// Interrupted: the proxies, backends and NATS server go too, and the working directory.
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {
     stopping = true;
     for (const child of children) if (child.exitCode === null) child.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
     process.exit(130);
   });
 }
