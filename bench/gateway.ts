@@ -1,23 +1,47 @@
 /**
- * Gateway throughput and latency against comparators, all in front of the same echo
- * backend (grpc-js, its own process) on loopback, driven by h2load:
- *   direct to the backend · the Halyard gateway · nginx grpc_pass (1 worker) ·
+ * Gateway throughput and latency against comparators, all in front of the same three
+ * echo backends (grpc-js, each its own process) on loopback, driven by h2load:
+ *   direct to the first backend · the Halyard gateway · nginx grpc_pass (1 worker) ·
  *   HAProxy (1 thread) · a bare node:http2 pipe proxy (the floor of node:http2);
  * for unary calls of 100 B and 16 KiB and a server-streaming call. Each case runs for
  * a bounded time (GATEWAY_BENCH_SECONDS, default 5, after a 1 s warm-up). Then the
  * gateway runs the first case once more under `node --cpu-prof` and the top frames of
  * the profile are printed: where the time goes.
  *
- * Usage: npm run bench (runs bench/ensure-load-tools.sh first), or
- *        node --import tsx bench/gateway.ts
+ * With `--cost`, the cost per proxied call instead: each proxy (gateway, nginx,
+ * HAProxy, pipe) gets the same fixed number of unary 100 B calls (GATEWAY_BENCH_CALLS,
+ * default 30,000; 64 in flight), as fast as they go or at a fixed offered rate
+ * (GATEWAY_BENCH_RATE calls/s, all clients together), `--rounds` times (default 3) in a
+ * rotating order, and the CPU time its processes used (utime + stime from /proc, summed
+ * over the proxy's process tree: nginx's master and worker, …) is divided by the calls
+ * completed. A node:http2 server answering the calls itself (no upstream) is measured
+ * alongside: the server half of a call alone. `--targets a,b` limits the targets.
+ *
+ * GATEWAY_BENCH_CONFIG (a gateway config file) and GATEWAY_BENCH_NODE_FLAGS (node
+ * options of the gateway process) measure variants of the gateway's settings;
+ * GATEWAY_BENCH_BASELINE=<another checkout of Halyard, set up> adds its gateway as the
+ * target `gateway (baseline)` of the cost rounds: a change measured against the code
+ * before it under the same load at the same moments. `--profile` profiles the gateway
+ * after the cost rounds too; GATEWAY_BENCH_KEEP_PROFILE=<dir> keeps the .cpuprofile.
+ *
+ * Usage: bash bench/run.sh gateway [--cost [--rounds 3] [--targets gateway,nginx]]
+ *        (runs bench/ensure-load-tools.sh first), or node --import tsx bench/gateway.ts
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { get } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
+import { parseArgs, promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { halyard } from '../proto/gen/halyard.js';
 import { echoClient } from '../test/support/echo-service.js';
@@ -26,8 +50,22 @@ import { spawnEcho } from '../test/support/processes.js';
 import { until } from '../test/support/wait.js';
 
 const SECONDS = Number(process.env.GATEWAY_BENCH_SECONDS ?? 5);
+const COST_CALLS = Number(process.env.GATEWAY_BENCH_CALLS ?? 30_000);
+/** Offered calls/s of the cost figure (all clients together); 0: as fast as they go. */
+const COST_RATE = Number(process.env.GATEWAY_BENCH_RATE ?? 0);
 const CLIENTS = 4;
 const STREAMS_PER_CLIENT = 16;
+const BACKENDS = 3;
+const PROXIES = ['gateway', 'nginx', 'haproxy', 'node:http2 pipe', 'node:http2 server alone'];
+const { values: args } = parseArgs({
+  options: {
+    cost: { type: 'boolean', default: false },
+    rounds: { type: 'string', default: '3' },
+    targets: { type: 'string', default: PROXIES.join(',') },
+    /** With --cost: the gateway's profile after the table (always done without --cost). */
+    profile: { type: 'boolean', default: false },
+  },
+});
 const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'halyard-bench-gw-'));
 const children: ChildProcess[] = [];
@@ -50,6 +88,8 @@ const cases: Case[] = [
 
 interface Result {
   readonly rps: number;
+  /** Calls that completed successfully. */
+  readonly succeeded: number;
   readonly p50: number;
   readonly p99: number;
   readonly failed: number;
@@ -64,8 +104,8 @@ function freePort(): Promise<number> {
   });
 }
 
-function start(command: string, args: string[], name: string): ChildProcess {
-  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+function start(command: string, args: string[], name: string, cwd?: string): ChildProcess {
+  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'], cwd });
   let err = '';
   child.stderr?.on('data', (c) => {
     err += c;
@@ -89,7 +129,12 @@ function bodyFile(c: Case): string {
   return file;
 }
 
-async function h2load(port: number, c: Case, seconds = SECONDS): Promise<Result> {
+/** A load of `SECONDS` after a 1 s warm-up, or exactly `calls` calls at `rate` calls/s. */
+async function h2load(
+  port: number,
+  c: Case,
+  load: { calls: number; rate: number } | { seconds: number } = { seconds: SECONDS },
+): Promise<Result> {
   const log = join(dir, `h2load-${port}-${c.method}.log`);
   const { stdout } = await run(
     'h2load',
@@ -97,8 +142,12 @@ async function h2load(port: number, c: Case, seconds = SECONDS): Promise<Result>
       '-t1',
       `-c${CLIENTS}`,
       `-m${STREAMS_PER_CLIENT}`,
-      `-D${seconds}`,
-      '--warm-up-time=1',
+      ...('calls' in load
+        ? [
+            `-n${load.calls}`,
+            ...(load.rate > 0 ? [`--rps=${Math.max(1, Math.round(load.rate / CLIENTS))}`] : []),
+          ]
+        : [`-D${load.seconds}`, '--warm-up-time=1']),
       `--log-file=${log}`,
       `-d${bodyFile(c)}`,
       '-H',
@@ -111,6 +160,7 @@ async function h2load(port: number, c: Case, seconds = SECONDS): Promise<Result>
   );
   const rps = Number(/finished in [\d.]+s, ([\d.]+) req\/s/.exec(stdout)?.[1] ?? Number.NaN);
   const failed = Number(/requests: .* (\d+) failed/.exec(stdout)?.[1] ?? Number.NaN);
+  const succeeded = Number(/requests: .* (\d+) succeeded/.exec(stdout)?.[1] ?? Number.NaN);
   const latencies = readFileSync(log, 'utf8')
     .trim()
     .split('\n')
@@ -119,7 +169,7 @@ async function h2load(port: number, c: Case, seconds = SECONDS): Promise<Result>
   rmSync(log);
   const at = (p: number) =>
     latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!;
-  return { rps, p50: at(0.5), p99: at(0.99), failed };
+  return { rps, succeeded, p50: at(0.5), p99: at(0.99), failed };
 }
 
 function ready(adminPort: number): Promise<boolean> {
@@ -131,18 +181,21 @@ function ready(adminPort: number): Promise<boolean> {
   });
 }
 
-async function startGateway(servers: string[], profileDir?: string) {
+/** A gateway from this tree, or from another checkout of Halyard (`tree`). */
+async function startGateway(servers: string[], profileDir?: string, tree?: string) {
   const port = await freePort();
   const admin = await freePort();
   const child = start(
     process.execPath,
     [
       ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
+      ...(process.env.GATEWAY_BENCH_NODE_FLAGS?.split(' ').filter(Boolean) ?? []),
       '--import',
       'tsx',
       'services/gateway/main.ts',
+      ...(process.env.GATEWAY_BENCH_CONFIG ? ['--config', process.env.GATEWAY_BENCH_CONFIG] : []),
       '--id',
-      'bench-gw',
+      tree ? 'bench-gw-baseline' : 'bench-gw',
       '--nats',
       servers.join(','),
       '--listen',
@@ -153,12 +206,19 @@ async function startGateway(servers: string[], profileDir?: string) {
       'halyard.testing.v1.Echo',
     ],
     'gateway',
+    tree,
   );
   await until('gateway ready', () => ready(admin), 30_000, 100);
   return { port, child };
 }
 
-async function startNginx(backendPort: number): Promise<number> {
+/** A proxy under test: its port and the process whose tree does its work. */
+interface Proxy {
+  readonly port: number;
+  readonly child: ChildProcess;
+}
+
+async function startNginx(backendPorts: number[]): Promise<Proxy> {
   const port = await freePort();
   const conf = join(dir, 'nginx.conf');
   writeFileSync(
@@ -171,7 +231,11 @@ events { worker_connections 4096; }
 http {
   access_log off;
   client_body_temp_path ${dir}/nginx-body;
-  upstream echo { server 127.0.0.1:${backendPort}; keepalive 128; keepalive_requests 100000000; }
+  upstream echo {
+    ${backendPorts.map((p) => `server 127.0.0.1:${p};`).join(' ')}
+    keepalive 128;
+    keepalive_requests 100000000;
+  }
   server {
     listen 127.0.0.1:${port} http2;
     http2_max_concurrent_streams 1024;
@@ -182,11 +246,10 @@ http {
 }
 `,
   );
-  start('nginx', ['-p', dir, '-c', conf], 'nginx');
-  return port;
+  return { port, child: start('nginx', ['-p', dir, '-c', conf], 'nginx') };
 }
 
-async function startHaproxy(backendPort: number): Promise<number> {
+async function startHaproxy(backendPorts: number[]): Promise<Proxy> {
   const port = await freePort();
   const conf = join(dir, 'haproxy.cfg');
   writeFileSync(
@@ -203,21 +266,57 @@ frontend fe
   bind 127.0.0.1:${port} proto h2
   default_backend be
 backend be
-  server echo 127.0.0.1:${backendPort} proto h2
+  balance roundrobin
+${backendPorts.map((p, i) => `  server echo${i + 1} 127.0.0.1:${p} proto h2`).join('\n')}
 `,
   );
-  start('haproxy', ['-db', '-f', conf], 'haproxy');
-  return port;
+  return { port, child: start('haproxy', ['-db', '-f', conf], 'haproxy') };
 }
 
-async function startPipeProxy(backendPort: number): Promise<number> {
+/** The bare pipe proxy to these backends; without backends, the server half alone. */
+async function startPipeProxy(backendPorts: number[]): Promise<Proxy> {
   const port = await freePort();
-  start(
+  const child = start(
     process.execPath,
-    ['--import', 'tsx', 'bench/h2-pipe-proxy.ts', String(port), String(backendPort)],
-    'node:http2 pipe',
+    ['--import', 'tsx', 'bench/h2-pipe-proxy.ts', String(port), ...backendPorts.map(String)],
+    backendPorts.length > 0 ? 'node:http2 pipe' : 'node:http2 server alone',
   );
-  return port;
+  return { port, child };
+}
+
+/** Every process of a tree, root first (the kernel keeps no child list here: scan /proc). */
+function processTree(root: number): number[] {
+  const parents = new Map<number, number[]>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // exited meanwhile
+    }
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    const siblings = parents.get(ppid);
+    if (siblings) siblings.push(Number(entry));
+    else parents.set(ppid, [Number(entry)]);
+  }
+  const tree = [root];
+  for (let i = 0; i < tree.length; i++) tree.push(...(parents.get(tree[i]!) ?? []));
+  return tree;
+}
+
+const CLOCK_TICKS_PER_SECOND = 100; // USER_HZ: `getconf CLK_TCK`, 100 on Linux
+
+/** CPU seconds (user + system, all threads) used so far by these processes. */
+function cpuSeconds(pids: readonly number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command: state ppid … utime (14th field) stime (15th).
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return ticks / CLOCK_TICKS_PER_SECOND;
 }
 
 /** One real gRPC call through a target: the comparison is only fair if all of them work. */
@@ -275,7 +374,7 @@ function profileSummary(profileDir: string, count: number): string[] {
     if (frame.functionName === '(idle)') return;
     const dt = profile.timeDeltas[i] ?? 0;
     const where = frame.url
-      ? ` ${frame.url.replace(/^.*\/(node_modules|wt-gateway)\//, '')}:${frame.lineNumber + 1}`
+      ? ` ${frame.url.replace(/^file:\/\/.*?\/(node_modules|services|bench)\//, '$1/')}:${frame.lineNumber + 1}`
       : '';
     const key = `${frame.functionName || '(anonymous)'}${where}`;
     frames.set(key, (frames.get(key) ?? 0) + dt);
@@ -295,7 +394,102 @@ function profileSummary(profileDir: string, count: number): string[] {
   ];
 }
 
+/** Where the gateway's time goes: the first case again, on a new gateway under the CPU profiler. */
+async function profileGateway(gateway: Proxy, servers: string[]): Promise<void> {
+  gateway.child.kill('SIGTERM');
+  await new Promise((resolve) => gateway.child.once('exit', resolve));
+  const profileDir = join(dir, 'profile');
+  const profiled = await startGateway(servers, profileDir);
+  const p = await h2load(profiled.port, cases[0]!);
+  profiled.child.kill('SIGTERM');
+  await new Promise((resolve) => profiled.child.once('exit', resolve));
+  if (process.env.GATEWAY_BENCH_KEEP_PROFILE) {
+    for (const f of readdirSync(profileDir)) {
+      copyFileSync(join(profileDir, f), join(process.env.GATEWAY_BENCH_KEEP_PROFILE, f));
+    }
+  }
+  console.log(
+    `\nCPU profile of the gateway, ${cases[0]!.name} (${fmt(p.rps, 0)} calls/s while profiled), self time while busy (idle left out):`,
+  );
+  for (const line of profileSummary(profileDir, 25)) console.log(`  ${line}`);
+}
+
 const fmt = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
+
+interface Cost extends Result {
+  /** CPU time of the proxy's processes per completed call, in µs. */
+  readonly cpuUs: number;
+}
+
+/** One fixed load through a proxy and the CPU time its processes spent on it. */
+async function measureCost(proxy: Proxy, calls: number): Promise<Cost> {
+  const pids = processTree(proxy.child.pid!);
+  const before = cpuSeconds(pids);
+  const result = await h2load(proxy.port, cases[0]!, { calls, rate: COST_RATE });
+  const cpu = cpuSeconds(pids) - before;
+  return { ...result, cpuUs: (cpu * 1e6) / result.succeeded };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/**
+ * Each proxy gets the same load `rounds` times, in an order rotated each round so that
+ * none always runs first or last; medians per proxy, with the spread of CPU time per
+ * call over the rounds (± half of max - min, relative to the median).
+ */
+async function costTable(proxies: Array<[string, Proxy]>, rounds: number): Promise<void> {
+  // Warm-up: connections to the backends, JIT.
+  for (const [, proxy] of proxies) await h2load(proxy.port, cases[0]!, { calls: 5000, rate: 0 });
+  // Work a proxy does without calls (timers, the bus, pings) is charged to the calls:
+  // shown here so that it can be told apart.
+  const idle = new Map<string, number>();
+  const idleSeconds = 5;
+  const idleBefore = proxies.map(([, proxy]) => cpuSeconds(processTree(proxy.child.pid!)));
+  await new Promise((resolve) => setTimeout(resolve, idleSeconds * 1000));
+  proxies.forEach(([name, proxy], i) => {
+    const used = cpuSeconds(processTree(proxy.child.pid!)) - idleBefore[i]!;
+    idle.set(name, (100 * used) / idleSeconds);
+  });
+  const costs = new Map<string, Cost[]>(proxies.map(([name]) => [name, []]));
+  console.log('\n| round | target | µs CPU/call | calls/s | p99 ms | failed |');
+  console.log('|---|---|---|---|---|---|');
+  for (let round = 0; round < rounds; round++) {
+    for (let i = 0; i < proxies.length; i++) {
+      const [name, proxy] = proxies[(i + round) % proxies.length]!;
+      const cost = await measureCost(proxy, COST_CALLS);
+      costs.get(name)!.push(cost);
+      console.log(
+        `| ${round + 1} | ${name} | ${fmt(cost.cpuUs, 1)} | ${fmt(cost.rps, 0)} | ${fmt(cost.p99)} | ${cost.failed} |`,
+      );
+    }
+  }
+  const summary = new Map(
+    [...costs].map(([name, runs]) => {
+      const us = runs.map((r) => r.cpuUs);
+      const mid = median(us);
+      return [
+        name,
+        {
+          us: mid,
+          spread: (Math.max(...us) - Math.min(...us)) / mid,
+          rps: median(runs.map((r) => r.rps)),
+          p99: median(runs.map((r) => r.p99)),
+        },
+      ];
+    }),
+  );
+  const nginx = summary.get('nginx');
+  console.log(
+    `\n| target | µs CPU/call (median) | spread over ${rounds} rounds | calls/s per core | per core vs nginx | calls/s | p99 ms | p99 vs nginx | idle CPU |`,
+  );
+  console.log('|---|---|---|---|---|---|---|---|---|');
+  for (const [name, s] of summary) {
+    const versus = (x: number | undefined) => (x === undefined ? 'n/a' : `${fmt(x)}×`);
+    console.log(
+      `| ${name} | ${fmt(s.us, 1)} | ±${fmt((100 * s.spread) / 2, 1)} % | ${fmt(1e6 / s.us, 0)} | ${versus(nginx && nginx.us / s.us)} | ${fmt(s.rps, 0)} | ${fmt(s.p99)} | ${versus(nginx && s.p99 / nginx.p99)} | ${fmt(idle.get(name)!, 1)} % |`,
+    );
+  }
+}
 
 async function main(): Promise<void> {
   const versions = await Promise.all([
@@ -305,16 +499,36 @@ async function main(): Promise<void> {
   ]);
   const cluster = await NatsCluster.start({ nodes: 1 });
   try {
-    const backend = await spawnEcho({ instanceId: 'bench-1', nats: cluster.servers });
-    children.push(backend.child);
+    const backends: number[] = [];
+    for (let i = 1; i <= BACKENDS; i++) {
+      const backend = await spawnEcho({ instanceId: `bench-${i}`, nats: cluster.servers });
+      children.push(backend.child);
+      backends.push(backend.port);
+    }
     const gateway = await startGateway(cluster.servers);
+    const proxies = new Map<string, Proxy>([
+      ['gateway', gateway],
+      ['nginx', await startNginx(backends)],
+      ['haproxy', await startHaproxy(backends)],
+      ['node:http2 pipe', await startPipeProxy(backends)],
+    ]);
     const targets: Array<[string, number]> = [
-      ['direct', backend.port],
-      ['gateway', gateway.port],
-      ['nginx', await startNginx(backend.port)],
-      ['haproxy', await startHaproxy(backend.port)],
-      ['node:http2 pipe', await startPipeProxy(backend.port)],
+      ['direct', backends[0]!],
+      ...[...proxies].map(([name, proxy]): [string, number] => [name, proxy.port]),
     ];
+    // Not a proxy (it answers calls itself): a comparator of the cost figure only.
+    if (args.cost) {
+      // A change to the gateway against the gateway before it, in the same rounds.
+      const baseline = process.env.GATEWAY_BENCH_BASELINE;
+      if (baseline) {
+        const before = await startGateway(cluster.servers, undefined, baseline);
+        proxies.set('gateway (baseline)', before);
+        targets.push(['gateway (baseline)', before.port]);
+      }
+      const alone = await startPipeProxy([]);
+      proxies.set('node:http2 server alone', alone);
+      targets.push(['node:http2 server alone', alone.port]);
+    }
     for (const [name, port] of targets) {
       await until(
         `${name} answers`,
@@ -327,9 +541,26 @@ async function main(): Promise<void> {
         200,
       );
     }
+    if (args.cost) {
+      const names = args.targets.split(',');
+      if (proxies.has('gateway (baseline)')) names.splice(1, 0, 'gateway (baseline)');
+      for (const name of names) if (!proxies.has(name)) throw new Error(`no proxy ${name}`);
+      console.log(
+        `\nCost per call: ${versions.join('; ')}; node ${process.version}; ` +
+          `${BACKENDS} echo backends; h2load -t1 -c${CLIENTS} -m${STREAMS_PER_CLIENT} -n${COST_CALLS}` +
+          `${COST_RATE > 0 ? ` --rps=${COST_RATE / CLIENTS} (${COST_RATE} calls/s offered)` : ''}, ` +
+          `${cases[0]!.name}, ${args.rounds} rounds`,
+      );
+      await costTable(
+        names.map((name): [string, Proxy] => [name, proxies.get(name)!]),
+        Number(args.rounds),
+      );
+      if (args.profile) await profileGateway(gateway, cluster.servers);
+      return;
+    }
     console.log(
       `\nGateway benchmark: ${versions.join('; ')}; node ${process.version}; ` +
-        `h2load -t1 -c${CLIENTS} -m${STREAMS_PER_CLIENT}, ${SECONDS} s per case after 1 s warm-up`,
+        `${BACKENDS} echo backends; h2load -t1 -c${CLIENTS} -m${STREAMS_PER_CLIENT}, ${SECONDS} s per case after 1 s warm-up`,
     );
     console.log('\n| case | target | calls/s | p50 ms | p99 ms | failed |');
     console.log('|---|---|---|---|---|---|');
@@ -357,18 +588,7 @@ async function main(): Promise<void> {
     console.log('|---|---|---|---|---|');
     for (const line of ratios) console.log(line);
 
-    // Where the gateway's time goes: the first case again, under the CPU profiler.
-    gateway.child.kill('SIGTERM');
-    await new Promise((resolve) => gateway.child.once('exit', resolve));
-    const profileDir = join(dir, 'profile');
-    const profiled = await startGateway(cluster.servers, profileDir);
-    const p = await h2load(profiled.port, cases[0]!);
-    profiled.child.kill('SIGTERM');
-    await new Promise((resolve) => profiled.child.once('exit', resolve));
-    console.log(
-      `\nCPU profile of the gateway, ${cases[0]!.name} (${fmt(p.rps, 0)} calls/s while profiled), self time while busy (idle left out):`,
-    );
-    for (const line of profileSummary(profileDir, 15)) console.log(`  ${line}`);
+    await profileGateway(gateway, cluster.servers);
   } finally {
     stopping = true;
     for (const child of children) if (child.exitCode === null) child.kill('SIGTERM');
@@ -377,5 +597,14 @@ async function main(): Promise<void> {
   }
 }
 
+// Interrupted: the proxies, backends and NATS server go too, and the working directory.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    stopping = true;
+    for (const child of children) if (child.exitCode === null) child.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+    process.exit(130);
+  });
+}
 await main();
 process.exit(0);
