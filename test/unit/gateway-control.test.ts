@@ -118,8 +118,14 @@ test('identities: exp required, lifetime capped, iss and aud checked, the user k
   await refused(open, await token({}), /no "exp" claim/);
   await refused(
     open,
-    await token({ exp: now + 2 * 86_400 }),
+    await token({ iat: now, exp: now + 2 * 86_400 }),
     /lives 172800 s, longer than this gateway accepts \(86400 s\)/,
+  );
+  // Without `iat` the lifetime counts from now: a margin far beyond a slow run's delay.
+  await refused(
+    open,
+    await token({ exp: now + 3 * 86_400 }),
+    /longer than this gateway accepts \(86400 s\)/,
   );
   await refused(
     open,
@@ -151,7 +157,11 @@ test('identities: exp required, lifetime capped, iss and aud checked, the user k
     /"iss" claim is not accepted/,
   );
   await refused(strict, await token({ iss: 'idp-a', exp: now + 60 }), /no "aud" claim/);
-  await refused(strict, await token({ iss: 'idp-a', aud: 'shop', exp: now + 601 }), /longer than/);
+  await refused(
+    strict,
+    await token({ iss: 'idp-a', aud: 'shop', iat: now, exp: now + 601 }),
+    /longer than/,
+  );
   const ok = await strict.verify(await token({ iss: 'idp-a', aud: 'shop', exp: now + 60 }));
   assert.ok(ok.ok);
 });
