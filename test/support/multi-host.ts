@@ -3,8 +3,9 @@
  * three machines: hosts are network namespaces (hosts.ts); `halyard certs` makes the CA,
  * certificates, role nkeys and per-host NATS configs for their addresses; each host runs
  * its NATS node from deploy/nats/nats.conf and a launcher (host-<i>, `--address` = the
- * host's address, role launcher-host-<i>) with deploy/multi-host/mesh.yaml; `halyard bus
- * provision` runs once as admin. Every process runs inside its host's namespace, so
+ * host's address, role launcher-host-<i>) in `bus` mode; `halyard bus provision` runs
+ * once as admin, then an operator publishes deploy/multi-host/mesh.yaml (without its
+ * host settings) as the mesh configuration with `halyard config apply`. Every process runs inside its host's namespace, so
  * `killHost` is a power loss and `cutHost` a partition; `close()` leaves nothing behind.
  *
  * The test process stays outside every host, as a client would: it reaches the gateways
@@ -28,6 +29,7 @@ import {
 } from '../../services/cli/demo-secrets.js';
 import { launchers } from '../../services/cli/launchers.js';
 import { busOptions, busSettings } from '../../services/common/bus-settings.js';
+import { withoutHostSettings } from '../../services/launcher/mesh-config.js';
 import { type Host, Hosts } from './hosts.js';
 import { until } from './wait.js';
 
@@ -88,6 +90,7 @@ export class MultiHost {
       if (certs.code !== 0) throw new Error(`halyard certs failed: ${certs.stderr}`);
       demoSecrets(deployment.meshDir);
       registryCredentials(deployment.meshDir);
+      fs.writeFileSync(deployment.launcherConfig, 'meshConfig: bus\n');
     } catch (err) {
       await deployment.close();
       throw err;
@@ -101,6 +104,7 @@ export class MultiHost {
     try {
       for (const host of deployment.hosts.hosts) deployment.startNats(host.index);
       await deployment.provision();
+      await deployment.applyMeshConfig();
       for (const host of deployment.hosts.hosts) deployment.startLauncher(host.index);
       await deployment.waitFullyReady(180_000);
     } catch (err) {
@@ -125,6 +129,11 @@ export class MultiHost {
 
   private get meshDir(): string {
     return path.join(this.dir, 'mesh');
+  }
+
+  /** Every host's launcher file: the components come from the bus. */
+  private get launcherConfig(): string {
+    return path.join(this.dir, 'launcher.yaml');
   }
 
   private get roles(): string {
@@ -156,12 +165,15 @@ export class MultiHost {
     return child;
   }
 
-  /** Starts host `index`'s launcher with deploy/multi-host/mesh.yaml. */
+  /**
+   * Starts host `index`'s launcher, which runs the mesh configuration on the bus: its
+   * file holds only that (its id, address and bus are flags and environment).
+   */
   startLauncher(index: number): ChildProcess {
     const host = this.host(index);
     const args = [
       ...['--import', 'tsx', path.join(REPO, 'services/launcher/main.ts')],
-      ...['--config', MESH_CONFIG, '--host-id', host.name, '--address', host.address],
+      ...['--config', this.launcherConfig, '--host-id', host.name, '--address', host.address],
       ...['--nats', this.servers.join(','), '--grpc', `${host.address}:7400`],
       ...['--admin-port', '7401'],
     ];
@@ -223,6 +235,18 @@ export class MultiHost {
     ).catch((err) => {
       throw new Error(`${(err as Error).message}: ${last?.stderr ?? ''}`);
     });
+  }
+
+  /**
+   * Publishes deploy/multi-host/mesh.yaml as the next mesh configuration version, as an
+   * operator does: its host settings (the `hostId` a launcher reading the file in `file`
+   * mode needs) are each host's own, and left out.
+   */
+  async applyMeshConfig(): Promise<void> {
+    const file = path.join(this.meshDir, 'mesh.yaml');
+    fs.writeFileSync(file, withoutHostSettings(fs.readFileSync(MESH_CONFIG, 'utf8')));
+    const applied = await this.halyard(1, 'operator', ['config', 'apply', file]);
+    if (applied.code !== 0) throw new Error(`halyard config apply failed: ${applied.stderr}`);
   }
 
   /** Runs the `halyard` CLI inside host `index`, connected as `role`. */
