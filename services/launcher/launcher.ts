@@ -172,7 +172,13 @@ export class Launcher implements Controls {
     }
     try {
       await this.supervisor.startAll(configs, adoptable, initial?.version ?? 0);
-      if (mesh && board) await this.followMesh(mesh, board, initial?.version ?? 0, outdated);
+      // A version published with --force restarts every instance started before it.
+      const behind = adoptable.filter(
+        (a) =>
+          outdated.includes(a) ||
+          (initial?.restartUnchanged && a.started.configVersion < initial.version),
+      );
+      if (mesh && board) await this.followMesh(mesh, board, initial?.version ?? 0, behind);
       this.served = await serveOnBus(bus, this.hostId, this);
     } catch (error) {
       await this.shutdown();
@@ -257,7 +263,7 @@ export class Launcher implements Controls {
   private async latestMeshVersion(
     mesh: MeshSource,
     board: RolloutBoard,
-  ): Promise<{ version: number; spec: MeshSpec } | undefined> {
+  ): Promise<{ version: number; spec: MeshSpec; restartUnchanged: boolean } | undefined> {
     const { logger } = this.options;
     const latest = await mesh.versions.latest();
     if (!latest) {
@@ -271,7 +277,9 @@ export class Launcher implements Controls {
     try {
       const spec = mesh.parse(latest.content, `mesh configuration version ${latest.version}`);
       const missing = await missingFiles(forHost(spec, this.hostId));
-      if (missing.length === 0) return { version: latest.version, spec };
+      if (missing.length === 0) {
+        return { version: latest.version, spec, restartUnchanged: !!latest.restartUnchanged };
+      }
       problem = `missing on host ${this.hostId}: ${missing.join('; ')}`;
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
@@ -284,19 +292,20 @@ export class Launcher implements Controls {
 
   /**
    * Follows the versions after `version`, the one this host started with. While adopted
-   * children run an older spec (`outdated`), that version is not applied yet: the
-   * follower rolls them like any change, and reports it applied once they are replaced.
+   * children are `behind` it (they run an older spec, or were started before a version
+   * that restarts every instance), it is not applied yet: the follower rolls them like
+   * any change, and reports it applied once they are replaced.
    */
   private async followMesh(
     mesh: MeshSource,
     board: RolloutBoard,
     version: number,
-    outdated: readonly Adoptable[],
+    behind: readonly Adoptable[],
   ): Promise<void> {
     const applied =
-      outdated.length === 0
+      behind.length === 0
         ? version
-        : Math.max(0, Math.min(version - 1, ...outdated.map((a) => a.started.configVersion)));
+        : Math.max(0, Math.min(version - 1, ...behind.map((a) => a.started.configVersion)));
     if (applied === version && version > 0)
       await board.report(version, 'APPLIED', 'started with it');
     this.follower = new MeshFollower({

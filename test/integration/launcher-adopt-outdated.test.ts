@@ -73,8 +73,11 @@ describe('a launcher that adopts children a newer configuration version changed'
     await r.exited;
   };
 
-  /** Publishes the service at `version`; `broken`: its process exits at once. */
-  const publish = async (version: string, broken = false) => {
+  /**
+   * Publishes the service at `version`; `broken`: its process exits at once; `force`:
+   * every instance restarts, changed or not (`config apply --force`).
+   */
+  const publish = async (version: string, broken = false, force = false) => {
     const latest = await store.latest();
     const content = stringify({
       recovery: 'adopt',
@@ -99,6 +102,7 @@ describe('a launcher that adopts children a newer configuration version changed'
       content,
       author: 'adopt-test',
       summary: `svc ${version}`,
+      restartUnchanged: force,
     });
     return published.version;
   };
@@ -227,5 +231,35 @@ describe('a launcher that adopts children a newer configuration version changed'
     assert.equal(pids[1], v2Pids[1], 'svc#2, after the halt, is untouched');
     third.proc.kill('SIGTERM');
     assert.equal(await third.exited, 0);
+  });
+
+  test('unchanged adopted children are kept; a version published with --force replaces them', async () => {
+    const v4 = await publish('4');
+    const fourth = await run();
+    const v4Pids = await until('version 4 ready', () => readyPids(bus, host), 30_000, 100);
+    await until('version 4 applied', () => entry(v4)?.state === HostState.APPLIED, 30_000);
+    await kill(fourth);
+
+    // Nothing changed while it was down: the same processes, the version applied at once.
+    const fifth = await run();
+    const { launcherId } = fifth.lines.find((l) => l.msgId === LogIds.listening)!;
+    await until('version 4 applied again', () => entry(v4)?.launcherId === launcherId, 30_000);
+    assert.equal(entry(v4)?.state, HostState.APPLIED);
+    assert.deepEqual(await until('ready', () => readyPids(bus, host), 30_000, 100), v4Pids);
+    assert.ok(!fifth.lines.some((l) => l.msgId === LogIds.adoptedOutdated));
+    await kill(fifth);
+
+    const v5 = await publish('4', false, true);
+    const seen = follow(v5, v4Pids);
+    const sixth = await run();
+    await until('version 5 applied', () => entry(v5)?.state === HostState.APPLIED, 90_000);
+    seen.stop();
+    const applied = seen.states.at(-1)!;
+    assert.equal(applied.reason, '2 instance(s) replaced');
+    assert.deepEqual(applied.alive, [], 'every child started before version 5 was replaced');
+    const pids = await until('version 5 ready', () => readyPids(bus, host), 30_000, 100);
+    assert.ok(pids.every((pid) => !v4Pids.includes(pid)));
+    sixth.proc.kill('SIGTERM');
+    assert.equal(await sixth.exited, 0);
   });
 });
