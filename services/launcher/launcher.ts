@@ -323,21 +323,28 @@ export class Launcher implements Controls {
     await this.follower.start();
   }
 
-  /** This host's components in configuration version `version`, when it can be read. */
+  /**
+   * This host's components in configuration version `version`, when it can be read: the
+   * config adopted children were started with, to go back to if their replacement fails.
+   * Not finding it only takes that fallback away, so it never stops the start.
+   */
   private async meshConfigs(
     mesh: MeshSource,
     version: number,
   ): Promise<Map<string, ComponentConfig> | undefined> {
-    const found = await mesh.versions.get(version);
-    if (!found) return undefined;
     try {
+      const found = await mesh.versions.get(version);
+      if (!found) return undefined;
       return forHost(
         mesh.parse(found.content, `mesh configuration version ${version}`),
         this.hostId,
       );
     } catch (error) {
-      if (error instanceof ConfigError) return undefined;
-      throw error;
+      this.options.logger.warn(
+        { msgId: LogIds.meshVersionUnread, version, err: error },
+        `mesh configuration version ${version} could not be read: adopted children started with it have no config to go back to`,
+      );
+      return undefined;
     }
   }
 

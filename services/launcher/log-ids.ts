@@ -49,4 +49,5 @@ export const LogIds = {
   rolloutWaiting: 'HALL0054I',
   rolloutSkipped: 'HALL0055W',
   noMeshVersion: 'HALL0056W',
+  meshVersionUnread: 'HALL0057W',
 } as const;
