@@ -4,9 +4,10 @@
  * certificates, role nkeys and per-host NATS configs for their addresses; each host runs
  * its NATS node from deploy/nats/nats.conf and a launcher (host-<i>, `--address` = the
  * host's address, role launcher-host-<i>) in `bus` mode; `halyard bus provision` runs
- * once as admin, then an operator publishes deploy/multi-host/mesh.yaml (without its
- * host settings) as the mesh configuration with `halyard config apply`. Every process runs inside its host's namespace, so
- * `killHost` is a power loss and `cutHost` a partition; `close()` leaves nothing behind.
+ * once as admin, then the operator role publishes deploy/multi-host/mesh.yaml (without
+ * its host settings) as the mesh configuration. Every process runs inside its host's
+ * namespace, so `killHost` is a power loss and `cutHost` a partition; `close()` leaves
+ * nothing behind.
  *
  * The test process stays outside every host, as a client would: it reaches the gateways
  * and the bus over the hosts' network. Logs go to `<dir>/logs/<host>-<process>.log`.
@@ -28,8 +29,8 @@ import {
   registryCredentialsEnv,
 } from '../../services/cli/demo-secrets.js';
 import { launchers } from '../../services/cli/launchers.js';
+import { publishMeshFile } from '../../services/cli/up/mesh-config.js';
 import { busOptions, busSettings } from '../../services/common/bus-settings.js';
-import { withoutHostSettings } from '../../services/launcher/mesh-config.js';
 import { type Host, Hosts } from './hosts.js';
 import { until } from './wait.js';
 
@@ -238,15 +239,12 @@ export class MultiHost {
   }
 
   /**
-   * Publishes deploy/multi-host/mesh.yaml as the next mesh configuration version, as an
-   * operator does: its host settings (the `hostId` a launcher reading the file in `file`
-   * mode needs) are each host's own, and left out.
+   * Publishes deploy/multi-host/mesh.yaml as the mesh configuration, without its host
+   * settings (the `hostId` a launcher in `file` mode reads), as the operator role: what
+   * `halyard config apply` publishes, without the start of a CLI process.
    */
   async applyMeshConfig(): Promise<void> {
-    const file = path.join(this.meshDir, 'mesh.yaml');
-    fs.writeFileSync(file, withoutHostSettings(fs.readFileSync(MESH_CONFIG, 'utf8')));
-    const applied = await this.halyard(1, 'operator', ['config', 'apply', file]);
-    if (applied.code !== 0) throw new Error(`halyard config apply failed: ${applied.stderr}`);
+    await publishMeshFile(await this.bus(), MESH_CONFIG, pino({ level: 'silent' }));
   }
 
   /** Runs the `halyard` CLI inside host `index`, connected as `role`. */
