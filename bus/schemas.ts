@@ -88,6 +88,8 @@ export const runningChild = z.object({
   port: z.number().int().min(0).max(65535),
   marker: launcherMarkerValue,
   launcherId: id,
+  configVersion: z.number().int().nonnegative(),
+  specDigest: z.union([z.literal(''), z.string().regex(/^[0-9a-f]{64}$/)]),
 });
 
 export const hostChildren = z.object({

@@ -18,6 +18,7 @@ import {
 import { Kind } from './lifecycle.js';
 import { LogIds } from './log-ids.js';
 import { launcherMarker } from './process.js';
+import type { StartedSpec } from './spec.js';
 
 export class ChildLedger {
   private readonly children = new Map<string, RunningChild>();
@@ -49,8 +50,8 @@ export class ChildLedger {
     this.schedule();
   }
 
-  /** Follows one transition of this launcher's children. */
-  apply(event: LifecycleEvent): void {
+  /** Follows one transition of this launcher's children; `started` comes with STARTED. */
+  apply(event: LifecycleEvent, started?: StartedSpec): void {
     const key = keyOf(event);
     if (event.kind === Kind.STARTED) {
       this.children.set(key, {
@@ -61,6 +62,8 @@ export class ChildLedger {
         port: event.port,
         marker: launcherMarker(this.hostId, event.component, event.instance).value,
         launcherId: event.launcherId,
+        configVersion: started?.configVersion ?? 0,
+        specDigest: started?.specDigest ?? '',
       });
     } else if (
       (event.kind === Kind.EXITED || event.kind === Kind.STOPPED) &&

@@ -22,6 +22,7 @@ import {
 } from './process.js';
 import { probeFor, type Registry } from './readiness.js';
 import { afterExit } from './restart-policy.js';
+import { type StartedSpec, specOf } from './spec.js';
 
 export const State = halyard.launcher.v1.ProcessStatus.State;
 export type StateName = Exclude<keyof typeof State, 'STATE_UNSPECIFIED'>;
@@ -62,13 +63,35 @@ export class Instance {
   private readonly listeners = new Set<() => void>();
   private stopping: Promise<void> | undefined;
 
+  /** What its process was started as (or will be, before the first start). */
+  started: StartedSpec;
+
   constructor(
     readonly component: string,
     readonly number: number,
-    public config: ComponentConfig,
+    private current: ComponentConfig,
+    /** The configuration version `config` comes from (0: the file). */
+    private currentVersion: number,
     readonly port: number,
     private readonly ctx: InstanceContext,
-  ) {}
+  ) {
+    this.started = specOf(current, currentVersion);
+  }
+
+  /** What its next start runs. */
+  get config(): ComponentConfig {
+    return this.current;
+  }
+
+  get configVersion(): number {
+    return this.currentVersion;
+  }
+
+  /** What its next start runs, and the configuration version that comes from. */
+  setConfig(config: ComponentConfig, configVersion: number): void {
+    this.current = config;
+    this.currentVersion = configVersion;
+  }
 
   get pid(): number {
     return this.child?.pid ?? 0;
@@ -83,10 +106,11 @@ export class Instance {
     }
   }
 
-  /** Takes over a process a previous launcher run started. */
-  adopt(child: Child): void {
+  /** Takes over a process a previous launcher run started as `started`. */
+  adopt(child: Child, started: StartedSpec): void {
     this.generation++;
     this.child = child;
+    this.started = started;
     this.startedAtMs = Date.now();
     this.setState('RUNNING');
     this.watch(child, this.generation);
@@ -236,13 +260,16 @@ export class Instance {
     });
     this.child = child;
     this.startedAtMs = Date.now();
+    this.started = specOf(config, this.configVersion);
     this.watch(child, generation);
     if (!child.pid) return; // the exit watcher reports why it never ran
-    recorder.record('STARTED', component, number, {
-      pid: child.pid,
-      port,
-      processStart: child.processStart,
-    });
+    recorder.record(
+      'STARTED',
+      component,
+      number,
+      { pid: child.pid, port, processStart: child.processStart },
+      this.started,
+    );
     this.setState('RUNNING');
     void this.probe(child, generation);
   }

@@ -33,9 +33,9 @@ import { LifecycleRecorder } from './lifecycle.js';
 import { LogIds } from './log-ids.js';
 import { MeshFollower, type MeshSpec, type MeshVersions, missingFiles } from './mesh-follower.js';
 import { trackChildren } from './metrics.js';
-import { findLeftovers, settleLeftovers } from './recovery.js';
+import { findLeftovers, outdatedAdoptions, settleLeftovers } from './recovery.js';
 import { RolloutBoard, type RolloutRecords } from './rollouts.js';
-import { Supervisor } from './supervisor.js';
+import { type Adoptable, Supervisor } from './supervisor.js';
 
 export const VERSION = '0.1.0';
 
@@ -136,13 +136,25 @@ export class Launcher implements Controls {
     const configs = forHost(this.config, this.hostId);
     const leftovers = await findLeftovers(bus, this.children, this.hostId, logger);
     this.children.carryOver(leftovers);
-    const adoptable = await settleLeftovers(
-      leftovers,
+    const { adoptable, outdated } = await outdatedAdoptions(
+      await settleLeftovers(leftovers, configs, this.config.recovery, this.recorder, logger),
       configs,
-      this.config.recovery,
-      this.recorder,
-      logger,
+      (version) => (mesh ? this.meshConfigs(mesh, version) : Promise.resolve(undefined)),
     );
+    for (const a of outdated) {
+      const { configVersion } = a.started;
+      logger.warn(
+        {
+          msgId: LogIds.adoptedOutdated,
+          component: a.component,
+          instance: a.instance,
+          configVersion,
+        },
+        `${a.component}#${a.instance} was adopted running what it was started with` +
+          `${configVersion ? ` (version ${configVersion})` : ''}, not what the configuration runs now: ` +
+          (mesh ? 'it is replaced by a rollout' : '`refresh` replaces it'),
+      );
+    }
     await this.watchRegistryIfNeeded(configs);
     // Bound before any child starts: a taken control port fails the start with nothing to clean up.
     const access = this.config.control;
@@ -159,8 +171,14 @@ export class Launcher implements Controls {
       );
     }
     try {
-      await this.supervisor.startAll(configs, adoptable);
-      if (mesh && board) await this.followMesh(mesh, board, initial?.version ?? 0);
+      await this.supervisor.startAll(configs, adoptable, initial?.version ?? 0);
+      // A version published with --force restarts every instance started before it.
+      const behind = adoptable.filter(
+        (a) =>
+          outdated.includes(a) ||
+          (initial?.restartUnchanged && a.started.configVersion < initial.version),
+      );
+      if (mesh && board) await this.followMesh(mesh, board, initial?.version ?? 0, behind);
       this.served = await serveOnBus(bus, this.hostId, this);
     } catch (error) {
       await this.shutdown();
@@ -245,7 +263,7 @@ export class Launcher implements Controls {
   private async latestMeshVersion(
     mesh: MeshSource,
     board: RolloutBoard,
-  ): Promise<{ version: number; spec: MeshSpec } | undefined> {
+  ): Promise<{ version: number; spec: MeshSpec; restartUnchanged: boolean } | undefined> {
     const { logger } = this.options;
     const latest = await mesh.versions.latest();
     if (!latest) {
@@ -259,7 +277,9 @@ export class Launcher implements Controls {
     try {
       const spec = mesh.parse(latest.content, `mesh configuration version ${latest.version}`);
       const missing = await missingFiles(forHost(spec, this.hostId));
-      if (missing.length === 0) return { version: latest.version, spec };
+      if (missing.length === 0) {
+        return { version: latest.version, spec, restartUnchanged: !!latest.restartUnchanged };
+      }
       problem = `missing on host ${this.hostId}: ${missing.join('; ')}`;
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
@@ -270,8 +290,24 @@ export class Launcher implements Controls {
     return undefined;
   }
 
-  private async followMesh(mesh: MeshSource, board: RolloutBoard, applied: number): Promise<void> {
-    if (applied > 0) await board.report(applied, 'APPLIED', 'started with it');
+  /**
+   * Follows the versions after `version`, the one this host started with. While adopted
+   * children are `behind` it (they run an older spec, or were started before a version
+   * that restarts every instance), it is not applied yet: the follower rolls them like
+   * any change, and reports it applied once they are replaced.
+   */
+  private async followMesh(
+    mesh: MeshSource,
+    board: RolloutBoard,
+    version: number,
+    behind: readonly Adoptable[],
+  ): Promise<void> {
+    const applied =
+      behind.length === 0
+        ? version
+        : Math.max(0, Math.min(version - 1, ...behind.map((a) => a.started.configVersion)));
+    if (applied === version && version > 0)
+      await board.report(version, 'APPLIED', 'started with it');
     this.follower = new MeshFollower({
       hostId: this.hostId,
       versions: mesh.versions,
@@ -285,6 +321,31 @@ export class Launcher implements Controls {
       pollMs: mesh.pollMs,
     });
     await this.follower.start();
+  }
+
+  /**
+   * This host's components in configuration version `version`, when it can be read: the
+   * config adopted children were started with, to go back to if their replacement fails.
+   * Not finding it only takes that fallback away, so it never stops the start.
+   */
+  private async meshConfigs(
+    mesh: MeshSource,
+    version: number,
+  ): Promise<Map<string, ComponentConfig> | undefined> {
+    try {
+      const found = await mesh.versions.get(version);
+      if (!found) return undefined;
+      return forHost(
+        mesh.parse(found.content, `mesh configuration version ${version}`),
+        this.hostId,
+      );
+    } catch (error) {
+      this.options.logger.warn(
+        { msgId: LogIds.meshVersionUnread, version, err: error },
+        `mesh configuration version ${version} could not be read: adopted children started with it have no config to go back to`,
+      );
+      return undefined;
+    }
   }
 
   /**

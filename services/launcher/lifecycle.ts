@@ -12,6 +12,7 @@ import { halyard } from '../../proto/gen/halyard.js';
 import type { ChildLedger } from './children.js';
 import { LogIds } from './log-ids.js';
 import { launcherMetrics } from './metrics.js';
+import type { StartedSpec } from './spec.js';
 
 export const Kind = halyard.launcher.v1.LifecycleEvent.Kind;
 export type KindName = keyof typeof LogIdOfKind;
@@ -54,7 +55,14 @@ export class LifecycleRecorder {
     private readonly logger: Logger,
   ) {}
 
-  record(kind: KindName, component: string, instance: number, details: Transition = {}): void {
+  /** `started`: with STARTED, what the process was started as (kept with the running children). */
+  record(
+    kind: KindName,
+    component: string,
+    instance: number,
+    details: Transition = {},
+    started?: StartedSpec,
+  ): void {
     const seq = ++this.seq;
     const event: LifecycleEvent = {
       eventId: `${this.hostId}/${component}/${instance}/${this.launcherId}/${seq}`,
@@ -76,7 +84,7 @@ export class LifecycleRecorder {
       ...details,
     };
     launcherMetrics.transitions.inc({ component, kind: kind.toLowerCase() });
-    this.children.apply(event);
+    this.children.apply(event, started);
     const level = kind === 'GAVE_UP' ? 'error' : kind === 'EXITED' ? 'warn' : 'info';
     this.logger[level](
       {

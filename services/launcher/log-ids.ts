@@ -35,6 +35,7 @@ export const LogIds = {
   leftoverGone: 'HALL0033I',
   recoveredRecorded: 'HALL0034I',
   childrenNotRecorded: 'HALL0035E',
+  adoptedOutdated: 'HALL0036W',
   // Control.
   rollingRestart: 'HALL0040I',
   rollingAborted: 'HALL0041E',
@@ -48,4 +49,5 @@ export const LogIds = {
   rolloutWaiting: 'HALL0054I',
   rolloutSkipped: 'HALL0055W',
   noMeshVersion: 'HALL0056W',
+  meshVersionUnread: 'HALL0057W',
 } as const;

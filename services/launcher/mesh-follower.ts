@@ -29,6 +29,7 @@ export interface MeshVersion {
 /** Where the versions come from (the bus's MeshConfigStore). */
 export interface MeshVersions {
   latest(): Promise<MeshVersion | undefined>;
+  get(version: number): Promise<MeshVersion | undefined>;
   /** The latest version first, then every newer one. */
   watch(onVersion: (version: MeshVersion) => void): Promise<{ stop(): Promise<void> }>;
 }
@@ -169,7 +170,7 @@ export class MeshFollower {
     const forced = target.restartUnchanged ? [...plan.scaled, ...plan.unchanged] : [];
     const kept = new Map(forced.map((name) => [name, supervisor.instances(name)]));
     if (plan.changed.length === 0 && forced.length === 0) {
-      await supervisor.applyAtOnce(configs, plan);
+      await supervisor.applyAtOnce(configs, plan, version);
       return this.done(target, 'applied at once');
     }
     const turn = await board.takeTurn(version);
@@ -180,7 +181,7 @@ export class MeshFollower {
       );
       return turn.why === 'aborted' ? 'skipped' : 'waiting';
     }
-    await supervisor.applyAtOnce(configs, plan);
+    await supervisor.applyAtOnce(configs, plan, version);
     const steps = [...configs.keys()].flatMap((name) => {
       const config = configs.get(name)!;
       const instances = plan.changed.includes(name)
@@ -208,7 +209,7 @@ export class MeshFollower {
       const step = `${label} (${done + 1}/${steps.length})`;
       logger.info({ msgId: LogIds.rolloutStep, version, step }, `version ${version}: ${step}`);
       await board.report(version, 'ROLLING', step);
-      const failure = await supervisor.replace(instance, config, limits);
+      const failure = await supervisor.replace(instance, config, limits, version);
       if (failure) {
         const back = this.applied ? `version ${this.applied}` : 'its previous config';
         return fail(`${failure}: ${label} runs ${back} again${replaced}`);

@@ -15,6 +15,7 @@ import { Kind } from './lifecycle.js';
 import { LogIds } from './log-ids.js';
 import { launcherMetrics } from './metrics.js';
 import { adoptChild, isLauncherChild, launcherMarker } from './process.js';
+import { specDigest } from './spec.js';
 import type { Adoptable } from './supervisor.js';
 
 export type Leftover = RunningChild;
@@ -71,6 +72,9 @@ async function replayLeftovers(
         port: e.port,
         marker: launcherMarker(hostId, e.component, e.instance).value,
         launcherId: e.launcherId,
+        // Events do not say what a child was started as: an adopted one counts as outdated.
+        configVersion: 0,
+        specDigest: '',
       });
     } else if (
       (e.kind === Kind.EXITED || e.kind === Kind.STOPPED) &&
@@ -106,13 +110,26 @@ export async function settleLeftovers(
           { msgId: LogIds.leftoverAdopted, ...fields },
           `${l.component}#${l.instance} adopted`,
         );
-        recorder.record('STARTED', l.component, l.instance, {
-          pid: l.pid,
+        const started = { configVersion: l.configVersion, specDigest: l.specDigest };
+        recorder.record(
+          'STARTED',
+          l.component,
+          l.instance,
+          {
+            pid: l.pid,
+            port: l.port,
+            processStart: l.processStart,
+            reason: `adopted from launcher run ${l.launcherId}`,
+          },
+          started,
+        );
+        adopted.push({
+          component: l.component,
+          instance: l.instance,
           port: l.port,
-          processStart: l.processStart,
-          reason: `adopted from launcher run ${l.launcherId}`,
+          child,
+          started,
         });
-        adopted.push({ component: l.component, instance: l.instance, port: l.port, child });
         return;
       }
       launcherMetrics.leftovers.inc({ action: 'stopped' });
@@ -133,4 +150,36 @@ export async function settleLeftovers(
     }),
   );
   return adopted;
+}
+
+/**
+ * The adopted children that do not run what `configs` asks for now, each with the config
+ * it was started with when that is known: the config of its component in the version it
+ * recorded (`configsOf`), if that config is indeed its process (the same digest). A
+ * rollout replaces them; one whose config is not known has nothing to go back to if its
+ * replacement fails.
+ */
+export async function outdatedAdoptions(
+  adopted: readonly Adoptable[],
+  configs: Map<string, ComponentConfig>,
+  configsOf: (version: number) => Promise<Map<string, ComponentConfig> | undefined>,
+): Promise<{ adoptable: Adoptable[]; outdated: Adoptable[] }> {
+  const versions = new Map<number, Promise<Map<string, ComponentConfig> | undefined>>();
+  const resolved = await Promise.all(
+    adopted.map(async (a): Promise<Adoptable> => {
+      const now = configs.get(a.component);
+      const { configVersion, specDigest: digest } = a.started;
+      if (!now || digest === specDigest(now)) return a;
+      if (configVersion === 0 || digest === '') return a;
+      if (!versions.has(configVersion)) versions.set(configVersion, configsOf(configVersion));
+      const then = (await versions.get(configVersion))?.get(a.component);
+      if (!then || specDigest(then) !== digest) return a;
+      return { ...a, startedWith: { config: then, version: configVersion } };
+    }),
+  );
+  const outdated = resolved.filter((a) => {
+    const now = configs.get(a.component);
+    return now !== undefined && a.started.specDigest !== specDigest(now);
+  });
+  return { adoptable: resolved, outdated };
 }

@@ -8,9 +8,12 @@ import type { ComponentConfig } from './config.js';
 import { freePort, Instance, type InstanceContext, State } from './instance.js';
 import { LogIds } from './log-ids.js';
 import type { Child } from './process.js';
+import { type StartedSpec, specDigest } from './spec.js';
 
 interface Component {
   config: ComponentConfig;
+  /** The configuration version `config` comes from (0: the file). */
+  configVersion: number;
   readonly instances: Instance[];
 }
 
@@ -20,6 +23,14 @@ export interface Adoptable {
   readonly instance: number;
   readonly port: number;
   readonly child: Child;
+  /** What it was started as, as recorded. */
+  readonly started: StartedSpec;
+  /**
+   * The config it was started with, when that is not what the configuration runs now
+   * and is known: its instance keeps it until a rollout replaces it (and goes back to it
+   * if that fails).
+   */
+  readonly startedWith?: { readonly config: ComponentConfig; readonly version: number };
 }
 
 export interface RefreshPlan {
@@ -28,12 +39,6 @@ export interface RefreshPlan {
   readonly scaled: string[];
   readonly changed: string[];
   readonly unchanged: string[];
-}
-
-/** What makes two configs run different processes (counts, placement and order do not). */
-function processShape(config: ComponentConfig): string {
-  const { instances: _i, hosts: _h, dependsOn: _d, ...shape } = config;
-  return JSON.stringify(shape);
 }
 
 /** How long a rollout step may take and how long its new instance must then stay ready. */
@@ -56,12 +61,16 @@ export class Supervisor {
     return [...this.components.values()].flatMap((c) => c.instances.map((i) => i.status()));
   }
 
-  /** Starts every component in order, waiting for a component's dependencies to be ready. */
+  /**
+   * Starts every component in order, waiting for a component's dependencies to be
+   * ready; `configVersion` is the configuration version `configs` come from (0: the file).
+   */
   async startAll(
     configs: Map<string, ComponentConfig>,
     adoptable: Adoptable[] = [],
+    configVersion = 0,
   ): Promise<void> {
-    for (const [name, config] of configs) await this.add(name, config, adoptable);
+    for (const [name, config] of configs) await this.add(name, config, configVersion, adoptable);
   }
 
   async stopAll(reason: string): Promise<void> {
@@ -127,13 +136,14 @@ export class Supervisor {
     for (const name of [...plan.removed].reverse()) await this.remove(name, 'removed from config');
     for (const [name, config] of configs) {
       const running = this.components.get(name);
-      if (plan.added.includes(name)) await this.add(name, config, []);
+      if (plan.added.includes(name)) await this.add(name, config, 0);
       else if (running && (plan.scaled.includes(name) || plan.changed.includes(name))) {
         const previous = running.config;
         running.config = config;
+        running.configVersion = 0;
         await this.scale(name, running, config.instances);
         if (plan.changed.includes(name)) {
-          for (const i of running.instances) i.config = config;
+          for (const i of running.instances) i.setConfig(config, 0);
           const kept = Math.min(previous.instances, config.instances);
           if (kept > 0) {
             for (let n = 1; n <= kept; n++) await this.restart(name, n);
@@ -152,14 +162,16 @@ export class Supervisor {
   /**
    * The running instances of `name` whose process differs from what `config` runs
    * (after a halted rollout, some instances of a component may run one version and
-   * some another).
+   * some another; an adopted child runs what it was started with).
    */
   outdated(name: string, config: ComponentConfig): Instance[] {
     const running = this.components.get(name);
     if (!running) return [];
-    const shape = processShape(config);
-    const stale = processShape(running.config) !== shape;
-    return running.instances.filter((i) => stale || processShape(i.config) !== shape);
+    const digest = specDigest(config);
+    const stale = specDigest(running.config) !== digest;
+    return running.instances.filter(
+      (i) => stale || specDigest(i.config) !== digest || i.started.specDigest !== digest,
+    );
   }
 
   /**
@@ -167,13 +179,18 @@ export class Supervisor {
    * one step at a time (`replace`): removed components stop, new ones start, counts
    * scale; a changed component's new instances start with its new config at once.
    */
-  async applyAtOnce(configs: Map<string, ComponentConfig>, plan: RefreshPlan): Promise<void> {
+  async applyAtOnce(
+    configs: Map<string, ComponentConfig>,
+    plan: RefreshPlan,
+    configVersion: number,
+  ): Promise<void> {
     for (const name of [...plan.removed].reverse()) await this.remove(name, 'removed from config');
     for (const [name, config] of configs) {
       const running = this.components.get(name);
-      if (plan.added.includes(name)) await this.add(name, config, []);
+      if (plan.added.includes(name)) await this.add(name, config, configVersion);
       else if (running && (plan.scaled.includes(name) || plan.changed.includes(name))) {
         running.config = config;
+        running.configVersion = configVersion;
         await this.scale(name, running, config.instances);
       }
     }
@@ -191,11 +208,12 @@ export class Supervisor {
     instance: Instance,
     config: ComponentConfig,
     limits: StepLimits,
+    configVersion: number,
   ): Promise<string | undefined> {
-    const previous = instance.config;
+    const previous = { config: instance.config, version: instance.configVersion };
     const label = `${instance.component}#${instance.number}`;
     await this.takeOut(instance, 'rollout');
-    instance.config = config;
+    instance.setConfig(config, configVersion);
     instance.start();
     let failure: string | undefined;
     if (!(await instance.waitReady(limits.timeoutMs))) {
@@ -214,11 +232,14 @@ export class Supervisor {
       `${failure}: back to its previous config`,
     );
     await instance.stop('rollout step failed');
-    instance.config = previous;
+    instance.setConfig(previous.config, previous.version);
     const component = this.components.get(instance.component);
-    if (component) component.config = previous;
+    if (component) {
+      component.config = previous.config;
+      component.configVersion = previous.version;
+    }
     instance.start();
-    await instance.waitReady(previous.readyTimeoutSeconds * 1000);
+    await instance.waitReady(previous.config.readyTimeoutSeconds * 1000);
     return failure;
   }
 
@@ -252,9 +273,14 @@ export class Supervisor {
     return [one];
   }
 
-  private async add(name: string, config: ComponentConfig, adoptable: Adoptable[]): Promise<void> {
+  private async add(
+    name: string,
+    config: ComponentConfig,
+    configVersion: number,
+    adoptable: Adoptable[] = [],
+  ): Promise<void> {
     await this.waitForDependencies(config);
-    const component: Component = { config, instances: [] };
+    const component: Component = { config, configVersion, instances: [] };
     this.components.set(name, component);
     await this.scale(name, component, config.instances, adoptable);
   }
@@ -272,7 +298,7 @@ export class Supervisor {
     count: number,
     adoptable: Adoptable[] = [],
   ) {
-    const { config, instances } = component;
+    const { config, configVersion, instances } = component;
     while (instances.length > count) await instances.pop()?.stop('scaled down');
     while (instances.length < count) {
       const number = instances.length + 1;
@@ -284,9 +310,17 @@ export class Supervisor {
           : config.port
             ? await freePort(this.ctx.address)
             : 0);
-      const instance = new Instance(name, number, config, port, this.ctx);
+      const startedWith = adopted?.startedWith ?? { config, version: configVersion };
+      const instance = new Instance(
+        name,
+        number,
+        startedWith.config,
+        startedWith.version,
+        port,
+        this.ctx,
+      );
       instances.push(instance);
-      if (adopted) instance.adopt(adopted.child);
+      if (adopted) instance.adopt(adopted.child, adopted.started);
       else instance.start();
     }
   }

@@ -1,20 +1,15 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import {
   Bus,
-  ControlError,
   Keys,
   LaunchersBucket,
   type LifecycleEvent,
   type RunningChild,
-  Subjects,
 } from '../../bus/index.js';
 import { procStat } from '../../services/common/proc.js';
-import { ControlCodecsOf } from '../../services/launcher/control.js';
 import { LogIds } from '../../services/launcher/log-ids.js';
 import { launcherMarker } from '../../services/launcher/process.js';
 import { startBusCluster } from '../support/bus-cluster.js';
@@ -23,51 +18,17 @@ import {
   collectEvents,
   groupMembers,
   Kind,
+  listening,
   pidAlive,
-  State,
+  type Running,
+  readyPids,
+  runLauncher,
   writeConfig,
 } from '../support/launcher.js';
 import { captureLogs } from '../support/logs.js';
 import { NatsCluster } from '../support/nats-cluster.js';
 import * as samples from '../support/samples.js';
 import { until } from '../support/wait.js';
-
-const main = fileURLToPath(new URL('../../services/launcher/main.ts', import.meta.url));
-
-interface Running {
-  readonly proc: ChildProcess;
-  readonly lines: Array<Record<string, unknown>>;
-  readonly stderr: string[];
-  readonly exited: Promise<number | null>;
-}
-
-/** The launcher as operators run it: its own process, `main.ts`. */
-function runLauncher(args: string[]): Running {
-  const proc = spawn(
-    process.execPath,
-    ['--import', 'tsx', main, '--grpc', '127.0.0.1:0', '--admin-port', '0', ...args],
-    {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  const lines: Array<Record<string, unknown>> = [];
-  const stderr: string[] = [];
-  createInterface({ input: proc.stdout! }).on('line', (line) => {
-    try {
-      lines.push(JSON.parse(line));
-    } catch {
-      // not a log line
-    }
-  });
-  createInterface({ input: proc.stderr! }).on('line', (line) => stderr.push(line));
-  const exited = new Promise<number | null>((resolve) =>
-    proc.once('exit', (code) => resolve(code)),
-  );
-  return { proc, lines, stderr, exited };
-}
-
-const listening = (r: Running) =>
-  until('launcher listening', () => r.lines.find((l) => l.msgId === LogIds.listening), 30_000);
 
 /** Processes on this machine that a launcher started for `host` (from their environment). */
 function childrenOfHost(host: string): number[] {
@@ -102,20 +63,6 @@ const config = (host: string, recovery: 'stop' | 'adopt') =>
       },
     },
   });
-
-const display = async (bus: Bus, host: string) =>
-  bus.request(Subjects.control('launcher', host, 'display'), {}, ControlCodecsOf.display);
-/** The pids once every instance is READY; false until then (or while the launcher's interest reaches our node). */
-const readyPids = async (bus: Bus, host: string) => {
-  const status = await display(bus, host).catch((e: unknown) => {
-    if (e instanceof ControlError && e.code === 'UNAVAILABLE') return undefined;
-    throw e;
-  });
-  if (!status) return false;
-  return (
-    status.processes.every((p) => p.state === State.READY) && status.processes.map((p) => p.pid)
-  );
-};
 
 /** The pids the host's launcher recorded on the bus, once they are exactly `pids`. */
 const recordedAs = async (bus: Bus, host: string, pids: readonly number[]) => {
@@ -198,6 +145,8 @@ describe('launcher process: bad config, kill -9 and recovery', () => {
       port: 0,
       marker: launcherMarker(host, 'other', 1).value,
       launcherId: 'old-run',
+      configVersion: 0,
+      specDigest: '',
     };
     await (await bus.store(LaunchersBucket)).put({
       ...recorded,

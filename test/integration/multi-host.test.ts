@@ -1,6 +1,7 @@
 /**
  * Three hosts for real (as network namespaces), deployed from deploy/: the locked bus
- * one node per host, a launcher per host running deploy/multi-host/mesh.yaml; a client
+ * one node per host, a launcher per host running deploy/multi-host/mesh.yaml, published
+ * on the bus as the mesh configuration (`bus` mode, as in production); a client
  * over both gateways; `halyard status` on host 1 sees the whole fleet; then kill -9 of a
  * whole host under load, with the chaos suite's goals asserted.
  */
@@ -45,6 +46,7 @@ describe('a 3-host deployment', { timeout: 300_000 }, () => {
       services: { serviceId: string; instanceId: string; hostId?: string }[];
       launchers: { hostId: string; processes: { component: string; state: string }[] }[];
       gateways: { host: string; state: string }[];
+      config?: { latest: number; hosts: { hostId: string; applied: number; lagging: boolean }[] };
     };
     assert.deepEqual(
       report.launchers.map((l) => l.hostId),
@@ -53,6 +55,16 @@ describe('a 3-host deployment', { timeout: 300_000 }, () => {
     assert.deepEqual(
       report.gateways.map((g) => g.host),
       ['host-1', 'host-2'],
+    );
+    // Every launcher runs the mesh configuration published on the bus, version 1.
+    assert.equal(report.config?.latest, 1, stdout);
+    assert.deepEqual(
+      report.config.hosts.map((h) => [h.hostId, h.applied, h.lagging]),
+      [
+        ['host-1', 1, false],
+        ['host-2', 1, false],
+        ['host-3', 1, false],
+      ],
     );
     const ids = report.services.map((s) => s.instanceId);
     for (const i of [1, 2, 3]) {

@@ -1,17 +1,22 @@
 /** Launchers for tests: configs in temp files, test children, events read back from the bus. */
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import type { Bus, LifecycleEvent } from '../../bus/index.js';
+import { type Bus, ControlError, type LifecycleEvent, Subjects } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { tokenDigest } from '../../services/common/callers.js';
 import { procStat } from '../../services/common/proc.js';
+import { ControlCodecsOf } from '../../services/launcher/control.js';
 import { Launcher } from '../../services/launcher/launcher.js';
+import { LogIds } from '../../services/launcher/log-ids.js';
 import { captureLogs } from './logs.js';
+import { until } from './wait.js';
 
 export const Kind = halyard.launcher.v1.LifecycleEvent.Kind;
 export const State = halyard.launcher.v1.ProcessStatus.State;
@@ -95,3 +100,52 @@ export function pidAlive(pid: number): boolean {
   const state = procStat(pid)?.state;
   return state !== undefined && state !== 'Z';
 }
+
+const launcherMain = fileURLToPath(new URL('../../services/launcher/main.ts', import.meta.url));
+
+export interface Running {
+  readonly proc: ChildProcess;
+  readonly lines: Array<Record<string, unknown>>;
+  readonly stderr: string[];
+  readonly exited: Promise<number | null>;
+}
+
+/** The launcher as operators run it: its own process, `main.ts`. */
+export function runLauncher(args: string[]): Running {
+  const proc = spawn(
+    process.execPath,
+    ['--import', 'tsx', launcherMain, '--grpc', '127.0.0.1:0', '--admin-port', '0', ...args],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const lines: Array<Record<string, unknown>> = [];
+  const stderr: string[] = [];
+  createInterface({ input: proc.stdout! }).on('line', (line) => {
+    try {
+      lines.push(JSON.parse(line));
+    } catch {
+      // not a log line
+    }
+  });
+  createInterface({ input: proc.stderr! }).on('line', (line) => stderr.push(line));
+  const exited = new Promise<number | null>((resolve) =>
+    proc.once('exit', (code) => resolve(code)),
+  );
+  return { proc, lines, stderr, exited };
+}
+
+export const listening = (r: Running) =>
+  until('launcher listening', () => r.lines.find((l) => l.msgId === LogIds.listening), 30_000);
+
+const display = async (bus: Bus, host: string) =>
+  bus.request(Subjects.control('launcher', host, 'display'), {}, ControlCodecsOf.display);
+/** The pids once every instance is READY; false until then (or while the launcher's interest reaches our node). */
+export const readyPids = async (bus: Bus, host: string) => {
+  const status = await display(bus, host).catch((e: unknown) => {
+    if (e instanceof ControlError && e.code === 'UNAVAILABLE') return undefined;
+    throw e;
+  });
+  if (!status) return false;
+  return (
+    status.processes.every((p) => p.state === State.READY) && status.processes.map((p) => p.pid)
+  );
+};

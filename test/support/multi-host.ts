@@ -3,9 +3,11 @@
  * three machines: hosts are network namespaces (hosts.ts); `halyard certs` makes the CA,
  * certificates, role nkeys and per-host NATS configs for their addresses; each host runs
  * its NATS node from deploy/nats/nats.conf and a launcher (host-<i>, `--address` = the
- * host's address, role launcher-host-<i>) with deploy/multi-host/mesh.yaml; `halyard bus
- * provision` runs once as admin. Every process runs inside its host's namespace, so
- * `killHost` is a power loss and `cutHost` a partition; `close()` leaves nothing behind.
+ * host's address, role launcher-host-<i>) in `bus` mode; `halyard bus provision` runs
+ * once as admin, then the operator role publishes deploy/multi-host/mesh.yaml (without
+ * its host settings) as the mesh configuration. Every process runs inside its host's
+ * namespace, so `killHost` is a power loss and `cutHost` a partition; `close()` leaves
+ * nothing behind.
  *
  * The test process stays outside every host, as a client would: it reaches the gateways
  * and the bus over the hosts' network. Logs go to `<dir>/logs/<host>-<process>.log`.
@@ -27,6 +29,7 @@ import {
   registryCredentialsEnv,
 } from '../../services/cli/demo-secrets.js';
 import { launchers } from '../../services/cli/launchers.js';
+import { publishMeshFile } from '../../services/cli/up/mesh-config.js';
 import { busOptions, busSettings } from '../../services/common/bus-settings.js';
 import { type Host, Hosts } from './hosts.js';
 import { until } from './wait.js';
@@ -88,6 +91,7 @@ export class MultiHost {
       if (certs.code !== 0) throw new Error(`halyard certs failed: ${certs.stderr}`);
       demoSecrets(deployment.meshDir);
       registryCredentials(deployment.meshDir);
+      fs.writeFileSync(deployment.launcherConfig, 'meshConfig: bus\n');
     } catch (err) {
       await deployment.close();
       throw err;
@@ -101,6 +105,7 @@ export class MultiHost {
     try {
       for (const host of deployment.hosts.hosts) deployment.startNats(host.index);
       await deployment.provision();
+      await deployment.applyMeshConfig();
       for (const host of deployment.hosts.hosts) deployment.startLauncher(host.index);
       await deployment.waitFullyReady(180_000);
     } catch (err) {
@@ -125,6 +130,11 @@ export class MultiHost {
 
   private get meshDir(): string {
     return path.join(this.dir, 'mesh');
+  }
+
+  /** Every host's launcher file: the components come from the bus. */
+  private get launcherConfig(): string {
+    return path.join(this.dir, 'launcher.yaml');
   }
 
   private get roles(): string {
@@ -156,12 +166,15 @@ export class MultiHost {
     return child;
   }
 
-  /** Starts host `index`'s launcher with deploy/multi-host/mesh.yaml. */
+  /**
+   * Starts host `index`'s launcher, which runs the mesh configuration on the bus: its
+   * file holds only that (its id, address and bus are flags and environment).
+   */
   startLauncher(index: number): ChildProcess {
     const host = this.host(index);
     const args = [
       ...['--import', 'tsx', path.join(REPO, 'services/launcher/main.ts')],
-      ...['--config', MESH_CONFIG, '--host-id', host.name, '--address', host.address],
+      ...['--config', this.launcherConfig, '--host-id', host.name, '--address', host.address],
       ...['--nats', this.servers.join(','), '--grpc', `${host.address}:7400`],
       ...['--admin-port', '7401'],
     ];
@@ -223,6 +236,15 @@ export class MultiHost {
     ).catch((err) => {
       throw new Error(`${(err as Error).message}: ${last?.stderr ?? ''}`);
     });
+  }
+
+  /**
+   * Publishes deploy/multi-host/mesh.yaml as the mesh configuration, without its host
+   * settings (the `hostId` a launcher in `file` mode reads), as the operator role: what
+   * `halyard config apply` publishes, without the start of a CLI process.
+   */
+  async applyMeshConfig(): Promise<void> {
+    await publishMeshFile(await this.bus(), MESH_CONFIG, pino({ level: 'silent' }));
   }
 
   /** Runs the `halyard` CLI inside host `index`, connected as `role`. */

@@ -65,6 +65,9 @@ class MemoryVersions implements MeshVersions {
   async latest() {
     return this.versions.at(-1);
   }
+  async get(version: number) {
+    return this.versions[version - 1];
+  }
   async watch(onVersion: (v: MeshVersion) => void) {
     const last = this.versions.at(-1);
     if (last) onVersion(last);
