@@ -34,12 +34,12 @@ import { halyard } from '../../proto/gen/halyard.js';
 import { type AdminServer, startAdmin } from '../common/admin.js';
 import type { BalancingSettings } from '../common/lb-metadata.js';
 import { sleep } from '../common/sleep.js';
-import { SelfRegistration } from '../discovery/self-registration.js';
+import type { SelfRegistration } from '../discovery/self-registration.js';
 import { Admission } from './admission.js';
 import { AffinityTable, affinityViewOptions, type Clock } from './affinity.js';
 import { AffinityReleases } from './affinity-release.js';
 import { type Balancer, HeaderBalancer, RoundRobin, UserBalancer } from './balancer.js';
-import { GATEWAY_SERVICE_ID, type GatewayConfig } from './config.js';
+import type { GatewayConfig } from './config.js';
 import { Ejector } from './ejection.js';
 import { GatewayEvents } from './events.js';
 import { ExposurePolicy } from './exposure.js';
@@ -48,6 +48,7 @@ import { Health } from './health.js';
 import { Identities } from './identity.js';
 import { GatewayLogIds } from './log-ids.js';
 import { gatewayMetrics, registerGauges } from './metrics.js';
+import { registerGateway } from './registration.js';
 import { RoutingTable } from './routing-table.js';
 import { Upstream, type UpstreamOptions, upstreamStats } from './upstream.js';
 
@@ -330,22 +331,9 @@ export class Gateway {
 
   /** Into the registry once calls are routed, so that clients find only ready gateways. */
   private register(): void {
-    const { config, logger } = this;
     // A worker's primary registers the gateway, once.
-    if (!config.discovery || this.worker !== undefined || this.stopping) return;
-    this.registration = new SelfRegistration(
-      config.discovery,
-      {
-        serviceId: GATEWAY_SERVICE_ID,
-        instanceId: config.id,
-        address: config.discovery.advertise ?? `${config.listen.host}:${this.port}`,
-        // A gateway serves other services' names: it claims none, so nothing routes to it.
-        grpcServices: [],
-      },
-      logger,
-      GatewayLogIds.registrationFailed,
-    );
-    this.registration.start();
+    if (this.worker !== undefined || this.stopping) return;
+    this.registration = registerGateway(this.config, this.port, this.logger);
   }
 
   private balancerFor(

@@ -17,10 +17,11 @@ import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { AggregatorRegistry, Counter, collectDefaultMetrics, Registry } from 'prom-client';
 import { type AdminServer, startAdmin } from '../common/admin.js';
-import { SelfRegistration } from '../discovery/self-registration.js';
-import { GATEWAY_SERVICE_ID, type GatewayConfig } from './config.js';
+import type { SelfRegistration } from '../discovery/self-registration.js';
+import type { GatewayConfig } from './config.js';
 import { GatewayLogIds } from './log-ids.js';
 import { registerWorkerCalls } from './metrics.js';
+import { registerGateway } from './registration.js';
 
 /** Set by the primary in each worker's environment: its number, 1 to N, kept across restarts. */
 const WORKER_NUMBER_ENV = 'HALYARD_GATEWAY_WORKER_NUMBER';
@@ -180,21 +181,8 @@ export class GatewayPrimary {
 
   /** Into the registry once, when every worker routes calls. */
   private register(): void {
-    const { config, logger } = this;
-    if (!config.discovery || this.stopping) return;
-    this.registration = new SelfRegistration(
-      config.discovery,
-      {
-        serviceId: GATEWAY_SERVICE_ID,
-        instanceId: config.id,
-        address: config.discovery.advertise ?? `${config.listen.host}:${this.port}`,
-        // A gateway serves other services' names: it claims none, so nothing routes to it.
-        grpcServices: [],
-      },
-      logger,
-      GatewayLogIds.registrationFailed,
-    );
-    this.registration.start();
+    if (this.stopping || this.port === undefined) return;
+    this.registration = registerGateway(this.config, this.port, this.logger);
   }
 
   /**

@@ -168,33 +168,36 @@ export class Instance {
 
   /** Resolves true once READY, false if it leaves the running states or the time is up. */
   waitReady(timeoutMs: number): Promise<boolean> {
-    return new Promise((resolve) => {
-      const check = () => {
-        if (this.state === 'READY') done(true);
-        else if (this.state !== 'STARTING' && this.state !== 'RUNNING') done(false);
-      };
-      const timer = setTimeout(() => done(false), timeoutMs);
-      const done = (ready: boolean) => {
-        clearTimeout(timer);
-        this.listeners.delete(check);
-        resolve(ready);
-      };
-      this.listeners.add(check);
-      check();
+    return this.settle(timeoutMs, false, (state) => {
+      if (state === 'READY') return true;
+      return state === 'STARTING' || state === 'RUNNING' ? undefined : false;
     });
   }
 
   /** Resolves true if it is still READY after `ms`, false as soon as it leaves READY. */
   staysReady(ms: number): Promise<boolean> {
+    return this.settle(ms, true, (state) => (state === 'READY' ? undefined : false));
+  }
+
+  /**
+   * Resolves with what `decide` answers for the current state and each next one, or
+   * with `atTimeout` once `ms` have passed without an answer.
+   */
+  private settle(
+    ms: number,
+    atTimeout: boolean,
+    decide: (state: StateName) => boolean | undefined,
+  ): Promise<boolean> {
     return new Promise((resolve) => {
       const check = () => {
-        if (this.state !== 'READY') done(false);
+        const answer = decide(this.state);
+        if (answer !== undefined) done(answer);
       };
-      const timer = setTimeout(() => done(true), ms);
-      const done = (ready: boolean) => {
+      const timer = setTimeout(() => done(atTimeout), ms);
+      const done = (answer: boolean) => {
         clearTimeout(timer);
         this.listeners.delete(check);
-        resolve(ready);
+        resolve(answer);
       };
       this.listeners.add(check);
       check();

@@ -3,12 +3,11 @@
  * its own credential, and every action outside its grant is refused by the server.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { jetstreamManager } from '@nats-io/jetstream';
 import {
   AffinityBucket,
@@ -26,6 +25,7 @@ import {
 import { monitorJson } from '../../services/cli/local-nats.js';
 import { busOptions, busSettings } from '../../services/common/bus-settings.js';
 import { commandLineOf } from '../../services/common/proc.js';
+import { runCli } from '../support/cli.js';
 import { captureLogs } from '../support/logs.js';
 import { NatsCluster } from '../support/nats-cluster.js';
 import { rawRoleConnection } from '../support/raw-nats.js';
@@ -42,7 +42,6 @@ const status = (hostId: string) => ({
   version: '1',
 });
 const PERMISSION = /permission/i;
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 /** Runs the `halyard` CLI against the cluster as `role`, its files given as a component's are. */
 let cli: (
@@ -66,30 +65,7 @@ describe('a locked bus: one credential per role, least privilege', () => {
 
   before(async () => {
     cluster = await NatsCluster.start({ secure: true, launcherHosts: ['host-a', 'host-b'] });
-    cli = (args, role) =>
-      new Promise((resolve) => {
-        const child = execFile(
-          process.execPath,
-          [
-            '--import',
-            'tsx',
-            'services/cli/main.ts',
-            ...args,
-            '--servers',
-            cluster.servers.join(','),
-          ],
-          {
-            cwd: ROOT,
-            env: {
-              ...process.env,
-              HALYARD_NATS_ROLES: path.join(cluster.bundle!, 'roles'),
-              HALYARD_NATS_ROLE: role,
-            },
-          },
-          (error, stdout, stderr) =>
-            resolve({ code: error ? (child.exitCode ?? 1) : 0, stdout, stderr }),
-        );
-      });
+    cli = (args, role) => runCli(cluster, args, { role });
     await (await as('admin')).provision();
   });
   after(async () => {

@@ -4,18 +4,16 @@
  * the losers are told of, show/diff/history/rollback, and roles that may not publish.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { Bus } from '../../bus/index.js';
 import { busOptions, busSettings } from '../../services/common/bus-settings.js';
+import { runCli } from '../support/cli.js';
 import { captureLogs } from '../support/logs.js';
 import { NatsCluster } from '../support/nats-cluster.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const PERMISSION = /permission/i;
 
 interface Run {
@@ -55,32 +53,8 @@ describe('halyard config on a locked 3-node cluster', () => {
   }
 
   /** Runs `halyard config …` as `role`, with the role's files as a component is given them. */
-  function cli(args: string[], role = 'operator'): Promise<Run> {
-    return new Promise((resolve) => {
-      const child = execFile(
-        process.execPath,
-        [
-          '--import',
-          'tsx',
-          'services/cli/main.ts',
-          'config',
-          ...args,
-          '--servers',
-          cluster.servers.join(','),
-        ],
-        {
-          cwd: ROOT,
-          env: {
-            ...process.env,
-            HALYARD_NATS_ROLES: path.join(cluster.bundle!, 'roles'),
-            HALYARD_NATS_ROLE: role,
-          },
-        },
-        (error, stdout, stderr) =>
-          resolve({ code: error ? (child.exitCode ?? 1) : 0, stdout, stderr }),
-      );
-    });
-  }
+  const cli = (args: string[], role = 'operator'): Promise<Run> =>
+    runCli(cluster, ['config', ...args], { role });
 
   function file(name: string, text: string): string {
     const target = path.join(dir, name);

@@ -1,18 +1,14 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import type { Bus, LifecycleEvent } from '../../bus/index.js';
 import type { Launcher } from '../../services/launcher/launcher.js';
 import { startBusCluster } from '../support/bus-cluster.js';
+import { runCli } from '../support/cli.js';
 import { child, collectEvents, Kind, startLauncher } from '../support/launcher.js';
 import { captureLogs } from '../support/logs.js';
 import type { NatsCluster } from '../support/nats-cluster.js';
 import { until } from '../support/wait.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const HOSTS = ['roll-a', 'roll-b', 'roll-c'];
 
 const api = (readiness: object, readyTimeoutSeconds = 20) => ({
@@ -25,27 +21,7 @@ const api = (readiness: object, readyTimeoutSeconds = 20) => ({
 });
 
 /** `halyard launcher …` as an operator runs it; resolves whatever the exit code. */
-async function cli(cluster: NatsCluster, ...args: string[]) {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        'services/cli/main.ts',
-        'launcher',
-        ...args,
-        '--servers',
-        cluster.servers.join(','),
-      ],
-      { cwd: ROOT, timeout: 120_000 },
-    );
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const failed = err as { code: number; stdout: string; stderr: string };
-    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
-  }
-}
+const cli = (cluster: NatsCluster, ...args: string[]) => runCli(cluster, ['launcher', ...args]);
 
 const first = (events: LifecycleEvent[], kind: number, after = 0) =>
   events.find((e) => e.kind === kind && Number(e.occurredAtMs) >= after);

@@ -7,11 +7,9 @@
  * applies at once; a launcher that was down meanwhile catches up when it starts.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { stringify } from 'yaml';
 import {
@@ -29,6 +27,7 @@ import type { Gateway } from '../../services/gateway/gateway.js';
 import { Launcher } from '../../services/launcher/launcher.js';
 import { parseMeshConfig } from '../../services/launcher/mesh-config.js';
 import { startBusCluster } from '../support/bus-cluster.js';
+import { runCli } from '../support/cli.js';
 import { startReplica as startDiscovery, TESTER_ACCESS, tokenFile } from '../support/discovery.js';
 import { startGateway } from '../support/gateway.js';
 import { controlAccess, writeConfig } from '../support/launcher.js';
@@ -143,26 +142,7 @@ describe('launchers following the mesh configuration on the bus', () => {
       .display()
       .processes.map((p) => p.pid);
 
-  async function cli(...args: string[]) {
-    try {
-      const { stdout, stderr } = await promisify(execFile)(
-        process.execPath,
-        [
-          '--import',
-          'tsx',
-          'services/cli/main.ts',
-          ...args,
-          '--servers',
-          cluster.servers.join(','),
-        ],
-        { cwd: ROOT, timeout: 60_000 },
-      );
-      return { code: 0, stdout, stderr };
-    } catch (err) {
-      const failed = err as { code: number; stdout: string; stderr: string };
-      return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
-    }
-  }
+  const cli = (...args: string[]) => runCli(cluster, args, { timeoutMs: 60_000 });
 
   before(async () => {
     ({ cluster, bus } = await startBusCluster('mesh-rollout-test', logs.logger));
