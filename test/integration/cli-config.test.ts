@@ -185,10 +185,10 @@ describe('halyard config on a locked 3-node cluster', () => {
     const show = await cli(['show']);
     assert.equal(show.code, 0, show.stderr);
     assert.match(
-      show.stdout,
+      show.stderr,
       new RegExp(`^# version ${next} \\(based on ${before.version}\\) by `),
     );
-    assert.equal(show.stdout.slice(show.stdout.indexOf('\n') + 1), mesh('7', 3));
+    assert.equal(show.stdout, mesh('7', 3), 'the content exactly as applied');
     const showJson = JSON.parse((await cli(['show', '--version', '1', '--json'])).stdout);
     assert.equal(showJson.version, 1);
     assert.equal(showJson.content, mesh('1'));

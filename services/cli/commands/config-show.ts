@@ -27,8 +27,9 @@ async function show(bus: Bus, flags: ShowFlags): Promise<number> {
   if (flags.json) {
     printJson(versionJson(v, true));
   } else {
-    // The header is a YAML comment: the output can be applied again as it is.
-    process.stdout.write(
+    // The header goes to stderr: `config show > file` is the content exactly as applied,
+    // so applying the file again changes nothing.
+    process.stderr.write(
       `# version ${v.version} (based on ${v.basedOn}) by ${v.author} at ${v.publishedAt.toISOString()}: ${v.summary}\n`,
     );
     process.stdout.write(v.content.endsWith('\n') ? v.content : `${v.content}\n`);
