@@ -180,7 +180,12 @@ test('halyard up restarts a killed launcher (which adopts the mesh) and a killed
     () => adopted().size === MESH_PROCESSES,
     ADOPT_TIMEOUT_MS,
     100,
-  );
+  ).catch((error: unknown) => {
+    // What the launchers did meanwhile, so that a failure says why.
+    t.diagnostic(`adopted: ${[...adopted()].join(' ') || 'none'}; up: ${up!.stderr.slice(-2000)}`);
+    t.diagnostic(launcherLog().slice(-40).join('\n'));
+    throw error;
+  });
   const second = await until(
     'the new launcher reports every process READY',
     async () => {
@@ -316,6 +321,14 @@ test('halyard up restarts a killed launcher (which adopts the mesh) and a killed
  * every replica current — `name` among them (or leading). Each node's /jsz reports its own
  * view; only a stream's leader knows whether its followers are current.
  */
+/** The launchers' own log lines (not their children's), oldest first. */
+function launcherLog(): string[] {
+  return fs
+    .readFileSync(path.join(dataDir, 'logs', 'launcher.log'), 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('{') && !l.includes(`"msgId":"${LogIds.childStdout}"`));
+}
+
 async function replicasCurrent(basePort: number, name: string): Promise<boolean> {
   const servers = ['n0', 'n1', 'n2'];
   const views = await Promise.all(
