@@ -128,10 +128,6 @@ class Call implements CallContext {
   private lastFailure = '';
   /** The instance's `x-halyard-affinity` was acted on: a second one is only stripped. */
   private releaseTaken = false;
-  /** The attempt whose `drain` resumes the client's request (from its first backpressure on). */
-  private requestDrainWatched: ClientHttp2Stream | undefined;
-  /** Whether the client stream's `drain` resumes the response (from its first backpressure on). */
-  private responseDrainWatched = false;
 
   constructor(
     private readonly forwarder: Forwarder,
@@ -146,6 +142,7 @@ class Call implements CallContext {
     downstream[kCall] = this;
     downstream.on('data', onRequestData);
     downstream.on('end', onRequestEnd);
+    downstream.on('drain', onResponseDrain);
     downstream.on('wantTrailers', onWantTrailers);
     downstream.on('close', onDownstreamClose);
     downstream.on('error', ignore);
@@ -199,13 +196,14 @@ class Call implements CallContext {
     upstream.on('data', onResponseData);
     upstream.on('trailers', onTrailers);
     upstream.on('end', onResponseEnd);
+    upstream.on('drain', onRequestDrain);
     upstream.on('close', onUpstreamClose);
     upstream.on('error', ignore);
     let full = false;
     const replay = this.replay;
     if (replay !== undefined) for (const chunk of replay) full = !upstream.write(chunk);
     if (this.requestEnded) upstream.end();
-    else if (full) this.holdRequest(upstream);
+    else if (full) this.downstream.pause();
     // The client's request waited for the failed attempt: this one has room for more.
     else if (this.downstream.isPaused()) this.downstream.resume();
   }
@@ -218,19 +216,7 @@ class Call implements CallContext {
     }
     const upstream = this.upstream;
     if (upstream !== undefined && !upstream.destroyed && !upstream.write(chunk)) {
-      this.holdRequest(upstream);
-    }
-  }
-
-  /**
-   * The instance takes no more request bytes for now: the client's are not read until it
-   * does. Most calls never get here, so they listen to no `drain`.
-   */
-  private holdRequest(upstream: ClientHttp2Stream): void {
-    this.downstream.pause();
-    if (this.requestDrainWatched !== upstream) {
-      this.requestDrainWatched = upstream;
-      upstream.on('drain', onRequestDrain);
+      this.downstream.pause();
     }
   }
 
@@ -263,13 +249,7 @@ class Call implements CallContext {
   }
 
   responseData(chunk: Buffer): void {
-    if (this.downstream.write(chunk)) return;
-    // The client takes no more for now: the instance's response is not read until it does.
-    this.upstream?.pause();
-    if (!this.responseDrainWatched) {
-      this.responseDrainWatched = true;
-      this.downstream.on('drain', onResponseDrain);
-    }
+    if (!this.downstream.write(chunk)) this.upstream?.pause();
   }
 
   responseDrain(): void {
