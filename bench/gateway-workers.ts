@@ -21,7 +21,6 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -30,6 +29,7 @@ import { AffinityBucket, type AffinityPreference, Bus, type KvStore } from '../b
 import { halyard } from '../proto/gen/halyard.js';
 import { residentBytesOf } from '../services/common/proc.js';
 import { NatsCluster } from '../test/support/nats-cluster.js';
+import { freePort } from '../test/support/ports.js';
 import { descendants, spawnEcho } from '../test/support/processes.js';
 import { until } from '../test/support/wait.js';
 
@@ -67,15 +67,6 @@ async function fill(store: KvStore<AffinityPreference>, to: number, deadline: nu
   };
   await Promise.all(Array.from({ length: 256 }, writer));
   return next;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 async function adminText(port: number, path: string): Promise<string | undefined> {

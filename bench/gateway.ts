@@ -38,7 +38,6 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { get } from 'node:http';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
@@ -46,6 +45,7 @@ import * as grpc from '@grpc/grpc-js';
 import { halyard } from '../proto/gen/halyard.js';
 import { echoClient } from '../test/support/echo-service.js';
 import { NatsCluster } from '../test/support/nats-cluster.js';
+import { freePort } from '../test/support/ports.js';
 import { spawnEcho } from '../test/support/processes.js';
 import { until } from '../test/support/wait.js';
 
@@ -93,15 +93,6 @@ interface Result {
   readonly p50: number;
   readonly p99: number;
   readonly failed: number;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 function start(command: string, args: string[], name: string, cwd?: string): ChildProcess {

@@ -13,12 +13,12 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import * as net from 'node:net';
 import { parseArgs } from 'node:util';
 import { procStat } from '../services/common/proc.js';
 import { sleep } from '../services/common/sleep.js';
 import { writeConfig } from '../test/support/launcher.js';
 import { NatsCluster } from '../test/support/nats-cluster.js';
+import { freePort } from '../test/support/ports.js';
 
 const { values } = parseArgs({
   options: {
@@ -39,15 +39,6 @@ function command(runtime: Runtime, component: string): string[] {
   return runtime === 'js'
     ? ['--enable-source-maps', '--max-semi-space-size=1', `dist/services/${component}/main.js`]
     : ['--import', 'tsx', `services/${component}/main.ts`];
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as net.AddressInfo;
-  server.close();
-  await once(server, 'close');
-  return port;
 }
 
 /** Each component's flags, with its admin port. */

@@ -25,7 +25,6 @@ import { execFileSync, spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
-import * as net from 'node:net';
 import { loadavg } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { jetstreamManager } from '@nats-io/jetstream';
@@ -51,6 +50,7 @@ import { Identities } from '../services/gateway/identity.js';
 import { ECHO_SERVICE, echoClient } from '../test/support/echo-service.js';
 import { register } from '../test/support/gateway.js';
 import { NatsCluster } from '../test/support/nats-cluster.js';
+import { freePort } from '../test/support/ports.js';
 import { type EchoProcess, spawnEcho } from '../test/support/processes.js';
 import { rawConnection } from '../test/support/raw-nats.js';
 import { until } from '../test/support/wait.js';
@@ -158,15 +158,6 @@ async function fillFast(
 }
 
 const MS_PER_TICK = 1000 / Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
-
-async function freePort(): Promise<number> {
-  const server = net.createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as net.AddressInfo;
-  server.close();
-  await once(server, 'close');
-  return port;
-}
 
 /** A gateway process at the moment it answered ready, as the system accounts for it. */
 interface FreshGateway {

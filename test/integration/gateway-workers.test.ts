@@ -7,7 +7,6 @@
  * worker restarts).
  */
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import type { Bus, DiscoveryEvent } from '../../bus/index.js';
@@ -34,20 +33,12 @@ import {
 import { register } from '../support/gateway.js';
 import { captureLogs } from '../support/logs.js';
 import type { NatsCluster } from '../support/nats-cluster.js';
+import { freePort } from '../support/ports.js';
 import { until } from '../support/wait.js';
 
 const CLIENTS = 4;
 const GATEWAY_TOKEN = 'gateway-token-for-workers-tests';
 const { Kind } = halyard.discovery.v1.DiscoveryEvent;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /**
  * A client on its own connection (grpc-js shares one per target otherwise).
