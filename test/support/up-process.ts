@@ -21,7 +21,9 @@ const NODES = 3;
 /** A base port whose every derived port (the bus's and the mesh's) is free now. */
 export async function freeBasePort(): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 1000) * 10;
+    // Every port up to base+5040 stays below Linux's ephemeral range (32768 on), where an
+    // outgoing connection could take a port between this check and the listen.
+    const base = 20_000 + Math.floor(Math.random() * 700) * 10;
     const ports = [
       ...Object.values(PortOffsets).flatMap((o) =>
         Array.from({ length: NODES }, (_, i) => base + o + i),
