@@ -7,7 +7,8 @@
 # from its official Go module into that cache (shared by every checkout of Halyard).
 set -euo pipefail
 
-# The oldest server Halyard runs on: per-message TTLs (2.11) and atomic batches (2.12).
+# The oldest server Halyard supports. Per-message TTLs and expiry markers arrived in 2.11;
+# 2.12 is the oldest release line Halyard is supported on.
 MIN_VERSION="2.12.0"
 # The server Halyard is tested and benchmarked on; one constant, bumped deliberately.
 PINNED_VERSION="2.15.2"
@@ -31,7 +32,7 @@ usable() {
     return 1
   fi
   if ! version_ge "$version" "$MIN_VERSION"; then
-    log "refusing $bin: version $version is older than $MIN_VERSION, which Halyard needs for per-message TTLs, enforced compare-and-set on replicated streams and atomic batches"
+    log "refusing $bin: version $version is older than $MIN_VERSION, which Halyard needs for per-message TTLs, and enforced compare-and-set on replicated streams"
     return 1
   fi
   echo "$bin"
