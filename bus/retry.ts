@@ -17,6 +17,8 @@ import {
 
 /** JetStream API error: no suitable peers for a stream's placement. */
 const NO_SUITABLE_PEERS = 10005;
+/** JetStream API error: a message with this id is still being stored (a retry came early). */
+const DUPLICATE_IN_PROCESS = 10158;
 
 /** Whether a failed bus call may succeed if tried again later. */
 export function isTransient(error: unknown): boolean {
@@ -30,6 +32,7 @@ export function isTransient(error: unknown): boolean {
     return (
       error.status === 503 ||
       error.status === 408 ||
+      error.code === DUPLICATE_IN_PROCESS ||
       (error.code === NO_SUITABLE_PEERS && /peer offline/i.test(error.message))
     );
   }

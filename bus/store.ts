@@ -7,6 +7,7 @@
  * every watcher sees. Removals are purges whose marker expires too, so a bucket holds
  * only live keys and recent removals.
  */
+import { randomUUID } from 'node:crypto';
 import {
   JetStreamApiCodes,
   JetStreamApiError,
@@ -137,19 +138,26 @@ export class KvStore<T> {
   /**
    * One publish to the key's subject with the value's lifetime as its TTL and, when
    * `expectedRevision` is given, the compare-and-set header.
+   *
+   * A compare-and-set write also carries a message id, the same on every attempt: when
+   * an election loses the acknowledgement of an attempt that landed, the retry is
+   * answered as a duplicate of it (its revision) instead of being refused because the
+   * key moved on, which would report a won decision as lost.
    */
   private async write(what: string, value: T, expectedRevision?: number): Promise<number> {
     const bytes = this.spec.codec.encode(value);
     const key = this.spec.key(value);
     const expiresAt = this.spec.expiresAt(value);
     const h = headers();
+    let msgID: string | undefined;
     if (expectedRevision !== undefined) {
       h.set(PubHeaders.ExpectedLastSubjectSequenceHdr, String(expectedRevision));
+      msgID = randomUUID();
     }
     if (expiresAt !== undefined) h.set(PubHeaders.MessageTTL, ttlHeader(expiresAt - Date.now()));
     const subject = `${Subjects.kvPrefix(this.spec.name)}.${key}`;
     return this.retry(`${what} ${key}`, async () => {
-      const ack = await this.js.publish(subject, bytes, { headers: h });
+      const ack = await this.js.publish(subject, bytes, { headers: h, msgID });
       return ack.seq;
     });
   }

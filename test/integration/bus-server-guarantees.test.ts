@@ -5,9 +5,11 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { type Bus, KeyExistsError, RegistryBucket } from '../../bus/index.js';
+import pino from 'pino';
+import { type Bus, KeyExistsError, KvStore, RegistryBucket } from '../../bus/index.js';
 import { connectEach, startBusCluster } from '../support/bus-cluster.js';
 import type { NatsCluster } from '../support/nats-cluster.js';
+import { losingFirstAck, openBucket, rawConnection } from '../support/raw-nats.js';
 import * as samples from '../support/samples.js';
 import { until } from '../support/wait.js';
 
@@ -49,6 +51,37 @@ describe('nats-server guarantees on R3', () => {
       assert.equal(stored?.revision, (winners[0] as PromiseFulfilledResult<number>).value);
       // Every later round races on a key that held a value and was removed.
       await stores[round % stores.length]!.remove(RegistryBucket.key(stored!.value));
+    }
+  });
+
+  test('a compare-and-set write whose acknowledgement was lost is reported as the write that landed', async () => {
+    const nc = await rawConnection(cluster.servers);
+    try {
+      const kv = await openBucket(nc, RegistryBucket.name);
+      const store = (js: ReturnType<typeof losingFirstAck>) =>
+        new KvStore(
+          js,
+          kv,
+          RegistryBucket,
+          pino({ level: 'silent' }),
+          new AbortController().signal,
+        );
+      const reader = await nodes[1]!.store(RegistryBucket);
+      const value = samples.instance({ instanceId: 'lost-ack', leaseSeconds: 3600 });
+      const key = RegistryBucket.key(value);
+
+      // The create landed; its retry must not find "the key exists" and call it lost.
+      const created = await store(losingFirstAck(nc)).create(value);
+      assert.equal((await reader.get(key))?.revision, created);
+
+      // The same for an update on a revision: its retry is not "the key changed".
+      const renewed = { ...value, renewedAtMs: value.renewedAtMs + 1000 };
+      const updated = await store(losingFirstAck(nc)).update(renewed, created);
+      const stored = await reader.get(key);
+      assert.equal(stored?.revision, updated);
+      assert.equal(stored?.value.renewedAtMs, renewed.renewedAtMs);
+    } finally {
+      await nc.close();
     }
   });
 

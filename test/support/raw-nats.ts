@@ -4,7 +4,14 @@
  * of a locked bus trying what its permissions forbid.
  */
 import { readFileSync } from 'node:fs';
-import { connect, type NatsConnection, nkeyAuthenticator } from '@nats-io/transport-node';
+import { type JetStreamClient, jetstream } from '@nats-io/jetstream';
+import { type KV, Kvm } from '@nats-io/kv';
+import {
+  connect,
+  type NatsConnection,
+  nkeyAuthenticator,
+  TimeoutError,
+} from '@nats-io/transport-node';
 import { inboxPrefix } from '../../bus/index.js';
 import type { RoleConnection } from './nats-cluster.js';
 
@@ -22,4 +29,29 @@ export function rawRoleConnection(role: RoleConnection): Promise<NatsConnection>
       new TextEncoder().encode(readFileSync(role.nkey, 'utf8').trim()),
     ),
   });
+}
+
+/**
+ * A JetStream client whose first publish is stored but whose acknowledgement never
+ * arrives, as when a stream's leader dies between storing and answering.
+ */
+export function losingFirstAck(nc: NatsConnection): JetStreamClient {
+  const js = jetstream(nc);
+  let lost = false;
+  return new Proxy(js, {
+    get(target, property, receiver) {
+      if (property !== 'publish') return Reflect.get(target, property, receiver);
+      return async (...args: Parameters<JetStreamClient['publish']>) => {
+        const ack = await target.publish(...args);
+        if (lost) return ack;
+        lost = true;
+        throw new TimeoutError();
+      };
+    },
+  });
+}
+
+/** A bucket opened with a plain connection. */
+export function openBucket(nc: NatsConnection, name: string): Promise<KV> {
+  return new Kvm(nc).open(name);
 }
