@@ -12,6 +12,7 @@ import {
   type CommandResult,
   type ComponentRequest,
   ControlError,
+  KeyChangedError,
   type KvStore,
   type LauncherStatus,
   type LocalView,
@@ -67,6 +68,8 @@ export interface MeshSource {
 }
 
 const { UP, DRAINING } = halyard.discovery.v1.InstanceStatus;
+/** A renewal every lease/3 cannot keep winning this many leader reads in a row. */
+const MARK_DRAINING_ATTEMPTS = 5;
 const { State } = halyard.launcher.v1.ProcessStatus;
 
 export class Launcher implements Controls {
@@ -403,8 +406,28 @@ export class Launcher implements Controls {
     return undefined;
   }
 
+  /**
+   * A compare-and-set on the leader's value, so that a renewal landing meanwhile is
+   * neither overwritten by an older copy nor able to undo the mark (a renewal keeps
+   * the status it reads).
+   */
   private async markDraining(serviceId: string, port: number): Promise<void> {
     const entry = this.registered(serviceId, port);
-    if (entry && this.registry) await this.registry.store.put({ ...entry, status: DRAINING });
+    if (!entry || !this.registry) return;
+    const { store } = this.registry;
+    for (let attempt = 1; attempt <= MARK_DRAINING_ATTEMPTS; attempt++) {
+      const current = await store.get(RegistryBucket.key(entry));
+      if (!current || current.value.status === DRAINING) return;
+      try {
+        await store.update({ ...current.value, status: DRAINING }, current.revision);
+        return;
+      } catch (error) {
+        if (!(error instanceof KeyChangedError)) throw error;
+      }
+    }
+    this.options.logger.warn(
+      { msgId: LogIds.drainMarkContended, serviceId, port, attempts: MARK_DRAINING_ATTEMPTS },
+      'instance not marked DRAINING: its registration kept changing; stopping it anyway',
+    );
   }
 }

@@ -41,6 +41,7 @@ export const LogIds = {
   rollingAborted: 'HALL0041E',
   controlRefused: 'HALL0042W',
   plaintextTokens: 'HALL0043W',
+  drainMarkContended: 'HALL0044W',
   // Mesh configuration from the bus, and its rollouts.
   meshVersionApplied: 'HALL0050I',
   meshVersionFailed: 'HALL0051E',
