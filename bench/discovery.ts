@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { Bus, RegistryBucket, type ServiceInstance } from '../bus/index.js';
+import { Bus, kvStream, RegistryBucket, type ServiceInstance } from '../bus/index.js';
 import { halyard } from '../proto/gen/halyard.js';
 import { procStat } from '../services/common/proc.js';
 import { sleep } from '../services/common/sleep.js';
@@ -277,9 +277,9 @@ async function main(): Promise<void> {
     const a = await Bus.connect({ servers: cluster.servers[0]!, name: 'bench-a', logger });
     const b = await Bus.connect({ servers: cluster.servers[2]!, name: 'bench-b', logger });
     await a.provision();
-    const leader = await cluster.streamLeader(`KV_${RegistryBucket.name}`);
+    const leader = await cluster.streamLeader(kvStream(RegistryBucket.name));
     console.log(
-      `nats-server ${a.server.version}; KV_halyard-registry leader n${leader}; replica 1 / bus A on n0, replica 2 / bus B on n2`,
+      `nats-server ${a.server.version}; ${kvStream(RegistryBucket.name)} leader n${leader}; replica 1 / bus A on n0, replica 2 / bus B on n2`,
     );
     // The serving replicas run as their own processes, as in production, so the load
     // generator does not share their event loop.

@@ -11,7 +11,7 @@ import { createInterface } from 'node:readline';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
-import { AllBuckets, Bus, EVENTS_STREAM } from '../../bus/index.js';
+import { AllBuckets, Bus, EVENTS_STREAM, kvStream } from '../../bus/index.js';
 import { isPortFree, type Jsz, monitorJson } from '../../services/cli/local-nats.js';
 import { busOptions, busSettings } from '../../services/common/bus-settings.js';
 import { commandLineOf } from '../../services/common/proc.js';
@@ -183,7 +183,7 @@ test('halyard up runs a provisioned 3-node bus, refuses a second up, stops on SI
       .flatMap((a) => a.stream_detail ?? [])
       .map((s) => [s.name, s.config?.num_replicas]),
   );
-  for (const stream of [EVENTS_STREAM, ...AllBuckets.map((b) => `KV_${b.name}`)]) {
+  for (const stream of [EVENTS_STREAM, ...AllBuckets.map((b) => kvStream(b.name))]) {
     assert.equal(replicasOf.get(stream), 3, `stream ${stream} with 3 replicas`);
   }
 
