@@ -44,6 +44,7 @@ import { parseArgs, promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { halyard } from '../proto/gen/halyard.js';
 import { procStat } from '../services/common/proc.js';
+import { sleep } from '../services/common/sleep.js';
 import { echoClient } from '../test/support/echo-service.js';
 import { NatsCluster } from '../test/support/nats-cluster.js';
 import { freePort } from '../test/support/ports.js';
@@ -418,7 +419,7 @@ async function costTable(proxies: Array<[string, Proxy]>, rounds: number): Promi
   const idle = new Map<string, number>();
   const idleSeconds = 5;
   const idleBefore = proxies.map(([, proxy]) => cpuSeconds(processTree(proxy.child.pid!)));
-  await new Promise((resolve) => setTimeout(resolve, idleSeconds * 1000));
+  await sleep(idleSeconds * 1000); // the idle window itself: a deliberate pause
   proxies.forEach(([name, proxy], i) => {
     const used = cpuSeconds(processTree(proxy.child.pid!)) - idleBefore[i]!;
     idle.set(name, (100 * used) / idleSeconds);
