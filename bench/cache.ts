@@ -9,7 +9,7 @@
  */
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { Bus, CacheBucket, type CacheEntry } from '../bus/index.js';
+import { Bus, CacheBucket, type CacheEntry, kvStream } from '../bus/index.js';
 import { createCacheClient } from '../services/cache/client.js';
 import { startReplica, tokensFor } from '../test/support/cache.js';
 import { NatsCluster } from '../test/support/nats-cluster.js';
@@ -40,9 +40,9 @@ async function main(): Promise<void> {
   const onB = createCacheClient({ address: b.address, token: 'token-bench' });
   const direct = await Bus.connect({ servers: cluster.servers[0]!, name: 'bench-direct', logger });
   try {
-    const leader = await cluster.streamLeader(`KV_${CacheBucket.name}`);
+    const leader = await cluster.streamLeader(kvStream(CacheBucket.name));
     console.log(
-      `nats-server ${direct.server.version}; KV_halyard-cache leader n${leader}; replica A on n0, B on n2; ${VALUE.byteLength}-byte values, ${KEYS} keys`,
+      `nats-server ${direct.server.version}; ${kvStream(CacheBucket.name)} leader n${leader}; replica A on n0, B on n2; ${VALUE.byteLength}-byte values, ${KEYS} keys`,
     );
     const store = await direct.store(CacheBucket);
     const entry = (i: number, stamp = Date.now()): CacheEntry => ({

@@ -11,13 +11,14 @@
  *   [--count N] [--instances N] [--seconds S]
  */
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { Bus, RegistryBucket, type ServiceInstance } from '../bus/index.js';
+import { Bus, kvStream, RegistryBucket, type ServiceInstance } from '../bus/index.js';
 import { halyard } from '../proto/gen/halyard.js';
+import { procStat } from '../services/common/proc.js';
 import { sleep } from '../services/common/sleep.js';
 import { DiscoveryReplica } from '../services/discovery/replica.js';
 import {
@@ -233,10 +234,9 @@ async function onSchedule(
 
 /** CPU time (user + system) a process has used so far, in ms, from /proc. */
 function cpuMsOf(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Fields after the command name (which may hold spaces) start at field 3.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
+  const stat = procStat(pid);
+  if (!stat) throw new Error(`no process ${pid} to measure`);
+  return ((stat.utime + stat.stime) * 1000) / CLOCK_TICKS_PER_SECOND;
 }
 /** Linux's USER_HZ, the unit of /proc/<pid>/stat times, on every platform Node runs on. */
 const CLOCK_TICKS_PER_SECOND = 100;
@@ -277,9 +277,9 @@ async function main(): Promise<void> {
     const a = await Bus.connect({ servers: cluster.servers[0]!, name: 'bench-a', logger });
     const b = await Bus.connect({ servers: cluster.servers[2]!, name: 'bench-b', logger });
     await a.provision();
-    const leader = await cluster.streamLeader(`KV_${RegistryBucket.name}`);
+    const leader = await cluster.streamLeader(kvStream(RegistryBucket.name));
     console.log(
-      `nats-server ${a.server.version}; KV_halyard-registry leader n${leader}; replica 1 / bus A on n0, replica 2 / bus B on n2`,
+      `nats-server ${a.server.version}; ${kvStream(RegistryBucket.name)} leader n${leader}; replica 1 / bus A on n0, replica 2 / bus B on n2`,
     );
     // The serving replicas run as their own processes, as in production, so the load
     // generator does not share their event loop.

@@ -28,6 +28,7 @@ import { pino } from 'pino';
 import { AffinityBucket, type AffinityPreference, Bus, type KvStore } from '../bus/index.js';
 import { halyard } from '../proto/gen/halyard.js';
 import { residentBytesOf } from '../services/common/proc.js';
+import { sleep } from '../services/common/sleep.js';
 import { NatsCluster } from '../test/support/nats-cluster.js';
 import { freePort } from '../test/support/ports.js';
 import { descendants, spawnEcho } from '../test/support/processes.js';
@@ -115,7 +116,7 @@ async function measure(servers: string[], workers: number): Promise<Row> {
   const { child, admin } = gateway;
   try {
     const readySeconds = (performance.now() - started) / 1000;
-    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+    await sleep(SETTLE_MS); // nothing announces a settled heap: a deliberate pause
     const metrics = (await adminText(admin, '/metrics')) ?? '';
     const preferences = Number(
       /^halyard_gateway_affinity_preferences (\d+)/m.exec(metrics)?.[1] ?? Number.NaN,

@@ -43,10 +43,12 @@ import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { halyard } from '../proto/gen/halyard.js';
+import { procStat } from '../services/common/proc.js';
+import { sleep } from '../services/common/sleep.js';
 import { echoClient } from '../test/support/echo-service.js';
 import { NatsCluster } from '../test/support/nats-cluster.js';
 import { freePort } from '../test/support/ports.js';
-import { spawnEcho } from '../test/support/processes.js';
+import { descendants, spawnEcho } from '../test/support/processes.js';
 import { until } from '../test/support/wait.js';
 
 const SECONDS = Number(process.env.GATEWAY_BENCH_SECONDS ?? 5);
@@ -275,26 +277,8 @@ async function startPipeProxy(backendPorts: number[]): Promise<Proxy> {
   return { port, child };
 }
 
-/** Every process of a tree, root first (the kernel keeps no child list here: scan /proc). */
-function processTree(root: number): number[] {
-  const parents = new Map<number, number[]>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-    } catch {
-      continue; // exited meanwhile
-    }
-    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    const siblings = parents.get(ppid);
-    if (siblings) siblings.push(Number(entry));
-    else parents.set(ppid, [Number(entry)]);
-  }
-  const tree = [root];
-  for (let i = 0; i < tree.length; i++) tree.push(...(parents.get(tree[i]!) ?? []));
-  return tree;
-}
+/** Every process of a tree, root first. */
+const processTree = (root: number): number[] => [root, ...descendants(root)];
 
 const CLOCK_TICKS_PER_SECOND = 100; // USER_HZ: `getconf CLK_TCK`, 100 on Linux
 
@@ -302,10 +286,9 @@ const CLOCK_TICKS_PER_SECOND = 100; // USER_HZ: `getconf CLK_TCK`, 100 on Linux
 function cpuSeconds(pids: readonly number[]): number {
   let ticks = 0;
   for (const pid of pids) {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command: state ppid … utime (14th field) stime (15th).
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    ticks += Number(fields[11]) + Number(fields[12]);
+    const stat = procStat(pid);
+    if (!stat) throw new Error(`no process ${pid} to measure`);
+    ticks += stat.utime + stat.stime;
   }
   return ticks / CLOCK_TICKS_PER_SECOND;
 }
@@ -436,7 +419,7 @@ async function costTable(proxies: Array<[string, Proxy]>, rounds: number): Promi
   const idle = new Map<string, number>();
   const idleSeconds = 5;
   const idleBefore = proxies.map(([, proxy]) => cpuSeconds(processTree(proxy.child.pid!)));
-  await new Promise((resolve) => setTimeout(resolve, idleSeconds * 1000));
+  await sleep(idleSeconds * 1000); // the idle window itself: a deliberate pause
   proxies.forEach(([name, proxy], i) => {
     const used = cpuSeconds(processTree(proxy.child.pid!)) - idleBefore[i]!;
     idle.set(name, (100 * used) / idleSeconds);

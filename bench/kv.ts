@@ -8,7 +8,7 @@
  */
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { Bus, type Codec, RegistryBucket, Subjects } from '../bus/index.js';
+import { Bus, type Codec, kvStream, RegistryBucket, Subjects } from '../bus/index.js';
 import { sleep } from '../services/common/sleep.js';
 import { NatsCluster } from '../test/support/nats-cluster.js';
 import * as samples from '../test/support/samples.js';
@@ -99,9 +99,9 @@ async function main(): Promise<void> {
     await solo.provision();
     await fsync.provision();
     // Writes go through the stream leader: whether A sits on it changes the hop count.
-    const leader = await three.streamLeader(`KV_${RegistryBucket.name}`);
+    const leader = await three.streamLeader(kvStream(RegistryBucket.name));
     console.log(
-      `nats-server ${a.server.version}; KV_halyard-registry leader n${leader}; A on n0, B on n2`,
+      `nats-server ${a.server.version}; ${kvStream(RegistryBucket.name)} leader n${leader}; A on n0, B on n2`,
     );
 
     printTable('KV put (sequential, acknowledged)', [

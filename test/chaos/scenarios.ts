@@ -15,9 +15,9 @@
  *   instance than before it although their instance was not hit by the fault; and,
  *   after recovery, users the two gateways route to different instances.
  */
-import { readFileSync } from 'node:fs';
 import { Buckets, kvStream } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
+import { commandLineOf } from '../../services/common/proc.js';
 import { sleep } from '../../services/common/sleep.js';
 import type { MultiHost } from '../support/multi-host.js';
 import { until } from '../support/wait.js';
@@ -352,11 +352,7 @@ export async function adoption(deployment: MultiHost, index: number) {
 }
 
 function commandLine(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
-  } catch {
-    return '';
-  }
+  return commandLineOf(pid)?.replaceAll('\0', ' ') ?? '';
 }
 
 function countMap(values: readonly string[]): Map<string, number> {

@@ -18,6 +18,7 @@ import {
   EVENTS_STREAM,
   inboxPrefix,
   Keys,
+  kvStream,
   LaunchersBucket,
   RegistryBucket,
   Subjects,
@@ -307,7 +308,7 @@ describe('a locked bus: one credential per role, least privilege', () => {
           const jsm = await jetstreamManager(nc, { checkAPI: false });
           await assert.rejects(jsm.streams.purge(EVENTS_STREAM), PERMISSION);
           await assert.rejects(jsm.streams.delete(EVENTS_STREAM), PERMISSION);
-          await assert.rejects(jsm.streams.delete(`KV_${RegistryBucket.name}`), PERMISSION);
+          await assert.rejects(jsm.streams.delete(kvStream(RegistryBucket.name)), PERMISSION);
         } finally {
           await nc.close();
         }

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
 import { type Bus, KeyExistsError, KvStore, RegistryBucket } from '../../bus/index.js';
+import { sleep } from '../../services/common/sleep.js';
 import { connectEach, startBusCluster } from '../support/bus-cluster.js';
 import type { NatsCluster } from '../support/nats-cluster.js';
 import { losingFirstAck, openBucket, rawConnection } from '../support/raw-nats.js';
@@ -108,12 +109,14 @@ describe('nats-server guarantees on R3', () => {
     for (const view of views) assert.equal(view.get(key), undefined);
     // Gone from the bucket itself, not only from the readers' views.
     assert.equal(await stores[1]!.get(key), undefined);
-    // A renewal before the lifetime ends keeps the key.
+    // A renewal before the lifetime ends keeps the key. Deliberate pauses: time must
+    // pass for the first write's 2 s lifetime to end (2.4 s), and nothing announces
+    // that a removal did not happen.
     const renewed = samples.instance({ instanceId: 'renewed', leaseSeconds: 2 });
     await stores[0]!.put(renewed);
-    await new Promise((resolve) => setTimeout(resolve, 1200));
+    await sleep(1200);
     await stores[0]!.put({ ...renewed, renewedAtMs: Date.now() });
-    await new Promise((resolve) => setTimeout(resolve, 1200));
+    await sleep(1200);
     assert.ok(await stores[2]!.get(RegistryBucket.key(renewed)));
     for (const view of views) view.stop();
   });

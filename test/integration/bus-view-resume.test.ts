@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Bus, LogIds, RegistryBucket } from '../../bus/index.js';
+import { Bus, kvStream, LogIds, RegistryBucket } from '../../bus/index.js';
 import { captureLogs } from '../support/logs.js';
 import { NatsCluster } from '../support/nats-cluster.js';
 import * as samples from '../support/samples.js';
@@ -23,7 +23,7 @@ test('a local view keeps following the bucket after kill -9 of the stream leader
   try {
     await writer.provision();
     // Connected to the stream leader, whose loss is the case that stalls a watch.
-    const leader = await cluster.streamLeader(`KV_${RegistryBucket.name}`);
+    const leader = await cluster.streamLeader(kvStream(RegistryBucket.name));
     reader = await Bus.connect({
       servers: cluster.servers[leader]!,
       name: 'test-reader',

@@ -11,10 +11,11 @@ import { createInterface } from 'node:readline';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
-import { AllBuckets, Bus, EVENTS_STREAM } from '../../bus/index.js';
+import { AllBuckets, Bus, EVENTS_STREAM, kvStream } from '../../bus/index.js';
 import { isPortFree, type Jsz, monitorJson } from '../../services/cli/local-nats.js';
 import { busOptions, busSettings } from '../../services/common/bus-settings.js';
 import { commandLineOf } from '../../services/common/proc.js';
+import { allPids } from '../support/processes.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const READY_TIMEOUT_MS = 15_000;
@@ -153,14 +154,10 @@ async function freeBasePort(): Promise<number> {
 
 /** Pids of nats-server processes running a config from `dir`. */
 function natsServersOf(dir: string): number[] {
-  return fs
-    .readdirSync('/proc')
-    .filter((e) => /^\d+$/.test(e))
-    .map(Number)
-    .filter((pid) => {
-      const cmd = commandLineOf(pid) ?? '';
-      return cmd.includes('nats-server') && cmd.includes(dir);
-    });
+  return allPids().filter((pid) => {
+    const cmd = commandLineOf(pid) ?? '';
+    return cmd.includes('nats-server') && cmd.includes(dir);
+  });
 }
 
 test('halyard up runs a provisioned 3-node bus, refuses a second up, stops on SIGINT', async (t) => {
@@ -186,7 +183,7 @@ test('halyard up runs a provisioned 3-node bus, refuses a second up, stops on SI
       .flatMap((a) => a.stream_detail ?? [])
       .map((s) => [s.name, s.config?.num_replicas]),
   );
-  for (const stream of [EVENTS_STREAM, ...AllBuckets.map((b) => `KV_${b.name}`)]) {
+  for (const stream of [EVENTS_STREAM, ...AllBuckets.map((b) => kvStream(b.name))]) {
     assert.equal(replicasOf.get(stream), 3, `stream ${stream} with 3 replicas`);
   }
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { RegistryBucket } from '../../bus/index.js';
+import { kvStream, RegistryBucket } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import type { DiscoveryReplica } from '../../services/discovery/replica.js';
 import { startReplica, TestRegistryClient } from '../support/discovery.js';
@@ -51,7 +51,7 @@ describe('kill -9 of the registry stream leader during registrations', () => {
     const deadline = Date.now() + BUDGET_MS;
     for (let i = 0; i < TOTAL && Date.now() < deadline; i++) {
       if (i === BEFORE_KILL) {
-        killed = await cluster.streamLeader(`KV_${RegistryBucket.name}`);
+        killed = await cluster.streamLeader(kvStream(RegistryBucket.name));
         await cluster.killNode(killed);
       }
       const client = i % 2 === 0 ? c1 : c2;

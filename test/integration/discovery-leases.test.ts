@@ -3,6 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { Bus, type DiscoveryEvent, Keys, RegistryBucket } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
+import { sleep } from '../../services/common/sleep.js';
 import { RegistrationClient } from '../../services/discovery/client.js';
 import { LogIds } from '../../services/discovery/log-ids.js';
 import { discoveryMetrics } from '../../services/discovery/metrics.js';
@@ -141,7 +142,7 @@ describe('leases, server-side expiry and self-preservation with two replicas', (
             c2.renew('fleet', `f-${i}`).catch((e: Error) => failures.push(`f-${i}: ${e.message}`)),
           ),
         );
-        await new Promise((r) => setTimeout(r, 300));
+        await sleep(300); // the fleet's renewal interval: a deliberate pause
       }
     })();
     try {

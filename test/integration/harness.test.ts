@@ -9,6 +9,7 @@ import {
   StorageType,
 } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { sleep } from '../../services/common/sleep.js';
 import { NatsCluster } from '../support/nats-cluster.js';
 
 const STREAM = 'HARNESS';
@@ -34,7 +35,7 @@ async function retry<T>(
       return { value: await fn(), ms: Date.now() - t0 };
     } catch (err) {
       lastErr = err;
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100); // between attempts, while the cluster elects or restarts
     }
   }
   throw new Error(`${what} did not succeed within ${timeoutMs} ms: ${String(lastErr)}`);

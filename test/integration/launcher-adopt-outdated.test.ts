@@ -7,7 +7,6 @@
  * instance goes back to the process it was started as, and the host reports why.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { stringify } from 'yaml';
 import {
@@ -22,6 +21,7 @@ import {
   RolloutsBucket,
 } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
+import { environmentValueOf } from '../../services/common/proc.js';
 import { LogIds } from '../../services/launcher/log-ids.js';
 import { startBusCluster } from '../support/bus-cluster.js';
 import {
@@ -40,11 +40,7 @@ import { until } from '../support/wait.js';
 const HostState = halyard.launcher.v1.HostRollout.State;
 
 /** The component version a child was started with (its HALYARD_COMPONENT_VERSION). */
-const componentVersion = (pid: number) =>
-  readFileSync(`/proc/${pid}/environ`, 'utf8')
-    .split('\0')
-    .find((v) => v.startsWith('HALYARD_COMPONENT_VERSION='))
-    ?.split('=')[1];
+const componentVersion = (pid: number) => environmentValueOf(pid, 'HALYARD_COMPONENT_VERSION');
 
 describe('a launcher that adopts children a newer configuration version changed', () => {
   const host = `host-adopt-${process.pid}`;

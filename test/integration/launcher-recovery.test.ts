@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import {
   Bus,
@@ -27,24 +26,13 @@ import {
 } from '../support/launcher.js';
 import { captureLogs } from '../support/logs.js';
 import { NatsCluster } from '../support/nats-cluster.js';
+import { processesWithEnvironment } from '../support/processes.js';
 import * as samples from '../support/samples.js';
 import { until } from '../support/wait.js';
 
 /** Processes on this machine that a launcher started for `host` (from their environment). */
 function childrenOfHost(host: string): number[] {
-  return readdirSync('/proc')
-    .filter((name) => /^\d+$/.test(name))
-    .map(Number)
-    .filter((pid) => {
-      try {
-        return (
-          pidAlive(pid) &&
-          readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`HALYARD_HOST=${host}`)
-        );
-      } catch {
-        return false;
-      }
-    });
+  return [...processesWithEnvironment({ HALYARD_HOST: host }).keys()];
 }
 
 const config = (host: string, recovery: 'stop' | 'adopt') =>

@@ -13,6 +13,7 @@
  */
 import { type ChildProcess, execFileSync, type SpawnOptions, spawn } from 'node:child_process';
 import { isAlive } from '../../services/common/proc.js';
+import { until } from './wait.js';
 
 /**
  * Interfaces and namespaces are named `hy<pid><letter>…` (one letter per harness of the
@@ -146,13 +147,17 @@ function makeHost(index: number, ns: string, address: string, link: string): Hos
       spawn('ip', ['netns', 'exec', ns, command, ...args], options),
     pids,
     killAll: async () => {
-      // A killed process may leave children that were not in the first listing.
-      const deadline = Date.now() + 5000;
-      for (let live = pids(); live.length > 0; live = pids()) {
-        if (Date.now() > deadline) throw new Error(`${ns}: processes ${live} survived kill -9`);
-        for (const pid of live) signal(pid, 'SIGKILL');
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      // A killed process may leave children that were not in the first listing: kill
+      // what is listed until nothing is.
+      await until(
+        `every process of ${ns} gone after kill -9`,
+        () => {
+          const live = pids();
+          for (const pid of live) signal(pid, 'SIGKILL');
+          return live.length === 0;
+        },
+        5000,
+      );
     },
     cut: () => ip('link', 'set', link, 'down'),
     heal: () => ip('link', 'set', link, 'up'),

@@ -1,7 +1,7 @@
 /** Launchers for tests: configs in temp files, test children, events read back from the bus. */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +16,7 @@ import { ControlCodecsOf } from '../../services/launcher/control.js';
 import { Launcher } from '../../services/launcher/launcher.js';
 import { LogIds } from '../../services/launcher/log-ids.js';
 import { captureLogs } from './logs.js';
+import { allPids } from './processes.js';
 import { until } from './wait.js';
 
 export const Kind = halyard.launcher.v1.LifecycleEvent.Kind;
@@ -86,13 +87,10 @@ export const kindName = (kind: number) => Kind[kind] as string;
 
 /** Live (not zombie) processes of a process group, from /proc. */
 export function groupMembers(pgid: number): number[] {
-  return readdirSync('/proc')
-    .filter((name) => /^\d+$/.test(name))
-    .map(Number)
-    .filter((pid) => {
-      const stat = procStat(pid);
-      return stat?.pgrp === pgid && stat.state !== 'Z';
-    });
+  return allPids().filter((pid) => {
+    const stat = procStat(pid);
+    return stat?.pgrp === pgid && stat.state !== 'Z';
+  });
 }
 
 /** Whether the pid is a live (not zombie) process. */

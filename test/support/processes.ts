@@ -1,9 +1,9 @@
 /** Processes for tests: the echo service in a child process (see echo-server.ts), /proc scans. */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { procStat } from '../../services/common/proc.js';
+import { environmentValueOf, procStat } from '../../services/common/proc.js';
 
 const SCRIPT = fileURLToPath(new URL('./echo-server.ts', import.meta.url));
 
@@ -60,30 +60,31 @@ export async function spawnEcho(args: {
 }
 
 /**
+ * Every pid on this machine, zombies included, from the listing of /proc
+ * (services/common/proc.ts reads one process; this finds them). Throws where there is
+ * no /proc, rather than let a scan find nothing and a test pass on it.
+ */
+export function allPids(): number[] {
+  return readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry))
+    .map(Number);
+}
+
+/**
  * Live processes whose environment (`/proc/<pid>/environ`) has every `wanted` variable
- * with the value given (a function: any value it accepts), by pid. Zombies are left out.
+ * with the value given (a function: any value it accepts), by pid, with the values of
+ * those variables. Zombies are left out.
  */
 export function processesWithEnvironment(
   wanted: Record<string, string | ((value: string) => boolean)>,
 ): Map<number, Record<string, string>> {
   const found = new Map<number, Record<string, string>>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const pid = Number(entry);
-    let text: string;
-    try {
-      text = readFileSync(`/proc/${pid}/environ`, 'utf8');
-    } catch {
-      continue; // gone, or not ours
-    }
+  for (const pid of allPids()) {
     const env: Record<string, string> = {};
-    for (const item of text.split('\0')) {
-      const eq = item.indexOf('=');
-      if (eq > 0) env[item.slice(0, eq)] = item.slice(eq + 1);
-    }
     const matches = Object.entries(wanted).every(([name, want]) => {
-      const value = env[name];
+      const value = environmentValueOf(pid, name); // undefined: unset, gone or not ours
       if (value === undefined) return false;
+      env[name] = value;
       return typeof want === 'string' ? value === want : want(value);
     });
     if (matches && procStat(pid)?.state !== 'Z') found.set(pid, env);
@@ -95,10 +96,9 @@ export function processesWithEnvironment(
 export function descendants(root: number | undefined): number[] {
   if (!root) return [];
   const parents = new Map<number, number>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const ppid = procStat(Number(entry))?.ppid; // undefined: exited meanwhile
-    if (ppid !== undefined) parents.set(Number(entry), ppid);
+  for (const pid of allPids()) {
+    const ppid = procStat(pid)?.ppid; // undefined: exited meanwhile
+    if (ppid !== undefined) parents.set(pid, ppid);
   }
   const found: number[] = [];
   const walk = (pid: number) => {

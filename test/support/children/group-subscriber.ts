@@ -10,9 +10,9 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { Bus } from '../../../bus/index.js';
+import { sleep } from '../../../services/common/sleep.js';
 
 const [servers = '', group = 'test', host = 'host', dir = '.', workMs = '0'] =
   process.argv.slice(2);
@@ -38,7 +38,7 @@ const bus = await Bus.connect({
 const subscription = await bus.subscribe(
   { kind: 'lifecycle', filter: `${host}.>`, from: 'all', group, prefetch: 16, ackWaitMs: 2000 },
   async (_event, { seq, attempt }) => {
-    await sleep(Number(workMs));
+    await sleep(Number(workMs)); // the handling time asked for: a deliberate pause
     print({ seq, attempt, applied: applyOnce(seq) });
   },
 );

@@ -8,6 +8,7 @@
  */
 import { pino } from 'pino';
 import { Bus, type LeaseHold } from '../../../bus/index.js';
+import { sleep } from '../../../services/common/sleep.js';
 
 const [servers = '', name = 'test', ttl = '2000'] = process.argv.slice(2);
 const print = (line: object) =>
@@ -32,7 +33,7 @@ while (!stopping) {
   print({ event: 'acquired', token });
   while (hold.isHeld()) {
     print({ event: 'act', token });
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await sleep(50); // the pace of a holder's work: a deliberate pause, not a wait
   }
   print({ event: 'lost', token, reason: String(hold.lost.reason) });
 }
