@@ -92,7 +92,7 @@ export class BusMeshConfigStore implements MeshConfigStore {
     const message = await retryTransient(
       () =>
         this.jsm.streams.getMessage(stream, {
-          last_by_subj: `${Subjects.kvPrefix(ConfigBucket.name)}.>`,
+          last_by_subj: Subjects.kv(ConfigBucket.name, '>'),
         }),
       { signal: this.signal },
     ).catch((error: unknown) => {
@@ -100,7 +100,7 @@ export class BusMeshConfigStore implements MeshConfigStore {
       throw new BusConfigError(`the bus has no stream ${stream}: ${PROVISION_HINT}`);
     });
     if (!message) return undefined;
-    const key = message.subject.slice(Subjects.kvPrefix(ConfigBucket.name).length + 1);
+    const key = Keys.bucketKeyOf(ConfigBucket.name, message.subject);
     try {
       const record = ConfigBucket.codec.decode(message.data, { subject: key, seq: message.seq });
       if (Keys.configVersion(record.version) !== key) {

@@ -147,7 +147,7 @@ export class KvStore<T> {
       h.set(PubHeaders.ExpectedLastSubjectSequenceHdr, String(expectedRevision));
     }
     if (expiresAt !== undefined) h.set(PubHeaders.MessageTTL, ttlHeader(expiresAt - Date.now()));
-    const subject = `${Subjects.kvPrefix(this.spec.name)}.${key}`;
+    const subject = Subjects.kv(this.spec.name, key);
     return this.retry(`${what} ${key}`, async () => {
       const ack = await this.js.publish(subject, bytes, { headers: h });
       return ack.seq;
