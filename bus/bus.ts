@@ -188,6 +188,7 @@ export class Bus {
       throw new BusConfigError(
         `the bus refused ${options.role ? `role ${options.role}` : 'this connection'} its first request (${(error as Error).message}): ` +
           'name the role whose credential it uses (HALYARD_NATS_ROLE, bus.role) so its replies arrive where that role may read them',
+        { cause: error },
       );
     });
     const js = jetstream(nc);
@@ -361,7 +362,7 @@ export class Bus {
       const msgId = ids[status.type];
       if (!msgId) continue;
       const { type, ...details } = status as { type: string } & Record<string, unknown>;
-      const fields = 'error' in details ? { err: (details.error as Error).message } : details;
+      const fields = 'error' in details ? { err: details.error } : details;
       const level = msgId.endsWith('I') ? 'info' : msgId.endsWith('W') ? 'warn' : 'error';
       this.logger[level]({ msgId, ...fields }, `bus connection: ${type}`);
     }

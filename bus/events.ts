@@ -185,7 +185,7 @@ export class EventPublisher {
                 subject: item.subject,
                 attempt,
                 delayMs,
-                err: (error as Error).message,
+                err: error,
               },
               'event publish failed, retrying',
             );

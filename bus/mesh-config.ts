@@ -97,7 +97,9 @@ export class BusMeshConfigStore implements MeshConfigStore {
       { signal: this.signal },
     ).catch((error: unknown) => {
       if ((error as Error).name !== 'StreamNotFoundError') throw error;
-      throw new BusConfigError(`the bus has no stream ${stream}: ${PROVISION_HINT}`);
+      throw new BusConfigError(`the bus has no stream ${stream}: ${PROVISION_HINT}`, {
+        cause: error,
+      });
     });
     if (!message) return undefined;
     const key = Keys.bucketKeyOf(ConfigBucket.name, message.subject);
@@ -185,7 +187,7 @@ export class BusMeshConfigStore implements MeshConfigStore {
           {
             msgId: LogIds.listenerFailed,
             bucket: ConfigBucket.name,
-            err: (error as Error).message,
+            err: error,
           },
           'mesh configuration listener failed',
         );

@@ -168,7 +168,7 @@ export class KvStore<T> {
               what,
               attempt,
               delayMs,
-              err: (error as Error).message,
+              err: error,
             },
             'bus write failed, retrying',
           );

@@ -292,7 +292,7 @@ export async function subscribe<K extends SubscriptionKind>(
               subject: m.subject,
               seq: m.seq,
               attempt,
-              err: (error as Error).message,
+              err: error,
             },
             last
               ? durable
