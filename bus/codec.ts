@@ -49,7 +49,7 @@ function describe(error: z.ZodError): string {
     .join('; ');
 }
 
-export function protoCodec<S extends z.ZodType<object>>(
+function protoCodec<S extends z.ZodType<object>>(
   typeName: string,
   type: ProtoType,
   schema: S,

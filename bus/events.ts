@@ -39,7 +39,7 @@ const discoveryKinds = kindTokens(halyard.discovery.v1.DiscoveryEvent.Kind);
 
 const token = (kinds: Map<number, string>, kind: number) => kinds.get(kind) ?? `kind${kind}`;
 
-export const EventTypes: { readonly [S in EventSource]: EventType<S> } = {
+const EventTypes: { readonly [S in EventSource]: EventType<S> } = {
   lifecycle: {
     codec: Codecs.lifecycleEvent,
     subject: (e) => Subjects.lifecycle(e.hostId, e.component, token(lifecycleKinds, e.kind)),
@@ -58,7 +58,7 @@ export function eventSubject(e: BusEvent): string {
   return (EventTypes[e.source] as EventType<EventSource>).subject(e.event as never);
 }
 
-export function encodeEvent(e: BusEvent): Uint8Array {
+function encodeEvent(e: BusEvent): Uint8Array {
   return (EventTypes[e.source].codec as Codec<unknown>).encode(e.event);
 }
 
