@@ -37,9 +37,9 @@ import { acquireLease, type LeaseHold, type LeaseOptions } from './lease.js';
 import { defaultLogger, type Logger, LogIds } from './log.js';
 import { BusMeshConfigStore, type MeshConfigStore } from './mesh-config.js';
 import { busMetrics } from './metrics.js';
+import { inboxPrefix } from './names.js';
 import { BusConfigError, checkProvisioned, type ProvisionOptions, provision } from './provision.js';
 import { deniedBy, retryTransient } from './retry.js';
-import { inboxPrefix } from './roles.js';
 import type { AffinityPreference, ServiceInstance } from './schemas.js';
 import { readSecretFile } from './secret-file.js';
 import { KvStore } from './store.js';
@@ -124,7 +124,7 @@ export interface ServerInfo {
 }
 
 /** The oldest nats-server whose guarantees the bus layer relies on (see store.ts). */
-export const MIN_SERVER_VERSION = '2.12.0';
+const MIN_SERVER_VERSION = '2.12.0';
 
 /** Whether dotted version `a` (e.g. `2.15.2`, `2.12.0-beta`) is at least `b`. */
 export function atLeast(a: string, b: string): boolean {
@@ -188,6 +188,7 @@ export class Bus {
       throw new BusConfigError(
         `the bus refused ${options.role ? `role ${options.role}` : 'this connection'} its first request (${(error as Error).message}): ` +
           'name the role whose credential it uses (HALYARD_NATS_ROLE, bus.role) so its replies arrive where that role may read them',
+        { cause: error },
       );
     });
     const js = jetstream(nc);
@@ -361,7 +362,7 @@ export class Bus {
       const msgId = ids[status.type];
       if (!msgId) continue;
       const { type, ...details } = status as { type: string } & Record<string, unknown>;
-      const fields = 'error' in details ? { err: (details.error as Error).message } : details;
+      const fields = 'error' in details ? { err: details.error } : details;
       const level = msgId.endsWith('I') ? 'info' : msgId.endsWith('W') ? 'warn' : 'error';
       this.logger[level]({ msgId, ...fields }, `bus connection: ${type}`);
     }

@@ -21,9 +21,10 @@ export class InvalidMessageError extends Error {
     readonly typeName: string,
     readonly reason: string,
     readonly origin?: MessageOrigin,
+    options?: ErrorOptions,
   ) {
     const where = origin ? ` on ${origin.subject}${origin.seq ? ` (seq ${origin.seq})` : ''}` : '';
-    super(`invalid ${typeName}${where}: ${reason}`);
+    super(`invalid ${typeName}${where}: ${reason}`, options);
   }
 }
 
@@ -48,7 +49,7 @@ function describe(error: z.ZodError): string {
     .join('; ');
 }
 
-export function protoCodec<S extends z.ZodType<object>>(
+function protoCodec<S extends z.ZodType<object>>(
   typeName: string,
   type: ProtoType,
   schema: S,
@@ -75,6 +76,7 @@ export function protoCodec<S extends z.ZodType<object>>(
           typeName,
           `not protobuf: ${(error as Error).message}`,
           origin,
+          { cause: error },
         );
       }
       return validate(type.toObject(message, { defaults: true, longs: Number }), origin);

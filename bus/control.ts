@@ -30,8 +30,9 @@ export class ControlError extends Error {
   constructor(
     readonly code: ControlCode,
     message: string,
+    options?: ErrorOptions,
   ) {
-    super(message);
+    super(message, options);
   }
 
   static parse(header: string): ControlError {
@@ -87,10 +88,10 @@ export async function serve<Req, Res>(
         failure = error;
       } else {
         logger.error(
-          { msgId: LogIds.handlerFailed, subject: msg.subject, err: (error as Error).message },
+          { msgId: LogIds.handlerFailed, subject: msg.subject, err: error },
           'control handler failed',
         );
-        failure = new ControlError('INTERNAL', (error as Error).message);
+        failure = new ControlError('INTERNAL', (error as Error).message, { cause: error });
       }
     }
     const h = natsHeaders();
@@ -130,7 +131,7 @@ function decodeReply<Res>(msg: Msg, codec: Codec<Res>): ControlReply<Res> {
     );
     return { ok: true, value };
   } catch (e) {
-    return { ok: false, error: new ControlError('INTERNAL', (e as Error).message) };
+    return { ok: false, error: new ControlError('INTERNAL', (e as Error).message, { cause: e }) };
   }
 }
 
@@ -149,7 +150,9 @@ export async function request<Req, Res>(
       headers: requestHeaders(codecs.request as Codec<unknown>),
     });
   } catch (error) {
-    throw new ControlError('UNAVAILABLE', `${subject}: ${(error as Error).message}`);
+    throw new ControlError('UNAVAILABLE', `${subject}: ${(error as Error).message}`, {
+      cause: error,
+    });
   }
   const reply = decodeReply(msg, codecs.reply);
   if (!reply.ok) throw reply.error;

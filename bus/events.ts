@@ -8,7 +8,7 @@ import { halyard } from '../proto/gen/halyard.js';
 import { type Codec, Codecs, InvalidMessageError, type MessageOrigin } from './codec.js';
 import { type Logger, LogIds } from './log.js';
 import { busMetrics } from './metrics.js';
-import { EVENTS_STREAM, type EventSource, Headers, Subjects } from './names.js';
+import { EVENTS_STREAM, type EventSource, eventSourceOf, Headers, Subjects } from './names.js';
 import { retryTransient } from './retry.js';
 import type { DiscoveryEvent, GatewayEvent, LifecycleEvent } from './schemas.js';
 
@@ -39,7 +39,7 @@ const discoveryKinds = kindTokens(halyard.discovery.v1.DiscoveryEvent.Kind);
 
 const token = (kinds: Map<number, string>, kind: number) => kinds.get(kind) ?? `kind${kind}`;
 
-export const EventTypes: { readonly [S in EventSource]: EventType<S> } = {
+const EventTypes: { readonly [S in EventSource]: EventType<S> } = {
   lifecycle: {
     codec: Codecs.lifecycleEvent,
     subject: (e) => Subjects.lifecycle(e.hostId, e.component, token(lifecycleKinds, e.kind)),
@@ -58,7 +58,7 @@ export function eventSubject(e: BusEvent): string {
   return (EventTypes[e.source] as EventType<EventSource>).subject(e.event as never);
 }
 
-export function encodeEvent(e: BusEvent): Uint8Array {
+function encodeEvent(e: BusEvent): Uint8Array {
   return (EventTypes[e.source].codec as Codec<unknown>).encode(e.event);
 }
 
@@ -68,9 +68,9 @@ export function decodeEvent(
   origin: MessageOrigin,
   typeHeader: string | undefined,
 ): BusEvent {
-  const source = origin.subject.split('.')[2] as EventSource;
-  const type = EventTypes[source] as EventType<EventSource> | undefined;
-  if (!type) throw new InvalidMessageError('event', `no event source "${source}"`, origin);
+  const source = eventSourceOf(origin.subject);
+  if (!source) throw new InvalidMessageError('event', 'the subject names no event source', origin);
+  const type = EventTypes[source] as EventType<EventSource>;
   if (typeHeader === undefined) {
     throw new InvalidMessageError(type.codec.typeName, `no ${Headers.type} header`, origin);
   }
@@ -185,7 +185,7 @@ export class EventPublisher {
                 subject: item.subject,
                 attempt,
                 delayMs,
-                err: (error as Error).message,
+                err: error,
               },
               'event publish failed, retrying',
             );

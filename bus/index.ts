@@ -47,13 +47,13 @@ export {
   type EventSource,
   EventSources,
   Headers,
+  inboxPrefix,
   Keys,
   kvStream,
   Subjects,
 } from './names.js';
 export { BusConfigError, type ProvisionOptions } from './provision.js';
 export {
-  inboxPrefix,
   newUserNkey,
   type Permissions,
   type Role,

@@ -155,20 +155,28 @@ class Holding implements LeaseHold {
       this.revision = revision;
       this.extend(renewedAtMs);
     } catch (error) {
-      this.lose(error instanceof KeyChangedError ? 'taken by another holder' : String(error));
+      this.lose(
+        error instanceof KeyChangedError ? 'taken by another holder' : String(error),
+        error,
+      );
     }
   }
 
-  private lose(reason: string): void {
+  private lose(reason: string, cause?: unknown): void {
     if (this.lost.aborted) return;
     clearTimeout(this.renewal);
     clearTimeout(this.deadline);
     if (reason !== 'released') {
       this.logger.warn(
-        { msgId: LogIds.leaseLost, lease: this.name, token: this.token, reason },
+        { msgId: LogIds.leaseLost, lease: this.name, token: this.token, reason, err: cause },
         'lease lost',
       );
     }
-    this.controller.abort(new Error(`lease ${this.name} (token ${this.token}) lost: ${reason}`));
+    this.controller.abort(
+      new Error(
+        `lease ${this.name} (token ${this.token}) lost: ${reason}`,
+        cause === undefined ? undefined : { cause },
+      ),
+    );
   }
 }

@@ -92,15 +92,17 @@ export class BusMeshConfigStore implements MeshConfigStore {
     const message = await retryTransient(
       () =>
         this.jsm.streams.getMessage(stream, {
-          last_by_subj: `${Subjects.kvPrefix(ConfigBucket.name)}.>`,
+          last_by_subj: Subjects.kv(ConfigBucket.name, '>'),
         }),
       { signal: this.signal },
     ).catch((error: unknown) => {
       if ((error as Error).name !== 'StreamNotFoundError') throw error;
-      throw new BusConfigError(`the bus has no stream ${stream}: ${PROVISION_HINT}`);
+      throw new BusConfigError(`the bus has no stream ${stream}: ${PROVISION_HINT}`, {
+        cause: error,
+      });
     });
     if (!message) return undefined;
-    const key = message.subject.slice(Subjects.kvPrefix(ConfigBucket.name).length + 1);
+    const key = Keys.bucketKeyOf(ConfigBucket.name, message.subject);
     try {
       const record = ConfigBucket.codec.decode(message.data, { subject: key, seq: message.seq });
       if (Keys.configVersion(record.version) !== key) {
@@ -185,7 +187,7 @@ export class BusMeshConfigStore implements MeshConfigStore {
           {
             msgId: LogIds.listenerFailed,
             bucket: ConfigBucket.name,
-            err: (error as Error).message,
+            err: error,
           },
           'mesh configuration listener failed',
         );

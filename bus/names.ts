@@ -25,6 +25,15 @@ export const kvStream = (bucket: BucketName) => `KV_${bucket}`;
 export const EventSources = ['lifecycle', 'gateway', 'discovery'] as const;
 export type EventSource = (typeof EventSources)[number];
 
+/** The source an event subject (`halyard.events.<source>.…`) names; undefined when none. */
+export function eventSourceOf(subject: string): EventSource | undefined {
+  const token = subject.split('.')[2];
+  return EventSources.find((source) => source === token);
+}
+
+/** Where a role's replies arrive: the connection's inbox prefix, `_INBOX.<role>`. */
+export const inboxPrefix = (name: string) => `_INBOX.${name}`;
+
 /** The control id that addresses every instance of a component; no instance may be named so. */
 export const CONTROL_ALL = 'all';
 
@@ -58,22 +67,28 @@ export function assertToken(kind: string, value: string): string {
   return value;
 }
 
+const kvPrefix = (bucket: BucketName) => `$KV.${bucket}`;
 const controlOf = (component: string) => `halyard.ctl.${assertToken('component', component)}`;
 
 export const Subjects = {
   /** Everything the events stream stores. */
   allEvents: 'halyard.events.>',
-  eventsPrefix: 'halyard.events',
-  /** `halyard.events.<source>`: the prefix of one source's events. */
-  eventsOfPrefix: (source: EventSource) => `halyard.events.${source}`,
+  /** `halyard.events.<tokens>`: the events under a filter of the tokens after `halyard.events.`. */
+  events: (tokens: string) => `halyard.events.${tokens}`,
+  /** `halyard.events.<source>.<tokens>`: one source's events under a filter of the tokens after its prefix. */
+  eventsOf: (source: EventSource, tokens: string) => `halyard.events.${source}.${tokens}`,
   lifecycle: (hostId: string, component: string, kind: string) =>
     `halyard.events.lifecycle.${assertToken('host id', hostId)}.${assertToken('component', component)}.${kind}`,
+  /** `halyard.events.lifecycle.<host>.>`: every lifecycle event of one host. */
+  lifecycleOf: (hostId: string) => `halyard.events.lifecycle.${assertToken('host id', hostId)}.>`,
   gateway: (gatewayId: string, kind: string) =>
     `halyard.events.gateway.${assertToken('gateway id', gatewayId)}.${kind}`,
   discovery: (replicaId: string, kind: string) =>
     `halyard.events.discovery.${assertToken('replica id', replicaId)}.${kind}`,
   /** Where a bucket's keys live: `$KV.<bucket>`. */
-  kvPrefix: (bucket: BucketName) => `$KV.${bucket}`,
+  kvPrefix,
+  /** `$KV.<bucket>.<key>`: where a key is written; a key filter (`orders.*`, `>`) names many. */
+  kv: (bucket: BucketName, key: string) => `${kvPrefix(bucket)}.${key}`,
   allDeadLetters: 'halyard.deadletter.>',
   deadLetter: (consumer: string) => `halyard.deadletter.${assertToken('consumer', consumer)}`,
   /**
@@ -85,6 +100,9 @@ export const Subjects = {
     `${controlOf(component)}.${id === '*' ? CONTROL_ALL : assertToken('id', id)}.${assertToken('verb', verb)}`,
   /** `halyard.ctl.<component>`: the prefix of one component's control requests. */
   controlOf,
+  /** `halyard.ctl.<component>.<id>.*`: every verb addressed to one id of a component. */
+  controlTo: (component: string, id: string) =>
+    `${controlOf(component)}.${assertToken('id', id)}.*`,
   allControl: 'halyard.ctl.>',
 } as const;
 
@@ -97,6 +115,8 @@ export const Keys = {
     `${assertToken('service id', serviceId)}.${assertUserKey(userKey)}`,
   /** What every affinity key of one service starts with (a user key completes it). */
   affinityPrefix: (serviceId: string) => `${assertToken('service id', serviceId)}.`,
+  /** The key a bucket's subject `$KV.<bucket>.<key>` names. */
+  bucketKeyOf: (bucket: BucketName, subject: string) => subject.slice(kvPrefix(bucket).length + 1),
   /** The user key of an affinity key (service ids hold no dot). */
   userKeyOf: (affinityKey: string) => affinityKey.slice(affinityKey.indexOf('.') + 1),
   /** Cache keys are any UTF-8 string: base64url keeps them inside the KV key alphabet. */
@@ -113,6 +133,7 @@ export const Keys = {
     }
     return String(version);
   },
+  /** The cache key a bucket key holds: `cache` undone. */
   cacheKeyOf: (bucketKey: string) => {
     const dot = bucketKey.indexOf('.');
     return Buffer.from(bucketKey.slice(dot + 1), 'base64url').toString('utf8');

@@ -56,7 +56,7 @@ export function deniedBy(error: unknown, depth = 0): boolean {
   return depth < 5 && cause !== undefined && cause !== error && deniedBy(cause, depth + 1);
 }
 
-export interface RetryOptions {
+interface RetryOptions {
   /** Stops retrying (the pending call rejects with the abort reason). */
   readonly signal?: AbortSignal;
   readonly minDelayMs?: number;

@@ -18,6 +18,7 @@ import {
   DEADLETTER_STREAM,
   EVENTS_STREAM,
   type EventSource,
+  inboxPrefix,
   Keys,
   kvStream,
   Subjects,
@@ -59,9 +60,6 @@ export function roleName(role: Role, hostId?: string): string {
   return `launcher-${hostId}`;
 }
 
-/** Where a role's replies arrive: the connection's inbox prefix. */
-export const inboxPrefix = (name: string) => `_INBOX.${name}`;
-
 /** Every JetStream client: the API check at connect, and replies on its own inbox. */
 function base(name: string): Grant {
   return { publish: [`${API}.INFO`], subscribe: [`${inboxPrefix(name)}.>`] };
@@ -98,7 +96,7 @@ function readBucket(bucket: BucketName): Grant {
 }
 
 function writeBucket(bucket: BucketName): Grant {
-  return { publish: [`${Subjects.kvPrefix(bucket)}.>`], subscribe: [] };
+  return { publish: [Subjects.kv(bucket, '>')], subscribe: [] };
 }
 
 /**
@@ -107,15 +105,15 @@ function writeBucket(bucket: BucketName): Grant {
  */
 function ownChildren(hostId: string): Grant {
   const stream = kvStream(Buckets.launchers);
-  const subject = `${Subjects.kvPrefix(Buckets.launchers)}.${Keys.launcherChildren(hostId)}`;
+  const subject = Subjects.kv(Buckets.launchers, Keys.launcherChildren(hostId));
   return {
     publish: [`${API}.STREAM.INFO.${stream}`, `${API}.DIRECT.GET.${stream}.${subject}`, subject],
     subscribe: [],
   };
 }
 
-function publishEvents(source: EventSource, scope = '>'): Grant {
-  return { publish: [`${Subjects.eventsOfPrefix(source)}.${scope}`], subscribe: [] };
+function publishEvents(source: EventSource): Grant {
+  return { publish: [Subjects.eventsOf(source, '>')], subscribe: [] };
 }
 
 /** Subscribers that dead-letter what their handler gave up on. */
@@ -168,11 +166,11 @@ export function rolePermissions(role: Role, hostId?: string): Permissions {
         ),
       );
     case 'launcher': {
-      const lifecycle = `${Subjects.eventsOfPrefix('lifecycle')}.${hostId}.>`;
+      const lifecycle = Subjects.lifecycleOf(hostId!);
       return permissions(
         merge(
           own,
-          publishEvents('lifecycle', `${hostId}.>`),
+          { publish: [lifecycle], subscribe: [] },
           readStream(EVENTS_STREAM, lifecycle),
           ownChildren(hostId!),
           // Every launcher joins each configuration version's rollout and takes its turn.
@@ -186,8 +184,8 @@ export function rolePermissions(role: Role, hostId?: string): Permissions {
           {
             publish: [],
             subscribe: [
-              `${Subjects.controlOf('launcher')}.${hostId}.*`,
-              `${Subjects.controlOf('launcher')}.${CONTROL_ALL}.*`,
+              Subjects.controlTo('launcher', hostId!),
+              Subjects.controlTo('launcher', CONTROL_ALL),
             ],
           },
         ),

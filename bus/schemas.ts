@@ -201,7 +201,7 @@ export type ServiceInstance = z.infer<typeof serviceInstance>;
 export type AffinityPreference = z.infer<typeof affinityPreference>;
 export type CacheEntry = z.infer<typeof cacheEntry>;
 /** Large enough for any mesh, well under the bus's largest message (1 MiB by default). */
-export const MESH_CONFIG_MAX_BYTES = 512 * 1024;
+const MESH_CONFIG_MAX_BYTES = 512 * 1024;
 
 export const meshConfigVersion = z
   .object({

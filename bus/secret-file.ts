@@ -11,7 +11,7 @@ export function readSecretFile(file: string, what: string): Buffer {
   try {
     stat = fs.lstatSync(file);
   } catch (error) {
-    throw new BusConfigError(`${what} ${file}: ${(error as Error).message}`);
+    throw new BusConfigError(`${what} ${file}: ${(error as Error).message}`, { cause: error });
   }
   if (stat.isSymbolicLink()) {
     throw new BusConfigError(`${what} ${file} is a symlink: name the file itself`);

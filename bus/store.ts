@@ -155,7 +155,7 @@ export class KvStore<T> {
       msgID = randomUUID();
     }
     if (expiresAt !== undefined) h.set(PubHeaders.MessageTTL, ttlHeader(expiresAt - Date.now()));
-    const subject = `${Subjects.kvPrefix(this.spec.name)}.${key}`;
+    const subject = Subjects.kv(this.spec.name, key);
     return this.retry(`${what} ${key}`, async () => {
       const ack = await this.js.publish(subject, bytes, { headers: h, msgID });
       return ack.seq;
@@ -176,7 +176,7 @@ export class KvStore<T> {
               what,
               attempt,
               delayMs,
-              err: (error as Error).message,
+              err: error,
             },
             'bus write failed, retrying',
           );

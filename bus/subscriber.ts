@@ -40,6 +40,7 @@ import {
   EVENTS_STREAM,
   type EventSource,
   Headers,
+  Keys,
   kvStream,
   Subjects,
 } from './names.js';
@@ -113,17 +114,17 @@ export interface Subscription {
 /** Where a kind's messages live and how one is decoded. */
 interface Feed {
   readonly stream: string;
-  readonly prefix: string;
+  /** The subjects of the kind's messages under a filter of its tokens (`SubscribeOptions.filter`). */
+  subjects(filter: string): string;
   decode(m: JsMsg): unknown;
 }
 
 function bucketFeed<T>(spec: BucketSpec<T>): Feed {
-  const prefix = Subjects.kvPrefix(spec.name);
   return {
     stream: kvStream(spec.name),
-    prefix,
+    subjects: (filter) => Subjects.kv(spec.name, filter),
     decode(m): KvChange<T> {
-      const key = m.subject.slice(prefix.length + 1);
+      const key = Keys.bucketKeyOf(spec.name, m.subject);
       const op = m.headers?.get(Headers.kvOperation);
       if (op === 'DEL' || op === 'PURGE') return { op: 'delete', key };
       return { op: 'put', key, value: spec.codec.decode(m.data, { subject: key, seq: m.seq }) };
@@ -131,10 +132,10 @@ function bucketFeed<T>(spec: BucketSpec<T>): Feed {
   };
 }
 
-function eventFeed(prefix: string): Feed {
+function eventFeed(subjects: (filter: string) => string): Feed {
   return {
     stream: EVENTS_STREAM,
-    prefix,
+    subjects,
     decode: (m) =>
       decodeEvent(
         m.data,
@@ -151,9 +152,9 @@ function feedOf(kind: SubscriptionKind): Feed {
     case 'affinity':
       return bucketFeed(AffinityBucket);
     case 'events':
-      return eventFeed(Subjects.eventsPrefix);
+      return eventFeed(Subjects.events);
     default:
-      return eventFeed(Subjects.eventsOfPrefix(kind));
+      return eventFeed((filter) => Subjects.eventsOf(kind, filter));
   }
 }
 
@@ -184,7 +185,7 @@ export async function subscribe<K extends SubscriptionKind>(
   signal: AbortSignal,
 ): Promise<Subscription> {
   const feed = feedOf(options.kind);
-  const filter = `${feed.prefix}.${options.filter ?? '>'}`;
+  const filter = feed.subjects(options.filter ?? '>');
   const start = deliverFrom(options.from ?? 'new');
   const max_messages = options.prefetch ?? 64;
   if (options.durable && options.group) {
@@ -291,7 +292,7 @@ export async function subscribe<K extends SubscriptionKind>(
               subject: m.subject,
               seq: m.seq,
               attempt,
-              err: (error as Error).message,
+              err: error,
             },
             last
               ? durable
@@ -368,7 +369,7 @@ export async function replay<K extends SubscriptionKind>(
   signal: AbortSignal,
 ): Promise<number> {
   const feed = feedOf(options.kind);
-  const filter = `${feed.prefix}.${options.filter ?? '>'}`;
+  const filter = feed.subjects(options.filter ?? '>');
   const info = await retryTransient(
     () => jsm.streams.info(feed.stream, { subjects_filter: filter }),
     {

@@ -176,7 +176,7 @@ export class LocalView<T> {
         } catch (error) {
           if (!signal.aborted && this.watch === current) {
             this.logger.error(
-              { msgId: LogIds.viewFailed, bucket, err: (error as Error).message },
+              { msgId: LogIds.viewFailed, bucket, err: error },
               'bucket watch ended',
             );
           }
@@ -349,7 +349,7 @@ export class LocalView<T> {
             msgId: LogIds.listenerFailed,
             bucket: this.spec.name,
             key: change.key,
-            err: (error as Error).message,
+            err: error,
           },
           'view listener threw',
         );
