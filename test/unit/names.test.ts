@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { eventSubject } from '../../bus/events.js';
-import { Keys, Subjects } from '../../bus/index.js';
+import { Buckets, Keys, Subjects } from '../../bus/index.js';
+import { eventSourceOf } from '../../bus/names.js';
 import * as samples from '../support/samples.js';
 
 test('registry and affinity keys are <service>.<instance|userKey>', () => {
@@ -40,4 +41,15 @@ test('event subjects name source, origin and kind', () => {
     'halyard.events.discovery.disc-1.lease_expired',
   );
   assert.equal(Subjects.control('launcher', '*', 'display'), 'halyard.ctl.launcher.all.display');
+});
+
+test('a subject is parsed back into the key or the event source it was formed from', () => {
+  const key = Keys.registry('orders', 'orders-1');
+  assert.equal(Keys.bucketKeyOf(Buckets.registry, Subjects.kv(Buckets.registry, key)), key);
+  assert.equal(
+    eventSourceOf(eventSubject({ source: 'gateway', event: samples.gatewayEvent() })),
+    'gateway',
+  );
+  assert.equal(eventSourceOf('halyard.events.unknown.x.y'), undefined);
+  assert.equal(eventSourceOf('halyard.ctl.launcher.all.display'), undefined);
 });
