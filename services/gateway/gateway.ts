@@ -187,8 +187,7 @@ export class Gateway {
     );
     const upstreamOptions: UpstreamOptions = {
       windowBytes: config.limits.windowBytes,
-      backoffBaseMs: config.upstream.backoffBaseMs,
-      backoffMaxMs: config.upstream.backoffMaxMs,
+      reconnect: { baseMs: config.upstream.backoffBaseMs, maxMs: config.upstream.backoffMaxMs },
       ...(parts.upstreamTls ? { tls: parts.upstreamTls } : {}),
     };
     this.table = new RoutingTable(

@@ -17,6 +17,7 @@ import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { AggregatorRegistry, Counter, collectDefaultMetrics, Registry } from 'prom-client';
 import { type AdminServer, startAdmin } from '../common/admin.js';
+import { cappedExponential, type ExponentialBackoff } from '../common/backoff.js';
 import type { SelfRegistration } from '../discovery/self-registration.js';
 import type { GatewayConfig } from './config.js';
 import { GatewayLogIds } from './log-ids.js';
@@ -27,8 +28,14 @@ import { registerGateway } from './registration.js';
 const WORKER_NUMBER_ENV = 'HALYARD_GATEWAY_WORKER_NUMBER';
 /** What a worker tells the primary once its views are loaded and it listens. */
 const READY_MESSAGE = 'halyard-gateway-worker-ready';
-/** A worker that keeps failing before it is ready is restarted after at most this long. */
-const MAX_RESTART_DELAY_MS = 10_000;
+/**
+ * A worker that exits is restarted after 100 ms, twice as long each time it exits again
+ * before it is ready, up to 10 s. Never given up on: the other workers serve the port
+ * meanwhile and `/readyz` says one is missing. (Not the launcher's restart policy, which
+ * gives up after its last interval and judges health by uptime: a worker's health is
+ * its readiness, which may take long while it reads a large affinity bucket.)
+ */
+const RESTART_BACKOFF: ExponentialBackoff = { baseMs: 100, maxMs: 10_000 };
 /** Beyond `stopTimeoutSeconds`: a worker's bus close and its bounded STOPPING event. */
 const STOP_MARGIN_MS = 5_000;
 
@@ -162,7 +169,7 @@ export class GatewayPrimary {
     slot.worker = undefined;
     slot.ready = false;
     if (this.stopping) return;
-    const delayMs = Math.min(MAX_RESTART_DELAY_MS, 100 * 2 ** slot.failures);
+    const delayMs = cappedExponential(RESTART_BACKOFF, slot.failures);
     slot.failures += 1;
     this.restarts.inc();
     this.logger.warn(
