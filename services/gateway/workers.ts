@@ -13,11 +13,13 @@
  *     gateway does), then exits.
  */
 import cluster, { type Worker } from 'node:cluster';
+import { once } from 'node:events';
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { AggregatorRegistry, Counter, collectDefaultMetrics, Registry } from 'prom-client';
 import { type AdminServer, startAdmin } from '../common/admin.js';
 import { cappedExponential, type ExponentialBackoff } from '../common/backoff.js';
+import { type StopResult, stopProcess } from '../common/stop-process.js';
 import type { SelfRegistration } from '../discovery/self-registration.js';
 import type { GatewayConfig } from './config.js';
 import { GatewayLogIds } from './log-ids.js';
@@ -211,30 +213,29 @@ export class GatewayPrimary {
       clearTimeout(slot.restart);
       if (slot.worker) running.push(slot.worker);
     }
-    const exited = running.map(
-      (worker) => new Promise<void>((resolve) => worker.process.once('exit', () => resolve())),
+    const stopped = await Promise.all(
+      running.map(async (worker) => ({
+        pid: worker.process.pid,
+        ...(await stopWorker(worker, timeoutMs)),
+      })),
     );
-    for (const worker of running) {
-      if (worker.process.exitCode === null && worker.process.signalCode === null) {
-        worker.process.kill('SIGTERM');
-      }
-    }
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(true), timeoutMs);
-    });
-    if (await Promise.race([Promise.all(exited).then(() => false), timedOut])) {
-      const left = running.filter((w) => w.process.exitCode === null && !w.process.signalCode);
+    const killed = stopped.filter((worker) => worker.killed).map((worker) => worker.pid);
+    if (killed.length > 0) {
       this.logger.warn(
-        { msgId: GatewayLogIds.workerStopTimedOut, pids: left.map((w) => w.process.pid) },
+        { msgId: GatewayLogIds.workerStopTimedOut, pids: killed },
         'gateway workers still running after the stop timeout: killed',
       );
-      for (const worker of left) worker.process.kill('SIGKILL');
-      await Promise.all(exited);
     }
-    clearTimeout(timer);
     await deregistered;
     await this.admin?.close();
     this.logger.info({ msgId: GatewayLogIds.workersStopped }, 'gateway stopped');
   }
+}
+
+/** SIGTERM (the worker drains as a single gateway does), SIGKILL when `timeoutMs` passes first. */
+function stopWorker(worker: Worker, timeoutMs: number): Promise<StopResult> {
+  const child = worker.process;
+  const exited =
+    child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : once(child, 'exit');
+  return stopProcess({ pid: child.pid ?? 0, exited }, 'SIGTERM', timeoutMs);
 }
