@@ -8,6 +8,7 @@ import { id } from '../../bus/index.js';
 import { busFlags, busSettings } from '../common/bus-settings.js';
 import {
   type ComponentSpec,
+  list,
   loadComponentConfig,
   type Setting,
 } from '../common/component-config.js';
@@ -154,14 +155,6 @@ export type GatewayConfigInput = z.input<typeof gatewayConfigSchema>;
 function hostPort(text: string): { host: string; port: number } {
   const colon = text.lastIndexOf(':');
   return { host: text.slice(0, colon) || '0.0.0.0', port: Number(text.slice(colon + 1)) };
-}
-
-/** A comma-separated list. */
-function list(text: string): string[] {
-  return text
-    .split(',')
-    .map((item) => item.trim())
-    .filter((item) => item.length > 0);
 }
 
 const settings: readonly Setting[] = [

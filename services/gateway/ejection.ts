@@ -6,16 +6,16 @@
  */
 import type { Logger } from 'pino';
 import { halyard } from '../../proto/gen/halyard.js';
+import { cappedExponential, type ExponentialBackoff } from '../common/backoff.js';
 import type { Endpoint } from './endpoint.js';
 import { GatewayLogIds } from './log-ids.js';
 import { gatewayMetrics } from './metrics.js';
 
 const { Kind } = halyard.gateway.v1.GatewayEvent;
 
-export interface EjectionOptions {
+/** Ejected for `baseMs`, doubling with each ejection before the instance serves a call again. */
+export interface EjectionOptions extends ExponentialBackoff {
   readonly consecutiveFailures: number;
-  readonly baseMs: number;
-  readonly maxMs: number;
 }
 
 export type EjectionEvent = (
@@ -48,7 +48,7 @@ export class Ejector {
     if (endpoint.ejected) return;
     const failures = endpoint.failed();
     if (failures < this.options.consecutiveFailures) return;
-    const ms = Math.min(this.options.baseMs * 2 ** endpoint.ejectionLevel, this.options.maxMs);
+    const ms = cappedExponential(this.options, endpoint.ejectionLevel);
     endpoint.eject(ms, () => this.return(endpoint));
     this.ejectedCount++;
     gatewayMetrics.ejections.inc({ service: endpoint.serviceId });

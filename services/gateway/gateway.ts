@@ -1,24 +1,11 @@
 /**
- * A gateway replica: the HTTP/2 listener (h2c, or TLS with ALPN h2), the routing table
- * fed by the registry's local view, admission and forwarding of calls, gRPC health and
- * the admin endpoint. `stop()` is the graceful shutdown: GOAWAY to clients, calls in
- * flight finish within a timeout, GATEWAY_STOPPING is published.
+ * A gateway replica's lifecycle: it builds its parts (the client listener, the routing
+ * table fed by the registry's local view, admission and forwarding of calls, gRPC
+ * health), opens the listener and the admin endpoint, is ready once its views are
+ * loaded, and `stop()` is the graceful shutdown: GOAWAY to clients, calls in flight
+ * finish within a timeout, GATEWAY_STOPPING is published.
  */
 import { readFile } from 'node:fs/promises';
-import {
-  createSecureServer,
-  createServer,
-  type Http2SecureServer,
-  type Http2Server,
-  type Http2Session,
-  type ServerHttp2Stream,
-} from 'node:http2';
-import {
-  type AddressInfo,
-  createServer as createNetServer,
-  type Server,
-  type Socket,
-} from 'node:net';
 import type { SecureContextOptions } from 'node:tls';
 import type { Logger } from 'pino';
 import {
@@ -39,6 +26,7 @@ import { Admission } from './admission.js';
 import { AffinityTable, affinityViewOptions, type Clock } from './affinity.js';
 import { AffinityReleases } from './affinity-release.js';
 import { type Balancer, HeaderBalancer, RoundRobin, UserBalancer } from './balancer.js';
+import { ClientListener } from './client-listener.js';
 import type { GatewayConfig } from './config.js';
 import { Ejector } from './ejection.js';
 import { GatewayEvents } from './events.js';
@@ -47,16 +35,14 @@ import { Forwarder } from './forwarding.js';
 import { Health } from './health.js';
 import { Identities } from './identity.js';
 import { GatewayLogIds } from './log-ids.js';
-import { gatewayMetrics, registerGauges } from './metrics.js';
+import { registerGauges } from './metrics.js';
 import { registerGateway } from './registration.js';
 import { RoutingTable } from './routing-table.js';
 import { Upstream, type UpstreamOptions, upstreamStats } from './upstream.js';
 
 const { Kind } = halyard.gateway.v1.GatewayEvent;
-/** The client connection preface of HTTP/2 (RFC 9113 §3.4). */
-const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
-const HTTP1_BODY = 'this is a gRPC gateway: it speaks HTTP/2 only (gRPC over h2 or h2c)\n';
-const HTTP1_REFUSAL = `HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: ${HTTP1_BODY.length}\r\n\r\n${HTTP1_BODY}`;
+/** The STOPPING event is best effort within this bound: the bus may be the thing that is down. */
+const STOPPING_EVENT_BOUND_MS = 2000;
 
 export interface GatewayOptions {
   /** The sticky preferences' clock (`Date.now`): tests move it instead of waiting. */
@@ -94,8 +80,7 @@ export class Gateway {
   private readonly events: GatewayEvents;
   private readonly registry: LocalView<ServiceInstance>;
   private readonly affinityView: LocalView<AffinityPreference>;
-  private readonly h2: Http2Server | Http2SecureServer;
-  private readonly listener: Server;
+  private readonly listener: ClientListener;
   private readonly worker: number | undefined;
   private admin: AdminServer | undefined;
   /** This replica as service `halyard-gateway` in the registry, when configured. */
@@ -104,9 +89,6 @@ export class Gateway {
   private loaded = false;
   /** Settles (never rejects) once the views are loaded (true) or cannot be (false). */
   private loading: Promise<boolean> | undefined;
-  private readonly clientSessions = new Set<Http2Session>();
-  /** Every client connection, HTTP/2 or not (refused HTTP/1.x, failed TLS handshakes). */
-  private readonly sockets = new Set<Socket>();
 
   /**
    * Starts serving; calls get UNAVAILABLE until the registry and affinity views are
@@ -187,8 +169,7 @@ export class Gateway {
     );
     const upstreamOptions: UpstreamOptions = {
       windowBytes: config.limits.windowBytes,
-      backoffBaseMs: config.upstream.backoffBaseMs,
-      backoffMaxMs: config.upstream.backoffMaxMs,
+      reconnect: { baseMs: config.upstream.backoffBaseMs, maxMs: config.upstream.backoffMaxMs },
       ...(parts.upstreamTls ? { tls: parts.upstreamTls } : {}),
     };
     this.table = new RoutingTable(
@@ -220,29 +201,12 @@ export class Gateway {
       forwarder: this.forwarder,
       logger,
     });
-    const settings = {
-      maxConcurrentStreams: config.limits.maxConcurrentStreams,
-      maxHeaderListSize: config.limits.maxHeaderListBytes,
-      initialWindowSize: config.limits.windowBytes,
-      enablePush: false,
-    };
-    if (parts.listenerTls) {
-      const secure = createSecureServer({
-        ...parts.listenerTls,
-        ALPNProtocols: ['h2'],
-        settings,
-        maxSessionMemory: 64,
-      });
-      this.h2 = secure;
-      this.listener = secure;
-    } else {
-      const plain = createServer({ settings, maxSessionMemory: 64 });
-      this.h2 = plain;
-      this.listener = sniffingListener(plain);
-    }
-    if (config.limits.maxConnections > 0)
-      this.listener.maxConnections = config.limits.maxConnections;
-    this.wire();
+    this.listener = new ClientListener({
+      limits: config.limits,
+      tls: parts.listenerTls,
+      onStream: (stream, headers) => this.admission.handle(stream, headers),
+      logger,
+    });
     registerGauges({
       activeCalls: () => this.forwarder.active,
       upstreamSessions: () => upstreamStats.sessions,
@@ -307,14 +271,7 @@ export class Gateway {
   }
 
   private openListener(): Promise<void> {
-    const { config, listener } = this;
-    return new Promise<void>((resolve, reject) => {
-      listener.once('error', reject);
-      listener.listen(config.listen.port, config.listen.host, () => {
-        listener.off('error', reject);
-        resolve();
-      });
-    });
+    return this.listener.listen(this.config.listen.port, this.config.listen.host);
   }
 
   private logListening(): void {
@@ -371,7 +328,7 @@ export class Gateway {
   }
 
   get port(): number {
-    return (this.listener.address() as AddressInfo).port;
+    return this.listener.port;
   }
 
   get adminPort(): number {
@@ -406,129 +363,26 @@ export class Gateway {
     const stoppingEvent = this.events.publish(Kind.GATEWAY_STOPPING, { reason: 'stop requested' });
     // Out of the registry (DRAINING, then deregistered) while the calls in flight finish.
     const deregistered = this.registration?.stop();
-    const listenerClosed = new Promise<void>((resolve) => this.listener.close(() => resolve()));
-    for (const session of this.clientSessions) session.close();
-    const drained = await waitFor(() => this.clientSessions.size === 0, timeoutMs);
+    const drained = await this.listener.drain(timeoutMs);
     if (!drained) {
       this.logger.warn(
         { msgId: GatewayLogIds.stopTimedOut, activeCalls: this.forwarder.active },
         'stop timeout: cancelling calls still in flight',
       );
-      for (const session of this.clientSessions) session.destroy();
     }
-    // What is left carries no call: connections that never became HTTP/2 sessions.
-    for (const socket of this.sockets) socket.destroy();
-    await listenerClosed;
+    await this.listener.close();
     this.table.close();
     this.registry.stop();
     this.affinity.close();
     this.affinityView.stop();
     await this.admin?.close();
     await deregistered;
-    // The event is best effort within a bound: the bus may be the thing that is down.
+    const bound = new AbortController();
     await Promise.race([
       stoppingEvent,
-      new Promise((resolve) => setTimeout(resolve, 2000).unref()),
+      sleep(STOPPING_EVENT_BOUND_MS, bound.signal).catch(() => {}),
     ]);
+    bound.abort();
     this.logger.info({ msgId: GatewayLogIds.stopped }, 'gateway stopped');
   }
-
-  private wire(): void {
-    this.listener.on('connection', (socket: Socket) => {
-      this.sockets.add(socket);
-      socket.once('close', () => this.sockets.delete(socket));
-    });
-    this.listener.on('drop', () => gatewayMetrics.rejected.inc({ reason: 'connection-limit' }));
-    this.h2.on('stream', (stream: ServerHttp2Stream, headers) => {
-      const session = stream.session!;
-      openStreams.set(session, (openStreams.get(session) ?? 0) + 1);
-      (stream as CountedStream)[kSession] = session;
-      stream.on('close', onStreamClose);
-      this.admission.handle(stream, headers);
-    });
-    const idleMs = this.config.limits.idleConnectionSeconds * 1000;
-    this.h2.on('session', (session: Http2Session) => {
-      this.clientSessions.add(session);
-      session.setLocalWindowSize(this.config.limits.windowBytes);
-      // 'timeout' fires after idleMs without a frame, again after each later activity; a
-      // connection with a call open (a quiet stream) is not idle and stays. (A callback
-      // given to setTimeout would be called once only.)
-      if (idleMs > 0) {
-        session.setTimeout(idleMs);
-        session.on('timeout', () => closeIfIdle(session));
-      }
-      session.once('close', () => this.clientSessions.delete(session));
-      session.on('error', (error: Error) => {
-        gatewayMetrics.rejected.inc({ reason: 'session-error' });
-        this.logger.warn(
-          { msgId: GatewayLogIds.clientSessionError, err: error },
-          'client connection failed',
-        );
-      });
-      if (this.stopping) session.close();
-    });
-    this.h2.on('sessionError', () => {});
-    // TLS clients that offered no ALPN at all are HTTP/1.x clients: say what this is.
-    // (Those offering only other protocols get TLS's no_application_protocol alert.)
-    this.h2.on('unknownProtocol', (socket: Socket) => refuseHttp1(socket));
-    this.h2.on('tlsClientError', () => gatewayMetrics.rejected.inc({ reason: 'tls' }));
-  }
-}
-
-/**
- * h2c with prior knowledge only: a connection that does not open with the HTTP/2
- * preface is an HTTP/1.x client and gets a plain 505 instead of binary frames.
- */
-function sniffingListener(h2: Http2Server): Server {
-  return createNetServer((socket) => {
-    let seen: Buffer = Buffer.alloc(0);
-    const onData = (chunk: Buffer) => {
-      seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
-      const n = Math.min(seen.length, PREFACE.length);
-      if (seen.subarray(0, n).compare(PREFACE, 0, n) !== 0) {
-        socket.off('data', onData);
-        refuseHttp1(socket);
-        return;
-      }
-      if (seen.length < PREFACE.length) return;
-      socket.off('data', onData);
-      socket.pause();
-      socket.unshift(seen);
-      h2.emit('connection', socket);
-    };
-    socket.on('data', onData);
-    socket.on('error', () => {});
-    socket.setNoDelay(true);
-  });
-}
-
-/** Calls open per client connection, for the idle-connection timeout. */
-const openStreams = new WeakMap<Http2Session, number>();
-/** A stream's session, kept: `stream.session` is gone once the stream is destroyed. */
-const kSession = Symbol('halyard.session');
-type CountedStream = ServerHttp2Stream & { [kSession]?: Http2Session };
-
-function onStreamClose(this: CountedStream): void {
-  const session = this[kSession]!;
-  openStreams.set(session, (openStreams.get(session) ?? 1) - 1);
-}
-
-function closeIfIdle(session: Http2Session): void {
-  if ((openStreams.get(session) ?? 0) > 0) return;
-  gatewayMetrics.idleConnectionsClosed.inc();
-  session.close();
-}
-
-function refuseHttp1(socket: Socket): void {
-  gatewayMetrics.rejected.inc({ reason: 'http1' });
-  socket.end(HTTP1_REFUSAL);
-}
-
-async function waitFor(condition: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() >= deadline) return false;
-    await sleep(20);
-  }
-  return true;
 }

@@ -16,14 +16,15 @@ import {
 import { isIP, connect as netConnect } from 'node:net';
 import { type SecureContextOptions, connect as tlsConnect } from 'node:tls';
 import type { Logger } from 'pino';
+import { cappedExponential, type ExponentialBackoff } from '../common/backoff.js';
 import { GatewayLogIds } from './log-ids.js';
 import { gatewayMetrics } from './metrics.js';
 
 export interface UpstreamOptions {
   /** Per-stream and per-session receive windows: large, so one call is not throttled by RTTs. */
   readonly windowBytes: number;
-  readonly backoffBaseMs: number;
-  readonly backoffMaxMs: number;
+  /** Reconnecting after failed connects; a lost session is reconnected after `baseMs`. */
+  readonly reconnect: ExponentialBackoff;
   /** Internal TLS towards instances; h2c when absent. */
   readonly tls?: SecureContextOptions;
 }
@@ -169,14 +170,11 @@ export class Upstream {
         { msgId: GatewayLogIds.upstreamLost, address: this.address, err: this.lastError },
         'session to instance lost, reconnecting',
       );
-      this.scheduleReconnect(this.options.backoffBaseMs);
+      this.scheduleReconnect(this.options.reconnect.baseMs);
       return;
     }
     this.failures++;
-    const delay = Math.min(
-      this.options.backoffBaseMs * 2 ** (this.failures - 1),
-      this.options.backoffMaxMs,
-    );
+    const delay = cappedExponential(this.options.reconnect, this.failures - 1);
     this.retryAt = Date.now() + delay;
     gatewayMetrics.upstreamConnects.inc({ result: 'failed' });
     if (this.failures === 1 || this.failures % 10 === 0) {

@@ -13,10 +13,13 @@
  *     gateway does), then exits.
  */
 import cluster, { type Worker } from 'node:cluster';
+import { once } from 'node:events';
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { AggregatorRegistry, Counter, collectDefaultMetrics, Registry } from 'prom-client';
 import { type AdminServer, startAdmin } from '../common/admin.js';
+import { cappedExponential, type ExponentialBackoff } from '../common/backoff.js';
+import { type StopResult, stopProcess } from '../common/stop-process.js';
 import type { SelfRegistration } from '../discovery/self-registration.js';
 import type { GatewayConfig } from './config.js';
 import { GatewayLogIds } from './log-ids.js';
@@ -27,8 +30,14 @@ import { registerGateway } from './registration.js';
 const WORKER_NUMBER_ENV = 'HALYARD_GATEWAY_WORKER_NUMBER';
 /** What a worker tells the primary once its views are loaded and it listens. */
 const READY_MESSAGE = 'halyard-gateway-worker-ready';
-/** A worker that keeps failing before it is ready is restarted after at most this long. */
-const MAX_RESTART_DELAY_MS = 10_000;
+/**
+ * A worker that exits is restarted after 100 ms, twice as long each time it exits again
+ * before it is ready, up to 10 s. Never given up on: the other workers serve the port
+ * meanwhile and `/readyz` says one is missing. (Not the launcher's restart policy, which
+ * gives up after its last interval and judges health by uptime: a worker's health is
+ * its readiness, which may take long while it reads a large affinity bucket.)
+ */
+const RESTART_BACKOFF: ExponentialBackoff = { baseMs: 100, maxMs: 10_000 };
 /** Beyond `stopTimeoutSeconds`: a worker's bus close and its bounded STOPPING event. */
 const STOP_MARGIN_MS = 5_000;
 
@@ -162,7 +171,7 @@ export class GatewayPrimary {
     slot.worker = undefined;
     slot.ready = false;
     if (this.stopping) return;
-    const delayMs = Math.min(MAX_RESTART_DELAY_MS, 100 * 2 ** slot.failures);
+    const delayMs = cappedExponential(RESTART_BACKOFF, slot.failures);
     slot.failures += 1;
     this.restarts.inc();
     this.logger.warn(
@@ -204,30 +213,29 @@ export class GatewayPrimary {
       clearTimeout(slot.restart);
       if (slot.worker) running.push(slot.worker);
     }
-    const exited = running.map(
-      (worker) => new Promise<void>((resolve) => worker.process.once('exit', () => resolve())),
+    const stopped = await Promise.all(
+      running.map(async (worker) => ({
+        pid: worker.process.pid,
+        ...(await stopWorker(worker, timeoutMs)),
+      })),
     );
-    for (const worker of running) {
-      if (worker.process.exitCode === null && worker.process.signalCode === null) {
-        worker.process.kill('SIGTERM');
-      }
-    }
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(true), timeoutMs);
-    });
-    if (await Promise.race([Promise.all(exited).then(() => false), timedOut])) {
-      const left = running.filter((w) => w.process.exitCode === null && !w.process.signalCode);
+    const killed = stopped.filter((worker) => worker.killed).map((worker) => worker.pid);
+    if (killed.length > 0) {
       this.logger.warn(
-        { msgId: GatewayLogIds.workerStopTimedOut, pids: left.map((w) => w.process.pid) },
+        { msgId: GatewayLogIds.workerStopTimedOut, pids: killed },
         'gateway workers still running after the stop timeout: killed',
       );
-      for (const worker of left) worker.process.kill('SIGKILL');
-      await Promise.all(exited);
     }
-    clearTimeout(timer);
     await deregistered;
     await this.admin?.close();
     this.logger.info({ msgId: GatewayLogIds.workersStopped }, 'gateway stopped');
   }
+}
+
+/** SIGTERM (the worker drains as a single gateway does), SIGKILL when `timeoutMs` passes first. */
+function stopWorker(worker: Worker, timeoutMs: number): Promise<StopResult> {
+  const child = worker.process;
+  const exited =
+    child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : once(child, 'exit');
+  return stopProcess({ pid: child.pid ?? 0, exited }, 'SIGTERM', timeoutMs);
 }
