@@ -252,8 +252,9 @@ export async function subscribe<K extends SubscriptionKind>(
       js.publish(Subjects.deadLetter(durable as string), m.data, { headers: h }),
     );
     busMetrics.deadLettered.inc({ consumer: durable as string });
-    // No reason text: servers before 2.10 do not recognise `+TERM <reason>` and ignore it.
-    m.term();
+    // The server's termination advisory says where the message went; why is in the
+    // dead letter's headers, for readers the dead-letter stream admits.
+    m.term(`dead-lettered to ${Subjects.deadLetter(durable as string)}`);
   };
 
   let lastAckedSeq = 0;
