@@ -19,6 +19,7 @@ import {
 import {
   AffinityBucket,
   type BucketSpec,
+  CacheBucket,
   ConfigBucket,
   LeaseBucket,
   RegistryBucket,
@@ -201,8 +202,19 @@ export class Bus {
    * Creates every stream and bucket, or checks an existing one has the expected
    * configuration: the admin's step (`halyard bus provision`).
    */
-  provision(options: Partial<ProvisionOptions> = {}): Promise<void> {
-    return provision(this.jsm, this.kvm, { replicas: this.replicas, ...options }, this.logger);
+  async provision(options: Partial<ProvisionOptions> = {}): Promise<void> {
+    const upgraded = new Set(
+      await provision(this.jsm, this.kvm, { replicas: this.replicas, ...options }, this.logger),
+    );
+    // A bucket made by an older Halyard holds values written without a TTL.
+    for (const spec of [RegistryBucket, AffinityBucket, CacheBucket, LeaseBucket]) {
+      if (!upgraded.has(spec.name)) continue;
+      const { rewritten, removed } = await (await this.store<unknown>(spec)).giveLifetimes();
+      this.logger.warn(
+        { msgId: LogIds.lifetimesGiven, bucket: spec.name, rewritten, removed },
+        'values written without a per-message TTL given one, lapsed ones removed',
+      );
+    }
   }
 
   /**

@@ -18,6 +18,7 @@ export const LogIds = {
   provisioned: 'HALB0010I',
   bucketUpgraded: 'HALB0011W',
   serverTooOld: 'HALB0012E',
+  lifetimesGiven: 'HALB0013W',
   invalidMessage: 'HALB0020W',
   publishRetry: 'HALB0030W',
   publishRecovered: 'HALB0031I',

@@ -19,7 +19,7 @@ import type { BucketLayout } from './buckets.js';
 import { AllBuckets, REMOVAL_MARKER_TTL_MS } from './buckets.js';
 import type { Logger } from './log.js';
 import { LogIds } from './log.js';
-import { DEADLETTER_STREAM, EVENTS_STREAM, kvStream, Subjects } from './names.js';
+import { type BucketName, DEADLETTER_STREAM, EVENTS_STREAM, kvStream, Subjects } from './names.js';
 import { deniedBy, retryTransient } from './retry.js';
 
 export interface ProvisionOptions {
@@ -161,13 +161,14 @@ async function ensureStream(
   check(name, actual, fields);
 }
 
+/** Resolves true when the bucket was made by an older Halyard and upgraded in place. */
 async function ensureBucket(
   jsm: JetStreamManager,
   kvm: Kvm,
   spec: BucketLayout,
   replicas: number,
   logger: Logger,
-) {
+): Promise<boolean> {
   const stream = kvStream(spec.name);
   if (!(await streamConfig(jsm, stream))) {
     await kvm.create(spec.name, {
@@ -181,7 +182,8 @@ async function ensureBucket(
   let actual = await streamConfig(jsm, stream);
   if (!actual) throw new BusConfigError(`stream ${stream} could not be created`);
   const missing = configDifferences(stream, actual, upgradable);
-  if (missing.length > 0) {
+  const upgrade = missing.length > 0;
+  if (upgrade) {
     // Turning per-message TTLs on is one-way and changes no stored message.
     actual = (await jsm.streams.update(stream, { ...actual, ...upgradable })).config;
     logger.warn(
@@ -190,6 +192,7 @@ async function ensureBucket(
     );
   }
   check(stream, actual, bucketExpectations(spec, replicas));
+  return upgrade;
 }
 
 /**
@@ -233,19 +236,23 @@ export async function checkProvisioned(
   }
 }
 
+/** Resolves to the buckets an older Halyard made, upgraded in place by this call. */
 export async function provision(
   jsm: JetStreamManager,
   kvm: Kvm,
   options: ProvisionOptions,
   logger: Logger,
-): Promise<void> {
+): Promise<BucketName[]> {
   // Components starting together on a fresh cluster race to create the same R3
   // streams; the losers' requests can time out while placement settles. Creating an
   // identical stream is a no-op, so retrying is safe.
   await retryTransient(() => ensureStream(jsm, eventsStreamConfig(options)));
   await retryTransient(() => ensureStream(jsm, deadLetterStreamConfig(options)));
+  const upgraded: BucketName[] = [];
   for (const spec of AllBuckets) {
-    await retryTransient(() => ensureBucket(jsm, kvm, spec, options.replicas, logger));
+    if (await retryTransient(() => ensureBucket(jsm, kvm, spec, options.replicas, logger))) {
+      upgraded.push(spec.name);
+    }
   }
   logger.info(
     {
@@ -255,4 +262,5 @@ export async function provision(
     },
     'bus streams and buckets ready',
   );
+  return upgraded;
 }

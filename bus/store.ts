@@ -130,6 +130,50 @@ export class KvStore<T> {
     );
   }
 
+  /**
+   * Gives every stored value that lapses its per-message TTL. Values written before the
+   * bucket allowed TTLs carry none, so the server would never remove them: a lapsed one
+   * is removed, a live one written again as it is. Both are compare-and-set on the
+   * value's revision, so a key written meanwhile (with its own TTL) is left alone.
+   */
+  async giveLifetimes(): Promise<{ rewritten: number; removed: number }> {
+    const stored = new Map<string, Revisioned<T>>();
+    const view = this.view({ hold: false });
+    view.onEntry((change) => {
+      if (change.op === 'put') stored.set(change.key, change);
+      else stored.delete(change.key);
+    });
+    try {
+      await view.ready;
+    } finally {
+      view.stop();
+    }
+    let rewritten = 0;
+    let removed = 0;
+    const giveLifetime = async ({ key, value, revision }: Revisioned<T>) => {
+      const expiresAt = this.spec.expiresAt(value);
+      if (expiresAt === undefined) return;
+      try {
+        if (expiresAt <= Date.now()) {
+          await this.retry(`remove ${key}`, () =>
+            this.kv.purge(key, { previousSeq: revision, ttl: ttlHeader(REMOVAL_MARKER_TTL_MS) }),
+          );
+          removed++;
+        } else {
+          await this.update(value, revision);
+          rewritten++;
+        }
+      } catch (error) {
+        if (!(error instanceof KeyChangedError || isWrongLastSequence(error))) throw error;
+      }
+    };
+    const all = [...stored.values()];
+    for (let i = 0; i < all.length; i += LIFETIME_BATCH) {
+      await Promise.all(all.slice(i, i + LIFETIME_BATCH).map(giveLifetime));
+    }
+    return { rewritten, removed };
+  }
+
   /** Starts a local view of the whole bucket; await its `ready` before trusting it. */
   view(options?: ViewOptions<T>): LocalView<T> {
     return new LocalView(this.kv, this.spec, this.logger, this.signal, options);
@@ -185,6 +229,9 @@ export class KvStore<T> {
     });
   }
 }
+
+/** Writes in flight at once while values are given their lifetimes. */
+const LIFETIME_BATCH = 256;
 
 /**
  * A TTL header value in whole seconds, rounded up (the server's resolution is one
