@@ -1,6 +1,6 @@
 /**
- * Failover figures: `kill -9` of the leader of each bucket and of the events stream,
- * in turn, under a stream of sequential acknowledged writes, while clients call
+ * Failover figures: `kill -9` of the leader of each bucket and of each stream, in turn
+ * (every one is its own RAFT group with its own leader), under a stream of sequential acknowledged writes, while clients call
  * through a gateway. For each: the longest time without an acknowledged write, the
  * acknowledged writes missing afterwards (must be 0) and the gateway calls that failed
  * meanwhile (must be 0: the data plane routes from its local view, never from the bus).
@@ -8,19 +8,30 @@
  */
 import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { pino } from 'pino';
 import {
   AffinityBucket,
+  AllBuckets,
   Bus,
   CacheBucket,
+  ConfigBucket,
+  DEADLETTER_STREAM,
   EVENTS_STREAM,
   type KvStore,
   kvStream,
+  LaunchersBucket,
+  LeaseBucket,
   RegistryBucket,
+  RolloutsBucket,
+  Subjects,
 } from '../bus/index.js';
+import { retryTransient } from '../bus/retry.js';
+import { halyard } from '../proto/gen/halyard.js';
 import { echoClient, startEchoServer } from '../test/support/echo-service.js';
 import { register, startGateway } from '../test/support/gateway.js';
 import { NatsCluster } from '../test/support/nats-cluster.js';
+import { rawConnection } from '../test/support/raw-nats.js';
 import * as samples from '../test/support/samples.js';
 
 const { values } = parseArgs({ options: { writes: { type: 'string', default: '200' } } });
@@ -75,6 +86,45 @@ function eventsTarget(bus: Bus): Target {
   };
 }
 
+/**
+ * Dead letters as a durable subscriber writes them (subscriber.ts): a JetStream publish
+ * with a de-duplication id, retried while the stream has no leader. The payload is any
+ * bytes: the stream stores what a subscriber gave up on.
+ */
+async function deadLetterTarget(servers: readonly string[]): Promise<{
+  target: Target;
+  close(): Promise<void>;
+}> {
+  const nc = await rawConnection(servers);
+  const js = jetstream(nc);
+  const jsm = await jetstreamManager(nc);
+  const run = `failover-${Date.now()}`;
+  const seqs: number[] = [];
+  return {
+    target: {
+      name: 'dead letter',
+      stream: DEADLETTER_STREAM,
+      write: async (i) => {
+        const ack = await retryTransient(() =>
+          js.publish(Subjects.deadLetter('bench'), new TextEncoder().encode(`${run}/${i}`), {
+            msgID: `${run}/${i}`,
+          }),
+        );
+        seqs[i] = ack.seq;
+      },
+      stored: async (n) => {
+        let found = 0;
+        for (const seq of seqs.slice(0, n)) {
+          const m = await jsm.streams.getMessage(DEADLETTER_STREAM, { seq }).catch(() => null);
+          if (m) found++;
+        }
+        return found;
+      },
+    },
+    close: () => nc.close(),
+  };
+}
+
 /** Sequential calls through the gateway until stopped; counts the failed ones. */
 function callLoop(address: string): { stop(): Promise<{ calls: number; failed: number }> } {
   const client = echoClient(address);
@@ -126,7 +176,8 @@ async function killDuringWrites(cluster: NatsCluster, target: Target, gatewayAdd
   // Every stream back to three current replicas before the next leader is killed.
   for (const stream of [
     EVENTS_STREAM,
-    ...[RegistryBucket, AffinityBucket, CacheBucket].map((b) => kvStream(b.name)),
+    DEADLETTER_STREAM,
+    ...AllBuckets.map((b) => kvStream(b.name)),
   ]) {
     await cluster.streamLeader(stream);
   }
@@ -135,6 +186,7 @@ async function killDuringWrites(cluster: NatsCluster, target: Target, gatewayAdd
 
 async function main(): Promise<void> {
   const cluster = await NatsCluster.start();
+  let deadLetters: Awaited<ReturnType<typeof deadLetterTarget>> | undefined;
   const echoes = await Promise.all(
     [1, 2, 3].map((n) => startEchoServer({ instanceId: `echo-${n}`, recordCalls: false })),
   );
@@ -150,6 +202,7 @@ async function main(): Promise<void> {
       });
     }
     const gateway = await startGateway(gatewayBus, cluster.servers, logger);
+    deadLetters = await deadLetterTarget(cluster.servers);
     const targets: Target[] = [
       await kvTarget(await writer.store(RegistryBucket), 'registry put', (i) =>
         samples.instance({ serviceId: 'bench', instanceId: `w-${i}`, leaseSeconds: 3600 }),
@@ -160,7 +213,38 @@ async function main(): Promise<void> {
       await kvTarget(await writer.store(CacheBucket), 'cache put', (i) =>
         samples.cacheEntry({ key: `k-${i}`, expiresAtMs: 0 }),
       ),
+      await kvTarget(await writer.store(LeaseBucket), 'lease put', (i) => ({
+        name: `bench-${i}`,
+        holder: 'bench',
+        acquiredAtMs: Date.now(),
+        renewedAtMs: Date.now(),
+        ttlMs: 3_600_000,
+      })),
+      await kvTarget(await writer.store(LaunchersBucket), 'launcher children put', (i) => ({
+        hostId: `host-${i}`,
+        launcherId: 'bench',
+        updatedAtMs: Date.now(),
+        children: [],
+      })),
+      await kvTarget(await writer.store(RolloutsBucket), 'rollout put', (i) => ({
+        version: i + 1,
+        state: halyard.launcher.v1.Rollout.State.ROLLING,
+        reason: '',
+        hosts: [],
+        updatedAtMs: Date.now(),
+        createdAtMs: Date.now(),
+      })),
+      await kvTarget(await writer.store(ConfigBucket), 'config version put', (i) => ({
+        version: i + 1,
+        content: `# mesh configuration ${i + 1}\n`,
+        author: 'bench',
+        publishedAtMs: Date.now(),
+        summary: '',
+        basedOn: i,
+        restartUnchanged: false,
+      })),
       eventsTarget(writer),
+      deadLetters.target,
     ];
     console.log(
       `\nkill -9 of each stream leader under writes (nats-server ${writer.server.version}, 3 nodes, R3, file storage; ${WRITES} sequential writes, leader killed after ${WRITES / 2}; calls through one gateway to 3 echo instances meanwhile)`,
@@ -179,6 +263,7 @@ async function main(): Promise<void> {
     await gatewayBus.close();
     await writer.close();
   } finally {
+    await deadLetters?.close();
     for (const echo of echoes) await echo.stop();
     await cluster.close();
   }

@@ -107,7 +107,9 @@ async function main(): Promise<void> {
     ];
     const base = results[0]!;
     const rate = (r: Result) => r.count / (r.ms / 1000);
-    console.log(`\nReplay of ${EVENTS} stored events (3-node cluster, R3, file storage)`);
+    console.log(
+      `\nReplay of ${EVENTS} stored events (nats-server ${bus.server.version}, 3-node cluster, R3, file storage)`,
+    );
     console.log('| case | events | seconds | events/s | ratio |');
     console.log('|---|---|---|---|---|');
     for (const r of results) {

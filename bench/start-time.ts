@@ -14,6 +14,8 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { parseArgs } from 'node:util';
+import { pino } from 'pino';
+import { Bus } from '../bus/index.js';
 import { procStat } from '../services/common/proc.js';
 import { sleep } from '../services/common/sleep.js';
 import { writeConfig } from '../test/support/launcher.js';
@@ -128,7 +130,16 @@ const median = (xs: number[]) =>
 const cluster = await NatsCluster.start();
 try {
   const nats = cluster.servers.join(',');
-  console.log(`node ${process.version}; ${RUNS} runs per component and runtime`);
+  const probe = await Bus.connect({
+    servers: cluster.servers,
+    name: 'bench-start-time',
+    logger: pino({ level: 'error' }),
+  });
+  const version = probe.server.version;
+  await probe.close();
+  console.log(
+    `node ${process.version}; nats-server ${version}, 3 nodes; ${RUNS} runs per component and runtime`,
+  );
   console.log(
     '| component | runtime | min ms | median ms | max ms | median ratio | CPU ms, median | CPU ratio |',
   );
