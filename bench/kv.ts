@@ -4,7 +4,7 @@
  *   - KV put, R3 (3-node cluster) vs R1 (single node) vs a core NATS request/reply;
  *   - propagation (put on A until B's local view has it) vs the same request/reply
  *     round trip between the two nodes (a lower bound: two hops, no storage).
- * Loops are bounded in count and time. Usage: npm run bench [-- --count N]
+ * Loops are bounded in count and time. Usage: bash bench/run.sh kv [--count N]
  */
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';

@@ -125,7 +125,7 @@ export interface ServerInfo {
 }
 
 /** The oldest nats-server whose guarantees the bus layer relies on (see store.ts). */
-const MIN_SERVER_VERSION = '2.12.0';
+export const MIN_SERVER_VERSION = '2.12.0';
 
 /** Whether dotted version `a` (e.g. `2.15.2`, `2.12.0-beta`) is at least `b`. */
 export function atLeast(a: string, b: string): boolean {
