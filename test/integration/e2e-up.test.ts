@@ -5,6 +5,7 @@
  * the launcher's restart shows up as lifecycle events; Ctrl-C (SIGINT) leaves no process.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -90,6 +91,14 @@ test('halyard up: a mesh that answers through both gateways, fails over, restart
   const gateways = up.gatewayAddresses();
   assert.equal(gateways.length, 2, stdout.join('\n'));
   assert.ok(stdout.some((l) => l.includes('halyard call') && l.includes(gateways[1]!)));
+  // And names the server the bus runs on.
+  const server = execFileSync(process.env.NATS_SERVER_BIN ?? 'nats-server', ['--version'], {
+    encoding: 'utf8',
+  }).match(/v(\d+\.\d+\.\d+)/)?.[1];
+  assert.ok(
+    stdout.includes(`Halyard bus: a 3-node NATS JetStream cluster (nats-server ${server})`),
+    stdout.join('\n'),
+  );
 
   bus = await up.operatorBus('e2e');
   up.noteProcesses();
