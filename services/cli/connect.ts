@@ -16,6 +16,7 @@ import {
   busSecurityFromEnv,
   busSettings,
 } from '../common/bus-settings.js';
+import { componentLogger } from '../common/logger.js';
 import { CliError, ExitCodes, reportError } from './errors.js';
 import { type ServersGiven, serversGiven } from './options.js';
 import { busSecretsDir } from './up/bus.js';
@@ -52,10 +53,10 @@ export function cliSecurity(): BusSettings {
 /** Connects for one command; the logger is quiet unless HALYARD_LOG_LEVEL says otherwise. */
 export async function connect(given: ServersGiven | undefined): Promise<Bus> {
   const { servers, from } = resolveServers(given);
-  const logger = pino(
-    { name: 'halyard-cli', level: process.env.HALYARD_LOG_LEVEL ?? 'silent' },
-    pino.destination(2),
-  );
+  const logger = componentLogger('halyard-cli', {
+    defaultLevel: 'silent',
+    destination: pino.destination(2),
+  });
   try {
     const settings = { ...cliSecurity(), servers };
     return await Bus.connect({ ...busOptions(settings, 'halyard-cli', logger), failFast: true });

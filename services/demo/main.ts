@@ -22,10 +22,10 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
-import { pino } from 'pino';
 import { Bus } from '../../bus/index.js';
 import { busOptions, busSecurityFromEnv } from '../common/bus-settings.js';
 import { serviceDefinition } from '../common/grpc.js';
+import { componentLogger } from '../common/logger.js';
 import { sleep } from '../common/sleep.js';
 import { RegistrationClient, registryCredentialFromEnv } from '../discovery/client.js';
 import { DISCOVERY_SERVICE_ID } from '../discovery/health-checker.js';
@@ -47,7 +47,7 @@ interface HelloReply {
   index: number;
 }
 
-const logger = pino({ name: 'halyard-demo', level: process.env.HALYARD_LOG_LEVEL ?? 'info' });
+const logger = componentLogger('halyard-demo');
 const env = process.env;
 const port = Number(env.PORT);
 const instanceNumber = env.HALYARD_INSTANCE ?? '1';
