@@ -35,6 +35,7 @@ import { busFlags, busSettings } from '../common/bus-settings.js';
 import { tokenList } from '../common/callers.js';
 import {
   type ComponentSpec,
+  list,
   loadComponentConfig,
   type Setting,
 } from '../common/component-config.js';
@@ -101,7 +102,7 @@ const settings: readonly Setting[] = [
     flag: '--discovery <addresses>',
     path: 'discovery.addresses',
     description: 'register in discovery through these replicas (comma-separated host:port)',
-    parse: (text) => text.split(','),
+    parse: list,
   },
   {
     flag: '--admin-port <port>',

@@ -16,6 +16,7 @@ import {
   busSecurityFromEnv,
   busSettings,
 } from '../common/bus-settings.js';
+import { list } from '../common/component-config.js';
 import { componentLogger } from '../common/logger.js';
 import { CliError, ExitCodes, reportError } from './errors.js';
 import { type ServersGiven, serversGiven } from './options.js';
@@ -27,11 +28,7 @@ export function resolveServers(given: ServersGiven | undefined): {
   from: string;
 } {
   if (given) {
-    const servers = given.servers
-      .split(',')
-      .map((s) => s.trim())
-      .filter(Boolean);
-    return { servers, from: given.from };
+    return { servers: list(given.servers), from: given.from };
   }
   const lock = readLock(DEFAULT_DATA_DIR);
   if (lock?.servers?.length) return { servers: lock.servers, from: `${DEFAULT_DATA_DIR}/up.lock` };

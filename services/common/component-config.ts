@@ -13,8 +13,9 @@ import { ConfigError, readYamlFile, validateConfig } from './config.js';
 
 export interface Setting {
   /**
-   * The flag and its argument as commander writes them (`--nats <urls>`). Absent: the
-   * environment only, for secrets, which a flag would show to anyone running `ps`.
+   * The flag and its argument as commander writes them (`--nats <urls>`); a flag without
+   * an argument (`--control`) sets `true`. Absent: the environment only, for secrets
+   * (which a flag would show to anyone running `ps`) and what a launcher tells its children.
    */
   readonly flag?: string;
   /** Sets the value when the flag is absent. */
