@@ -117,6 +117,7 @@ export class CacheServer {
           instanceId: config.id,
           address: config.discovery.advertise ?? `${config.grpc.host}:${grpcPort}`,
           grpcService: CACHE_SERVICE,
+          hostId: config.hostId,
         },
         logger,
       );

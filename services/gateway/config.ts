@@ -11,7 +11,11 @@ import {
   loadComponentConfig,
   type Setting,
 } from '../common/component-config.js';
-import { selfRegistrationSettings } from '../discovery/self-registration.js';
+import {
+  hostIdField,
+  hostIdSetting,
+  selfRegistrationSettings,
+} from '../discovery/self-registration.js';
 
 /** The service id gateways register as: listed by `halyard status`, found by clients. */
 export const GATEWAY_SERVICE_ID = 'halyard-gateway';
@@ -137,6 +141,7 @@ export const gatewayConfigSchema = z.strictObject({
    * host:port, so set it when listening on every interface.
    */
   discovery: selfRegistrationSettings.optional(),
+  hostId: hostIdField,
   /**
    * Processes serving the listener: one port, each new connection handed to the next
    * worker in turn (services/gateway/workers.ts). `auto`: one per available core; 1: a
@@ -167,6 +172,7 @@ function list(text: string): string[] {
 const settings: readonly Setting[] = [
   ...busFlags,
   { flag: '--id <id>', env: 'HALYARD_GATEWAY_ID', path: 'id', description: 'gateway replica id' },
+  hostIdSetting,
   {
     flag: '--listen <host:port>',
     env: 'HALYARD_GATEWAY_LISTEN',
