@@ -66,7 +66,6 @@ export function localNats(
     ...(insecure ? {} : { secureBundle: busSecretsDir(dataDir) }),
     clusterName: CLUSTER_NAME,
     nodes: nodeLayout(dataDir, basePort, size),
-    bin: natsServerBin(),
     // As deploy/nats: every acknowledged write is on disk (bench/README.md, durability).
     syncInterval: 'always',
     detached: true,
@@ -349,24 +348,6 @@ async function closeBus(bus: Bus, log: Logger): Promise<void> {
     sleep(BUS_CLOSE_TIMEOUT_MS).then(() => false),
   ]);
   if (!closed) log.warn({ msgId: Ids.forcedStop }, 'the bus connection did not close in time');
-}
-
-/** `$NATS_SERVER_BIN`, else `nats-server` on PATH, else Debian's /usr/sbin (not on a user's PATH). */
-function natsServerBin(): string {
-  if (process.env.NATS_SERVER_BIN) return process.env.NATS_SERVER_BIN;
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-    if (dir && isExecutable(path.join(dir, 'nats-server'))) return path.join(dir, 'nats-server');
-  }
-  return isExecutable('/usr/sbin/nats-server') ? '/usr/sbin/nats-server' : 'nats-server';
-}
-
-function isExecutable(file: string): boolean {
-  try {
-    fs.accessSync(file, fs.constants.X_OK);
-    return fs.statSync(file).isFile();
-  } catch {
-    return false;
-  }
 }
 
 function readOr(file: string, fallback: string): string {
