@@ -25,7 +25,6 @@ export const CliLogIds = {
   stopped: 'HALX0012I',
   staleLock: 'HALX0020W',
   leftoverServer: 'HALX0021W',
-  provisionRetry: 'HALX0022W',
   forcedStop: 'HALX0023W',
   busInsecure: 'HALX0024W',
   alreadyRunning: 'HALX0030E',

@@ -31,7 +31,7 @@ const CLUSTER_NAME = 'halyard-local';
 const LAYOUT_FILE = 'layout.json';
 /** A restart with existing data needs a meta leader election from the stored state (~5 s). */
 const READY_TIMEOUT_MS = 60_000;
-/** Stream leaders are elected after the meta leader: provisioning may need a few retries. */
+/** Stream leaders are elected after the meta leader: provisioning may wait for them. */
 const PROVISION_TIMEOUT_MS = 30_000;
 const BUS_CLOSE_TIMEOUT_MS = 5_000;
 
@@ -230,7 +230,7 @@ export async function connectAndProvision(
     throw err;
   }
   try {
-    await provision(bus, dataDir, log, signal);
+    await provision(bus, dataDir, signal);
   } catch (err) {
     await closeBus(bus, log);
     throw err;
@@ -242,28 +242,29 @@ export async function connectAndProvision(
   return bus;
 }
 
-async function provision(bus: Bus, dataDir: string, log: Logger, signal: AbortSignal) {
-  const deadline = Date.now() + PROVISION_TIMEOUT_MS;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await abortable(bus.provision(), signal);
-      return;
-    } catch (err) {
-      if (err instanceof BusConfigError) {
-        throw new UpError(
-          Ids.startFailed,
-          `${err.message} (this is a local bus: stop it and delete ${dataDir} to start empty)`,
-        );
-      }
-      if (signal.aborted || Date.now() >= deadline) throw err;
-      // Stream leaders are still being elected after a restart: "no responders", timeouts.
-      const delayMs = Math.min(2_000, 100 * 2 ** attempt);
-      log.warn(
-        { msgId: Ids.provisionRetry, attempt, delayMs, err },
-        'provisioning the bus failed; retrying',
+/**
+ * `bus.provision()` waits through stream leader elections itself (bus/retry.ts); `up`
+ * bounds that wait and turns a refusal into something the user can act on.
+ */
+async function provision(bus: Bus, dataDir: string, signal: AbortSignal): Promise<void> {
+  const deadline = AbortSignal.timeout(PROVISION_TIMEOUT_MS);
+  try {
+    await abortable(bus.provision(), AbortSignal.any([signal, deadline]));
+  } catch (err) {
+    if (err instanceof BusConfigError) {
+      throw new UpError(
+        Ids.startFailed,
+        `${err.message} (this is a local bus: stop it and delete ${dataDir} to start empty)`,
       );
-      await sleep(delayMs, signal);
     }
+    if (deadline.aborted && !signal.aborted) {
+      throw new UpError(
+        Ids.startFailed,
+        `the bus was not provisioned within ${PROVISION_TIMEOUT_MS / 1000} s: its streams have no leader yet; see the nats-server logs under ${dataDir}`,
+        { cause: err },
+      );
+    }
+    throw err;
   }
 }
 
