@@ -422,10 +422,7 @@ export class LocalNats {
 // Monitoring endpoints.
 
 /** Plain HTTP GET without keep-alive; any failure becomes status 0 so callers just keep polling. */
-export function monitorGet(
-  port: number,
-  urlPath: string,
-): Promise<{ status: number; body: string }> {
+function monitorGet(port: number, urlPath: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve) => {
     const req = http.get(
       { host: '127.0.0.1', port, path: urlPath, agent: false, timeout: HTTP_TIMEOUT_MS },
