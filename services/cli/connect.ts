@@ -63,6 +63,7 @@ export async function connect(given: ServersGiven | undefined): Promise<Bus> {
         'Is `halyard up` (npm start) running? Otherwise pass --servers nats://host:4222,… or set HALYARD_NATS; ' +
         'a locked bus also needs its files: HALYARD_NATS_ROLES=<dir>/roles HALYARD_NATS_ROLE=operator (or HALYARD_NATS_CA, _CERT, _KEY and _NKEY).',
       ExitCodes.unreachable,
+      { cause: error },
     );
   }
 }
