@@ -30,7 +30,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { sleep } from '../common/sleep.js';
 import { signalProcess, stopProcess } from '../common/stop-process.js';
-import { writeHostConf } from './commands/certs-bundle.js';
+import { writeHostConf } from './certs-bundle.js';
 
 /** One node: its name, ports and files. */
 export interface NatsNodeSpec {
@@ -65,7 +65,7 @@ export interface LocalNatsOptions {
   readonly syncInterval?: string;
   /**
    * Runs the locked bus: deploy/nats/nats.conf from the directory `halyard certs` wrote
-   * (see commands/certs-bundle.ts), whose hosts are named as the nodes: TLS on client and
+   * (see certs-bundle.ts), whose hosts are named as the nodes: TLS on client and
    * route connections, role users. Absent, the servers run open on loopback.
    */
   readonly secureBundle?: string;

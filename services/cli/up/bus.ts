@@ -14,7 +14,7 @@ import { busOptions, busSettings } from '../../common/bus-settings.js';
 import { commandLineOf, isAlive } from '../../common/proc.js';
 import { sleep } from '../../common/sleep.js';
 import { stopProcess } from '../../common/stop-process.js';
-import { launcherRole, makeBusBundle } from '../commands/certs-bundle.js';
+import { launcherRole, makeBusBundle } from '../certs-bundle.js';
 import {
   DEFAULT_STOP_TIMEOUT_MS,
   LocalNats,

@@ -22,9 +22,9 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { newUserNkey, type Role, Roles, roleName, rolePermissions } from '../../../bus/index.js';
-import { BusEnv } from '../../common/bus-settings.js';
-import { REPO_ROOT } from '../../common/repo-root.js';
+import { newUserNkey, type Role, Roles, roleName, rolePermissions } from '../../bus/index.js';
+import { BusEnv } from '../common/bus-settings.js';
+import { REPO_ROOT } from '../common/repo-root.js';
 
 const run = promisify(execFile);
 
