@@ -10,7 +10,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Bus, BusConfigError } from '../../../bus/index.js';
-import { busOptions, busSettings } from '../../common/bus-settings.js';
+import { BusEnv, busOptions, busSettings } from '../../common/bus-settings.js';
 import { commandLineOf, isAlive } from '../../common/proc.js';
 import { sleep } from '../../common/sleep.js';
 import { stopProcess } from '../../common/stop-process.js';
@@ -203,7 +203,7 @@ async function ensureBusSecrets(local: LocalNats, log: Logger): Promise<void> {
  */
 export function busRoleEnv(local: LocalNats, role: string): Record<string, string> {
   const bundle = local.secureBundle;
-  return bundle ? { HALYARD_NATS_ROLES: path.join(bundle, 'roles'), HALYARD_NATS_ROLE: role } : {};
+  return bundle ? { [BusEnv.roles]: path.join(bundle, 'roles'), [BusEnv.role]: role } : {};
 }
 
 /** The role of the mesh's launcher. */
