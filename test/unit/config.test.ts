@@ -231,7 +231,7 @@ test('a CLI command reads its settings as a component does: the file, overridden
   );
 });
 
-test('the host a component runs on is a setting of its own (HALYARD_HOST); comma lists are trimmed', async () => {
+test('the host a cache or gateway runs on is a setting of its own (HALYARD_HOST); comma lists are trimmed', async () => {
   const path = await file('discovery: { tokenFile: /etc/halyard/cache.registry-token }\n');
   await withEnv({ ...clean, HALYARD_HOST: 'host-a' }, async () => {
     const config = await loadCacheSettings([
@@ -242,6 +242,7 @@ test('the host a component runs on is a setting of its own (HALYARD_HOST); comma
     ]);
     assert.equal(config.hostId, 'host-a');
     assert.deepEqual(config.discovery?.addresses, ['10.0.0.1:7400', '10.0.0.2:7400']);
+    assert.equal((await loadGatewayConfig(['--id', 'gw-1'])).hostId, 'host-a');
   });
   await withEnv(clean, async () => {
     assert.equal((await loadCacheSettings([])).hostId, undefined);
