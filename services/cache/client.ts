@@ -138,7 +138,8 @@ interface RawClient extends grpc.Client {
   ): grpc.ClientReadableStream<{ kind: number; entry: CacheItem }>;
 }
 
-const CACHE_SERVICE = 'halyard.cache.v1.Cache';
+/** The cache's gRPC service (proto/halyard/cache/v1). */
+export const CACHE_SERVICE = 'halyard.cache.v1.Cache';
 /** Methods whose second run changes nothing the first did not. */
 const IDEMPOTENT = ['Get', 'Put', 'Delete', 'List'];
 

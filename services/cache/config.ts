@@ -6,6 +6,7 @@
  *
  * ```yaml
  * id: cache-1
+ * hostId: host-a             # where it runs (its launcher sets HALYARD_HOST)
  * bus: { servers: [nats://10.0.0.1:4222, nats://10.0.0.2:4222] }
  * grpc: { host: 0.0.0.0, port: 7470 }
  * admin: { host: 0.0.0.0, port: 7471 }
@@ -35,12 +36,17 @@ import { busFlags, busSettings } from '../common/bus-settings.js';
 import { tokenList } from '../common/callers.js';
 import {
   type ComponentSpec,
+  list,
   loadComponentConfig,
   type Setting,
 } from '../common/component-config.js';
 import { loadYamlConfig } from '../common/config.js';
 import { serverTlsSettings } from '../common/server-tls.js';
-import { selfRegistrationSettings } from '../discovery/self-registration.js';
+import {
+  hostIdField,
+  hostIdSetting,
+  selfRegistrationSettings,
+} from '../discovery/self-registration.js';
 import { DEFAULT_LIMITS, DEFAULT_POLICY } from './rules.js';
 
 const port = z.number().int().min(0).max(65535);
@@ -55,6 +61,7 @@ const policy = z.strictObject({
 
 export const cacheConfig = z.strictObject({
   id: namespaceName.default('cache-1'),
+  hostId: hostIdField,
   bus: busSettings,
   grpc: endpoint(7470).default({ host: '127.0.0.1', port: 7470 }),
   admin: endpoint(7471).default({ host: '127.0.0.1', port: 7471 }),
@@ -95,13 +102,14 @@ export function loadCacheConfig(file: string): Promise<CacheConfig> {
 const settings: readonly Setting[] = [
   ...busFlags,
   { flag: '--id <id>', path: 'id', description: 'this replica’s id' },
+  hostIdSetting,
   { flag: '--grpc-host <ip>', path: 'grpc.host', description: 'gRPC listen address' },
   { flag: '--grpc-port <port>', path: 'grpc.port', description: 'gRPC port', parse: Number },
   {
     flag: '--discovery <addresses>',
     path: 'discovery.addresses',
     description: 'register in discovery through these replicas (comma-separated host:port)',
-    parse: (text) => text.split(','),
+    parse: list,
   },
   {
     flag: '--admin-port <port>',

@@ -13,7 +13,12 @@ export const CACHE_SERVICE_ID = 'halyard-cache';
 
 export function cacheRegistration(
   settings: SelfRegistrationSettings,
-  instance: { readonly instanceId: string; readonly address: string; readonly grpcService: string },
+  instance: {
+    readonly instanceId: string;
+    readonly address: string;
+    readonly grpcService: string;
+    readonly hostId: string | undefined;
+  },
   logger: Logger,
 ): SelfRegistration {
   return new SelfRegistration(
@@ -23,6 +28,7 @@ export function cacheRegistration(
       instanceId: instance.instanceId,
       address: instance.address,
       grpcServices: [instance.grpcService],
+      hostId: instance.hostId,
     },
     logger,
     CacheLogIds.registrationFailed,

@@ -42,8 +42,8 @@ export const DEFAULT_POLICY: NamespacePolicy = {
   ttlSeconds: 0,
 };
 
-export const DEFAULT_PAGE_SIZE = 100;
-export const MAX_PAGE_SIZE = 1000;
+const DEFAULT_PAGE_SIZE = 100;
+const MAX_PAGE_SIZE = 1000;
 
 export function checkNamespace(namespace: string, origin: string): string {
   if (!namespaceName.safeParse(namespace).success) {

@@ -10,6 +10,7 @@ import { type Bus, CacheBucket, type CacheEntry } from '../../bus/index.js';
 import { type AdminServer, startAdmin } from '../common/admin.js';
 import { serviceDefinition } from '../common/grpc.js';
 import { serverCredentials } from '../common/server-tls.js';
+import { CACHE_SERVICE } from './client.js';
 import type { CacheConfig } from './config.js';
 import { Identities } from './identity.js';
 import { CacheLogIds } from './log-ids.js';
@@ -18,7 +19,7 @@ import { cacheRegistration } from './registration.js';
 import { CacheError, DEFAULT_POLICY, type Limits, type NamespacePolicy } from './rules.js';
 import { type CacheChange, CacheState } from './state.js';
 
-export const CACHE_SERVICE = 'halyard.cache.v1.Cache';
+export { CACHE_SERVICE };
 
 /** Room a CacheEntry needs beside its value: namespace, key, timestamps, field tags. */
 const ENTRY_OVERHEAD_BYTES = 256;
@@ -117,6 +118,7 @@ export class CacheServer {
           instanceId: config.id,
           address: config.discovery.advertise ?? `${config.grpc.host}:${grpcPort}`,
           grpcService: CACHE_SERVICE,
+          hostId: config.hostId,
         },
         logger,
       );

@@ -41,6 +41,7 @@ export function validated(text: string, source: string): MeshConfig {
         .map((p) => `  ${p}`)
         .join('\n')}`,
       ExitCodes.failed,
+      { cause: error },
     );
   }
 }

@@ -16,6 +16,8 @@ import {
   busSecurityFromEnv,
   busSettings,
 } from '../common/bus-settings.js';
+import { list } from '../common/component-config.js';
+import { componentLogger } from '../common/logger.js';
 import { CliError, ExitCodes, reportError } from './errors.js';
 import { type ServersGiven, serversGiven } from './options.js';
 import { busSecretsDir } from './up/bus.js';
@@ -26,11 +28,7 @@ export function resolveServers(given: ServersGiven | undefined): {
   from: string;
 } {
   if (given) {
-    const servers = given.servers
-      .split(',')
-      .map((s) => s.trim())
-      .filter(Boolean);
-    return { servers, from: given.from };
+    return { servers: list(given.servers), from: given.from };
   }
   const lock = readLock(DEFAULT_DATA_DIR);
   if (lock?.servers?.length) return { servers: lock.servers, from: `${DEFAULT_DATA_DIR}/up.lock` };
@@ -52,10 +50,10 @@ export function cliSecurity(): BusSettings {
 /** Connects for one command; the logger is quiet unless HALYARD_LOG_LEVEL says otherwise. */
 export async function connect(given: ServersGiven | undefined): Promise<Bus> {
   const { servers, from } = resolveServers(given);
-  const logger = pino(
-    { name: 'halyard-cli', level: process.env.HALYARD_LOG_LEVEL ?? 'silent' },
-    pino.destination(2),
-  );
+  const logger = componentLogger('halyard-cli', {
+    defaultLevel: 'silent',
+    destination: pino.destination(2),
+  });
   try {
     const settings = { ...cliSecurity(), servers };
     return await Bus.connect({ ...busOptions(settings, 'halyard-cli', logger), failFast: true });
@@ -65,6 +63,7 @@ export async function connect(given: ServersGiven | undefined): Promise<Bus> {
         'Is `halyard up` (npm start) running? Otherwise pass --servers nats://host:4222,… or set HALYARD_NATS; ' +
         'a locked bus also needs its files: HALYARD_NATS_ROLES=<dir>/roles HALYARD_NATS_ROLE=operator (or HALYARD_NATS_CA, _CERT, _KEY and _NKEY).',
       ExitCodes.unreachable,
+      { cause: error },
     );
   }
 }

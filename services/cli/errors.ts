@@ -18,8 +18,9 @@ export class CliError extends Error {
   constructor(
     message: string,
     readonly exitCode: number = ExitCodes.failed,
+    options?: ErrorOptions,
   ) {
-    super(message);
+    super(message, options);
   }
 }
 

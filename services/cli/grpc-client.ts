@@ -82,6 +82,7 @@ export async function invoke<Req, Res>(
     throw new CliError(
       `${rpc.path.slice(1)} via ${rpc.address} failed: ${code}: ${(e.details || e.message).replace(/\s*Resolution note:\s*$/, '')}`,
       e.code === grpc.status.UNAVAILABLE ? ExitCodes.unreachable : ExitCodes.failed,
+      { cause: error },
     );
   } finally {
     client.close();

@@ -5,7 +5,7 @@
 import { type Bus, type LauncherStatus, Subjects } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { ControlCodecsOf } from '../launcher/control.js';
-import { CliError } from './errors.js';
+import { CliError, ExitCodes } from './errors.js';
 import { formatAge, nameOf, table } from './format.js';
 import { type JsonObject, messageJson } from './json.js';
 
@@ -21,7 +21,9 @@ export async function launchers(bus: Bus, host: string | undefined): Promise<Lau
     try {
       return [await bus.request(subject, {}, ControlCodecsOf.display, DISPLAY_TIMEOUT_MS)];
     } catch (error) {
-      throw new CliError(`launcher ${host}: ${(error as Error).message}`);
+      throw new CliError(`launcher ${host}: ${(error as Error).message}`, ExitCodes.failed, {
+        cause: error,
+      });
     }
   }
   const replies = await bus.requestMany(subject, {}, ControlCodecsOf.display, FAN_OUT_WAIT_MS);

@@ -30,7 +30,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { sleep } from '../common/sleep.js';
 import { signalProcess, stopProcess } from '../common/stop-process.js';
-import { writeHostConf } from './commands/certs-bundle.js';
+import { writeHostConf } from './certs-bundle.js';
 
 /** One node: its name, ports and files. */
 export interface NatsNodeSpec {
@@ -65,11 +65,11 @@ export interface LocalNatsOptions {
   readonly syncInterval?: string;
   /**
    * Runs the locked bus: deploy/nats/nats.conf from the directory `halyard certs` wrote
-   * (see commands/certs-bundle.ts), whose hosts are named as the nodes: TLS on client and
+   * (see certs-bundle.ts), whose hosts are named as the nodes: TLS on client and
    * route connections, role users. Absent, the servers run open on loopback.
    */
   readonly secureBundle?: string;
-  /** The nats-server executable. Default `$NATS_SERVER_BIN`, else `nats-server` on PATH. */
+  /** The nats-server executable. Default: natsServerBin(). */
   readonly bin?: string;
   /**
    * Run each server in its own process group, so a Ctrl-C in the terminal reaches only the
@@ -168,7 +168,7 @@ export class LocalNats {
   constructor(options: LocalNatsOptions) {
     if (options.nodes.length === 0) throw new RangeError('a NATS cluster needs at least one node');
     this.#options = options;
-    this.bin = options.bin ?? process.env.NATS_SERVER_BIN ?? 'nats-server';
+    this.bin = options.bin ?? natsServerBin();
     this.jetstream = options.jetstream ?? true;
     this.nodes = options.nodes.map((spec, i) => new LocalNatsNode(i, spec));
     this.servers = this.nodes.map((n) => n.url);
@@ -422,10 +422,7 @@ export class LocalNats {
 // Monitoring endpoints.
 
 /** Plain HTTP GET without keep-alive; any failure becomes status 0 so callers just keep polling. */
-export function monitorGet(
-  port: number,
-  urlPath: string,
-): Promise<{ status: number; body: string }> {
+function monitorGet(port: number, urlPath: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve) => {
     const req = http.get(
       { host: '127.0.0.1', port, path: urlPath, agent: false, timeout: HTTP_TIMEOUT_MS },
@@ -506,4 +503,22 @@ export function isPortFree(port: number): Promise<boolean> {
       srv.close(() => resolve(true));
     });
   });
+}
+
+/** `$NATS_SERVER_BIN`, else `nats-server` on PATH, else Debian's /usr/sbin (not on a user's PATH). */
+export function natsServerBin(): string {
+  if (process.env.NATS_SERVER_BIN) return process.env.NATS_SERVER_BIN;
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    if (dir && isExecutable(path.join(dir, 'nats-server'))) return path.join(dir, 'nats-server');
+  }
+  return isExecutable('/usr/sbin/nats-server') ? '/usr/sbin/nats-server' : 'nats-server';
+}
+
+function isExecutable(file: string): boolean {
+  try {
+    fs.accessSync(file, fs.constants.X_OK);
+    return fs.statSync(file).isFile();
+  } catch {
+    return false;
+  }
 }

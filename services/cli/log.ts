@@ -4,6 +4,7 @@
  * formatted for reading; elsewhere they are JSON, one per line.
  */
 import { type DestinationStream, type Logger, pino } from 'pino';
+import { componentLogger } from '../common/logger.js';
 
 export type { Logger };
 
@@ -24,7 +25,6 @@ export const CliLogIds = {
   stopped: 'HALX0012I',
   staleLock: 'HALX0020W',
   leftoverServer: 'HALX0021W',
-  provisionRetry: 'HALX0022W',
   forcedStop: 'HALX0023W',
   busInsecure: 'HALX0024W',
   alreadyRunning: 'HALX0030E',
@@ -46,7 +46,6 @@ export type LogFormat = 'json' | 'pretty';
  * Pretty needs pino-pretty (a dev dependency); without it the lines stay JSON.
  */
 export async function cliLogger(name: string): Promise<Logger> {
-  const level = process.env.HALYARD_LOG_LEVEL ?? 'info';
   const wanted = process.env.HALYARD_LOG_FORMAT ?? (process.stderr.isTTY ? 'pretty' : 'json');
   const json = pino.destination({ dest: 2, sync: true });
   let destination: DestinationStream = json;
@@ -67,5 +66,5 @@ export async function cliLogger(name: string): Promise<Logger> {
       // pino-pretty is not installed (production install): JSON it is.
     }
   }
-  return pino({ name, level }, destination);
+  return componentLogger(name, { destination });
 }

@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import type { Bus, LauncherStatus, LifecycleEvent, Subscription } from '../../bus/index.js';
 import { Subjects } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
+import { BusEnv } from '../common/bus-settings.js';
 import { commandLineOf, isMarkedProcess, procStat } from '../common/proc.js';
 import { sleep } from '../common/sleep.js';
 import { signalProcess, stopProcess } from '../common/stop-process.js';
@@ -171,7 +172,7 @@ export class Mesh {
       env: {
         ...process.env,
         ...this.options.env,
-        HALYARD_NATS: this.options.servers.join(','),
+        [BusEnv.servers]: this.options.servers.join(','),
         HALYARD_ADMIN_BASE: String(adminBase),
         [UP_LAUNCHER_MARKER_ENV]: this.options.logFile,
       },

@@ -3,6 +3,7 @@
  * (a bad value is a usage error naming what was expected).
  */
 import { type Command, InvalidArgumentError, Option } from 'commander';
+import { BusEnv } from '../common/bus-settings.js';
 
 /** The flags of every command that reads the bus. */
 export interface BusFlags {
@@ -16,25 +17,24 @@ export interface ServersGiven {
   readonly from: string;
 }
 
-const SERVERS_ENV = 'HALYARD_NATS';
+/** `--servers` (env HALYARD_NATS): where a command finds the bus. */
+export function serversOption(): Option {
+  return new Option(
+    '--servers <urls>',
+    'comma-separated NATS URLs (default: the running `halyard up`, else nats://127.0.0.1:4222)',
+  ).env(BusEnv.servers);
+}
 
 /** Adds `--servers` (env HALYARD_NATS) and `--json`. */
 export function busOptions(cmd: Command): Command {
-  return cmd
-    .addOption(
-      new Option(
-        '--servers <urls>',
-        'comma-separated NATS URLs (default: the running `halyard up`, else nats://127.0.0.1:4222)',
-      ).env(SERVERS_ENV),
-    )
-    .option('--json', 'machine-readable output', false);
+  return cmd.addOption(serversOption()).option('--json', 'machine-readable output', false);
 }
 
 /** The servers given to `cmd` by `--servers` or HALYARD_NATS; undefined when neither. */
 export function serversGiven(cmd: Command): ServersGiven | undefined {
   const servers = cmd.getOptionValue('servers') as string | undefined;
   if (!servers) return undefined;
-  const from = cmd.getOptionValueSource('servers') === 'env' ? SERVERS_ENV : '--servers';
+  const from = cmd.getOptionValueSource('servers') === 'env' ? BusEnv.servers : '--servers';
   return { servers, from };
 }
 

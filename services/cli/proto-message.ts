@@ -44,7 +44,9 @@ export function requestFromJson(method: protobuf.Method, json: string): object {
   try {
     data = JSON.parse(json);
   } catch (error) {
-    throw new CliError(`--data is not JSON: ${(error as Error).message}`, ExitCodes.usage);
+    throw new CliError(`--data is not JSON: ${(error as Error).message}`, ExitCodes.usage, {
+      cause: error,
+    });
   }
   if (typeof data !== 'object' || data === null || Array.isArray(data)) {
     throw new CliError('--data must be a JSON object', ExitCodes.usage);

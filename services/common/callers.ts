@@ -41,7 +41,7 @@ export class CallerError extends Error {
 }
 
 /** A token's SHA-256 as configs list it. */
-export const tokenSha256 = z
+const tokenSha256 = z
   .string()
   .regex(/^[0-9a-f]{64}$/, 'must be the SHA-256 of the token, 64 lower-case hex digits');
 
@@ -71,7 +71,7 @@ export function tokenDigest(token: string): string {
 }
 
 /** The token of `authorization: Bearer <token>`, undefined without the header. */
-export function bearerToken(metadata: Metadata): string | undefined {
+function bearerToken(metadata: Metadata): string | undefined {
   const header = metadata.get('authorization')[0];
   if (header === undefined) return undefined;
   const match = /^Bearer\s+(\S+)\s*$/i.exec(String(header));

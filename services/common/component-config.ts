@@ -13,8 +13,9 @@ import { ConfigError, readYamlFile, validateConfig } from './config.js';
 
 export interface Setting {
   /**
-   * The flag and its argument as commander writes them (`--nats <urls>`). Absent: the
-   * environment only, for secrets, which a flag would show to anyone running `ps`.
+   * The flag and its argument as commander writes them (`--nats <urls>`); a flag without
+   * an argument (`--control`) sets `true`. Absent: the environment only, for secrets
+   * (which a flag would show to anyone running `ps`) and what a launcher tells its children.
    */
   readonly flag?: string;
   /** Sets the value when the flag is absent. */
@@ -26,16 +27,22 @@ export interface Setting {
   readonly parse?: (text: string) => unknown;
 }
 
-export interface ComponentSpec<S extends z.ZodType> {
-  /** The program's name in help and errors: `halyard-gateway`. */
-  readonly name: string;
-  readonly description: string;
+/** A config's schema and the settings that may set its fields; the file named by `--config`. */
+export interface SettingsSpec<S extends z.ZodType> {
   readonly schema: S;
   /** Names the YAML file when `--config` is absent: `HALYARD_GATEWAY_CONFIG`. */
-  readonly configEnv: string;
+  readonly configEnv?: string;
   /** Whether a file must be given; otherwise everything may come from defaults. */
   readonly fileRequired?: boolean;
   readonly settings: readonly Setting[];
+}
+
+/** A component's program: its settings, and its name and description for help and errors. */
+export interface ComponentSpec<S extends z.ZodType> extends SettingsSpec<S> {
+  /** The program's name in help and errors: `halyard-gateway`. */
+  readonly name: string;
+  readonly description: string;
+  readonly configEnv: string;
 }
 
 export interface LoadedConfig<T> {
@@ -67,20 +74,27 @@ export async function loadComponentConfig<S extends z.ZodType>(
   spec: ComponentSpec<S>,
   argv: readonly string[],
 ): Promise<LoadedConfig<z.infer<S>>> {
-  const command = new Command(spec.name)
-    .description(spec.description)
-    .addOption(
-      new Option('-c, --config <file>', 'YAML config file')
-        .env(spec.configEnv)
-        .makeOptionMandatory(spec.fileRequired ?? false),
-    );
-  const flagged = spec.settings.flatMap((setting) => {
-    if (!setting.flag) return [];
+  const command = addSettings(new Command(spec.name).description(spec.description), spec);
+  command.parse(argv, { from: 'user' });
+  return configFrom(command, spec);
+}
+
+/**
+ * Adds `--config` and the flags of `spec`'s settings to `command` (a component's program
+ * or one of the CLI's commands); once commander has parsed it, `configFrom` reads the config.
+ */
+export function addSettings<C extends Command>(command: C, spec: SettingsSpec<z.ZodType>): C {
+  const config = new Option('-c, --config <file>', 'YAML config file').makeOptionMandatory(
+    spec.fileRequired ?? false,
+  );
+  if (spec.configEnv) config.env(spec.configEnv);
+  command.addOption(config);
+  for (const setting of spec.settings) {
+    if (!setting.flag) continue;
     const option = new Option(setting.flag, setting.description);
     if (setting.env) option.env(setting.env);
     command.addOption(option);
-    return [{ setting, option }];
-  });
+  }
   const envOnly = spec.settings.filter((setting) => !setting.flag && setting.env);
   if (envOnly.length) {
     command.addHelpText(
@@ -88,24 +102,38 @@ export async function loadComponentConfig<S extends z.ZodType>(
       `\nEnvironment only:\n${envOnly.map((s) => `  ${s.env}  ${s.description}\n`).join('')}`,
     );
   }
-  command.parse(argv, { from: 'user' });
-  const values = command.opts<Record<string, string | undefined>>();
+  return command;
+}
 
+/**
+ * The validated config of a `command` that `addSettings` prepared and commander parsed:
+ * the file, overridden by the environment, overridden by flags. Throws ConfigError.
+ */
+export async function configFrom<S extends z.ZodType>(
+  command: Command,
+  spec: SettingsSpec<S>,
+): Promise<LoadedConfig<z.infer<S>>> {
+  const values = command.opts<Record<string, unknown>>();
   const supplied: Supplied[] = [];
-  const supply = (setting: Setting, text: string | undefined, origin: string) => {
+  const supply = (setting: Setting, given: unknown, origin: string) => {
     // An empty variable counts as unset, as in a shell's `${VAR:-default}`.
-    if (!text) return;
-    const value = setting.parse ? setting.parse(text) : text;
+    if (given === undefined || given === '') return;
+    // A flag without an argument (`--control`) gives `true`.
+    const value = typeof given === 'string' && setting.parse ? setting.parse(given) : given;
     supplied.push({ path: setting.path.split('.'), value, origin });
   };
-  for (const { setting, option } of flagged) {
-    const key = option.attributeName();
-    const fromEnv = command.getOptionValueSource(key) === 'env';
-    supply(setting, values[key], (fromEnv ? setting.env : option.long) ?? setting.path);
+  for (const setting of spec.settings) {
+    if (setting.flag) {
+      const option = new Option(setting.flag);
+      const key = option.attributeName();
+      const fromEnv = command.getOptionValueSource(key) === 'env';
+      supply(setting, values[key], (fromEnv ? setting.env : option.long) ?? setting.path);
+    } else if (setting.env) {
+      supply(setting, process.env[setting.env], setting.env);
+    }
   }
-  for (const setting of envOnly) supply(setting, process.env[setting.env!], setting.env!);
 
-  const file = values.config || undefined;
+  const file = (values.config as string | undefined) || undefined;
   const config = file ? await readYamlFile(file) : {};
   for (const { path, value } of supplied) setIn(config, path, value);
   const originOf = (issuePath: readonly PropertyKey[]) =>

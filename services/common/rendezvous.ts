@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 
 /** The weight of `replica` for `key`: the highest weight owns the key. */
-export function weight(replica: string, key: string): bigint {
+function weight(replica: string, key: string): bigint {
   return createHash('sha256').update(replica).update('\0').update(key).digest().readBigUInt64BE(0);
 }
 

@@ -10,6 +10,7 @@
  */
 import { z } from 'zod';
 import { tokenList } from '../common/callers.js';
+import type { SettingsSpec } from '../common/component-config.js';
 import { serverTlsSettings } from '../common/server-tls.js';
 
 export const DEFAULT_LISTEN = '127.0.0.1:9000';
@@ -22,3 +23,21 @@ export const consoleConfig = z.strictObject({
 });
 
 export type ConsoleConfig = z.infer<typeof consoleConfig>;
+
+/** The settings `halyard console` takes as flags besides its `--config` file. */
+export const consoleSettings: SettingsSpec<typeof consoleConfig> = {
+  schema: consoleConfig,
+  settings: [
+    {
+      flag: '--listen <host:port>',
+      path: 'listen',
+      description: `where to serve it (default ${DEFAULT_LISTEN})`,
+    },
+    {
+      flag: '--control',
+      path: 'control',
+      description:
+        'offer restart, stop and start on the launcher pages to callers with an access token (needs tokens and the bus operator role)',
+    },
+  ],
+};

@@ -25,7 +25,7 @@ import type { ConsoleAccess, TokenCaller } from './access.js';
 import { ConsoleLogIds } from './log-ids.js';
 import { consoleMetrics } from './metrics.js';
 
-export const CONTROL_VERBS = ['restart', 'stop', 'start'] as const;
+const CONTROL_VERBS = ['restart', 'stop', 'start'] as const;
 export type ControlVerb = (typeof CONTROL_VERBS)[number];
 
 /** The header that carries the page's anti-forgery value. */

@@ -180,10 +180,7 @@ export async function startConsole(options: ConsoleOptions): Promise<Console> {
         (error: Error) => {
           const usage = error instanceof ConsoleConfigError;
           if (!usage) {
-            options.logger.warn(
-              { msgId: ConsoleLogIds.replayFailed, err: error.message },
-              'replay failed',
-            );
+            options.logger.warn({ msgId: ConsoleLogIds.replayFailed, err: error }, 'replay failed');
           }
           json(res, usage ? 400 : 503, { error: error.message });
         },

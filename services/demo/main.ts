@@ -22,10 +22,11 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
-import { pino } from 'pino';
 import { Bus } from '../../bus/index.js';
-import { busOptions, busSecurityFromEnv } from '../common/bus-settings.js';
+import { BusEnv, busOptions, busSecurityFromEnv } from '../common/bus-settings.js';
+import { list } from '../common/component-config.js';
 import { serviceDefinition } from '../common/grpc.js';
+import { componentLogger } from '../common/logger.js';
 import { sleep } from '../common/sleep.js';
 import { RegistrationClient, registryCredentialFromEnv } from '../discovery/client.js';
 import { DISCOVERY_SERVICE_ID } from '../discovery/health-checker.js';
@@ -47,18 +48,25 @@ interface HelloReply {
   index: number;
 }
 
-const logger = pino({ name: 'halyard-demo', level: process.env.HALYARD_LOG_LEVEL ?? 'info' });
+const logger = componentLogger('halyard-demo');
 const env = process.env;
-const port = Number(env.PORT);
-const instanceNumber = env.HALYARD_INSTANCE ?? '1';
-const servers = (env.HALYARD_NATS ?? 'nats://127.0.0.1:4222').split(',');
-const drainMs = Number(env.DEMO_DRAIN_MS ?? 2000);
-const leaseSeconds = Number(env.DEMO_LEASE_SECONDS ?? 10);
 
-if (!Number.isInteger(port) || port < 1 || port > 65_535) {
-  logger.error({ port: env.PORT }, 'PORT must be a port number');
-  process.exit(2);
+/** The whole number in variable `name` (`fallback` when unset); out of range ends the demo. */
+function wholeNumber(name: string, min: number, max: number, fallback?: number): number {
+  const text = env[name];
+  const value = text === undefined || text === '' ? fallback : Number(text);
+  if (value === undefined || !Number.isInteger(value) || value < min || value > max) {
+    logger.error({ [name]: text }, `${name} must be a whole number from ${min} to ${max}`);
+    process.exit(2);
+  }
+  return value;
 }
+
+const port = wholeNumber('PORT', 1, 65_535);
+const instanceNumber = env.HALYARD_INSTANCE ?? '1';
+const servers = list(env[BusEnv.servers] ?? 'nats://127.0.0.1:4222');
+const drainMs = wholeNumber('DEMO_DRAIN_MS', 0, 600_000, 2000);
+const leaseSeconds = wholeNumber('DEMO_LEASE_SECONDS', 1, 3600, 10);
 // The launcher says where this host's components listen; alone, loopback.
 const host = env.HALYARD_HOST_ADDRESS ?? '127.0.0.1';
 const address = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;

@@ -13,7 +13,7 @@ import { BlockList, isIP } from 'node:net';
 import { z } from 'zod';
 
 /** Loopback and private ranges: where a mesh's services run unless told otherwise. */
-export const DEFAULT_NETWORKS: readonly string[] = [
+const DEFAULT_NETWORKS: readonly string[] = [
   '127.0.0.0/8',
   '10.0.0.0/8',
   '172.16.0.0/12',
@@ -66,7 +66,7 @@ export interface AddressRules {
   readonly allowedHostnames: readonly string[];
 }
 
-export const DEFAULT_ADDRESS_RULES: AddressRules = {
+const DEFAULT_ADDRESS_RULES: AddressRules = {
   allowedNetworks: DEFAULT_NETWORKS,
   allowedHostnames: [],
 };

@@ -11,6 +11,7 @@ import { RegistryError } from './errors.js';
 import { DISCOVERY_SERVICE_ID } from './health-checker.js';
 import { LogIds } from './log-ids.js';
 import type { Registry } from './registry.js';
+import { REGISTRY_SERVICE } from './service.js';
 import { renewIntervalSeconds } from './validation.js';
 
 export class Announcer {
@@ -49,7 +50,7 @@ export class Announcer {
     return this.registry.register({
       ...this.ref,
       address: this.address,
-      grpcServices: ['halyard.discovery.v1.Registry'],
+      grpcServices: [REGISTRY_SERVICE],
       status: halyard.discovery.v1.InstanceStatus.UP,
       metadata: {},
       leaseSeconds: this.leaseSeconds,

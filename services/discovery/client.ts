@@ -221,7 +221,7 @@ export class RegistrationClient {
 }
 
 /** The channel credentials and the token of a credential, read from their files now. */
-export function readCredential(credential: RegistryCredential): {
+function readCredential(credential: RegistryCredential): {
   channel: grpc.ChannelCredentials;
   token: string | undefined;
 } {

@@ -20,7 +20,7 @@ import { LeaseExpiry } from './lease-expiry.js';
 import { LogIds } from './log-ids.js';
 import { Registry } from './registry.js';
 import { DEFAULT_SELF_PRESERVATION, type SelfPreservationPolicy } from './self-preservation.js';
-import { registryDefinition, registryHandlers } from './service.js';
+import { REGISTRY_SERVICE, registryDefinition, registryHandlers } from './service.js';
 import { loadStaticDefinitions, StaticPublisher } from './static-definitions.js';
 import { DEFAULT_LEASES, type LeaseBounds } from './validation.js';
 
@@ -49,8 +49,6 @@ export interface ReplicaOptions {
   readonly addresses?: AddressRules;
   readonly logger: Logger;
 }
-
-const SERVICE_NAME = 'halyard.discovery.v1.Registry';
 
 export class DiscoveryReplica {
   private ready = false;
@@ -139,7 +137,10 @@ export class DiscoveryReplica {
       );
 
       let replica: DiscoveryReplica | undefined;
-      const health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
+      const health = new HealthImplementation({
+        '': 'NOT_SERVING',
+        [REGISTRY_SERVICE]: 'NOT_SERVING',
+      });
       const server = new grpc.Server();
       const service = registryHandlers(
         registry,
@@ -225,7 +226,7 @@ export class DiscoveryReplica {
     checker.start();
     this.ready = true;
     this.health.setStatus('', 'SERVING');
-    this.health.setStatus(SERVICE_NAME, 'SERVING');
+    this.health.setStatus(REGISTRY_SERVICE, 'SERVING');
     this.logger.info(
       {
         msgId: LogIds.ready,
@@ -253,7 +254,7 @@ export class DiscoveryReplica {
     this.ready = false;
     this.stopping = true;
     this.health.setStatus('', 'NOT_SERVING');
-    this.health.setStatus(SERVICE_NAME, 'NOT_SERVING');
+    this.health.setStatus(REGISTRY_SERVICE, 'NOT_SERVING');
     const { checker, statics, expiry, announcer, events, endWatches } = this.parts;
     checker.stop();
     await statics.stop();

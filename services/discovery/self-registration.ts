@@ -7,6 +7,7 @@
  */
 import type { Logger } from 'pino';
 import { z } from 'zod';
+import type { Setting } from '../common/component-config.js';
 import { sleep } from '../common/sleep.js';
 import { RegistrationClient } from './client.js';
 
@@ -37,12 +38,25 @@ export const selfRegistrationSettings = z
 
 export type SelfRegistrationSettings = z.infer<typeof selfRegistrationSettings>;
 
+/**
+ * `hostId` of a component's config: the host it runs on, which its registration names
+ * (`halyard status` shows where each replica runs). A launcher tells its children.
+ */
+export const hostIdSetting: Setting = {
+  env: 'HALYARD_HOST',
+  path: 'hostId',
+  description: 'the host it runs on, named in its registration (set by its launcher)',
+};
+export const hostIdField = z.string().min(1).optional();
+
 export interface SelfRegisteredInstance {
   readonly serviceId: string;
   readonly instanceId: string;
   readonly address: string;
   /** The gRPC services it claims; the first is health-checked by discovery. None: no probe. */
   readonly grpcServices: readonly string[];
+  /** The host it runs on (hostIdSetting). */
+  readonly hostId?: string | undefined;
 }
 
 /** Between attempts while discovery is unreachable or refuses the registration. */
@@ -69,8 +83,7 @@ export class SelfRegistration {
         instanceId: instance.instanceId,
         address: instance.address,
         grpcServices: [...instance.grpcServices],
-        // A launcher names its host to its children; status shows where each one runs.
-        ...(process.env.HALYARD_HOST ? { hostId: process.env.HALYARD_HOST } : {}),
+        ...(instance.hostId ? { hostId: instance.hostId } : {}),
         metadata: probed === undefined ? {} : { 'health.grpc': probed },
         leaseSeconds: settings.leaseSeconds,
       },

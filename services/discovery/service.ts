@@ -20,7 +20,9 @@ import { checkServiceFilter, validateRef } from './validation.js';
 const WatchKind = halyard.discovery.v1.WatchResponse.Kind;
 type Req = Record<string, unknown>;
 
-export const registryDefinition = serviceDefinition('halyard.discovery.v1.Registry');
+/** The Registry's gRPC service name (proto/halyard/discovery/v1). */
+export const REGISTRY_SERVICE = 'halyard.discovery.v1.Registry';
+export const registryDefinition = serviceDefinition(REGISTRY_SERVICE);
 
 export function registryHandlers(
   registry: Registry,

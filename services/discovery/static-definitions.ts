@@ -48,7 +48,7 @@ const definition = z
         ctx.addIssue({ code: 'custom', path: ['metadata'], message: problem });
   });
 
-export const staticFileSchema = z.strictObject({
+const staticFileSchema = z.strictObject({
   instances: z.array(definition).default([]),
 });
 

@@ -12,7 +12,11 @@ import {
   loadComponentConfig,
   type Setting,
 } from '../common/component-config.js';
-import { selfRegistrationSettings } from '../discovery/self-registration.js';
+import {
+  hostIdField,
+  hostIdSetting,
+  selfRegistrationSettings,
+} from '../discovery/self-registration.js';
 
 /** The service id gateways register as: listed by `halyard status`, found by clients. */
 export const GATEWAY_SERVICE_ID = 'halyard-gateway';
@@ -138,6 +142,7 @@ export const gatewayConfigSchema = z.strictObject({
    * host:port, so set it when listening on every interface.
    */
   discovery: selfRegistrationSettings.optional(),
+  hostId: hostIdField,
   /**
    * Processes serving the listener: one port, each new connection handed to the next
    * worker in turn (services/gateway/workers.ts). `auto`: one per available core; 1: a
@@ -160,6 +165,7 @@ function hostPort(text: string): { host: string; port: number } {
 const settings: readonly Setting[] = [
   ...busFlags,
   { flag: '--id <id>', env: 'HALYARD_GATEWAY_ID', path: 'id', description: 'gateway replica id' },
+  hostIdSetting,
   {
     flag: '--listen <host:port>',
     env: 'HALYARD_GATEWAY_LISTEN',

@@ -22,6 +22,7 @@ export function registerGateway(
       address: config.discovery.advertise ?? `${config.listen.host}:${port}`,
       // A gateway serves other services' names: it claims none, so nothing routes to it.
       grpcServices: [],
+      hostId: config.hostId,
     },
     logger,
     GatewayLogIds.registrationFailed,

@@ -22,14 +22,7 @@ import { ConfigError, parseYamlText, type YamlText } from '../common/config.js';
 import { checkDependencies, component, rollout } from './config.js';
 
 /** Settings of one host's launcher: never part of the shared configuration. */
-export const HOST_SETTINGS = [
-  'hostId',
-  'address',
-  'bus',
-  'grpcListen',
-  'control',
-  'adminPort',
-] as const;
+const HOST_SETTINGS = ['hostId', 'address', 'bus', 'grpcListen', 'control', 'adminPort'] as const;
 
 const meshConfigSchema = z
   .strictObject({

@@ -69,7 +69,7 @@ export async function changeRollout(
 }
 
 /** How long after a rollout's first host joined the turns begin. */
-export const JOIN_WINDOW_MS = 2000;
+const JOIN_WINDOW_MS = 2000;
 
 export class RolloutBoard {
   constructor(

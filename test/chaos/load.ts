@@ -11,7 +11,7 @@ import * as grpc from '@grpc/grpc-js';
 import { Kvm } from '@nats-io/kv';
 import { connect, type NatsConnection, nkeyAuthenticator } from '@nats-io/transport-node';
 import { inboxPrefix } from '../../bus/index.js';
-import { roleFiles } from '../../services/cli/commands/certs-bundle.js';
+import { roleFiles } from '../../services/cli/certs-bundle.js';
 import { failoverChannel } from '../../services/common/failover-channel.js';
 import { serviceDefinition } from '../../services/common/grpc.js';
 import { sleep } from '../../services/common/sleep.js';

@@ -33,7 +33,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { pino } from 'pino';
 import { Bus } from '../../bus/index.js';
-import { makeBusBundle, roleFiles } from '../../services/cli/commands/certs-bundle.js';
+import { makeBusBundle, roleFiles } from '../../services/cli/certs-bundle.js';
 import {
   type Jsz,
   LocalNats,

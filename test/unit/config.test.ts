@@ -3,9 +3,12 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { Command } from 'commander';
 import { z } from 'zod';
 import { loadCacheSettings } from '../../services/cache/config.js';
+import { addSettings, configFrom } from '../../services/common/component-config.js';
 import { ConfigError, loadYamlConfig } from '../../services/common/config.js';
+import { consoleSettings } from '../../services/console/config.js';
 import { loadDiscoveryConfig } from '../../services/discovery/config.js';
 import { loadGatewayConfig } from '../../services/gateway/config.js';
 import { loadLauncherSettings } from '../../services/launcher/config.js';
@@ -81,6 +84,7 @@ const clean = {
   HALYARD_STATIC_FILE: undefined,
   HALYARD_CACHE_CONFIG: undefined,
   HALYARD_LAUNCHER_CONFIG: undefined,
+  HALYARD_HOST: undefined,
 };
 
 test('a typo in a gateway config is refused, naming the field and the file', async () => {
@@ -194,5 +198,53 @@ test('a bad value given by flag or environment names it', async () => {
       loadDiscoveryConfig(['--admin-port', '70000']),
       /adminPort \(from --admin-port\): Too big/,
     );
+  });
+});
+
+test('a CLI command reads its settings as a component does: the file, overridden by flags', async () => {
+  const consoleConfig = async (argv: string[]) => {
+    const program = new Command('halyard').exitOverride();
+    let loaded: unknown;
+    addSettings(program.command('console'), consoleSettings).action(async (_flags, cmd) => {
+      loaded = (await configFrom(cmd, consoleSettings)).config;
+    });
+    await program.parseAsync(['console', ...argv], { from: 'user' });
+    return loaded;
+  };
+  const path = await file('listen: 127.0.0.1:9100\n');
+  assert.deepEqual(await consoleConfig(['-c', path]), {
+    listen: '127.0.0.1:9100',
+    tokens: [],
+    control: false,
+  });
+  assert.deepEqual(
+    await consoleConfig(['--config', path, '--listen', '127.0.0.1:9200', '--control']),
+    {
+      listen: '127.0.0.1:9200',
+      tokens: [],
+      control: true,
+    },
+  );
+  await assert.rejects(
+    consoleConfig(['-c', await file('listen: 127.0.0.1:9100\nlisten_port: 1\n')]),
+    /c\.yaml: \(top level\): Unrecognized key: "listen_port"/,
+  );
+});
+
+test('the host a cache or gateway runs on is a setting of its own (HALYARD_HOST); comma lists are trimmed', async () => {
+  const path = await file('discovery: { tokenFile: /etc/halyard/cache.registry-token }\n');
+  await withEnv({ ...clean, HALYARD_HOST: 'host-a' }, async () => {
+    const config = await loadCacheSettings([
+      '-c',
+      path,
+      '--discovery',
+      ' 10.0.0.1:7400, 10.0.0.2:7400,',
+    ]);
+    assert.equal(config.hostId, 'host-a');
+    assert.deepEqual(config.discovery?.addresses, ['10.0.0.1:7400', '10.0.0.2:7400']);
+    assert.equal((await loadGatewayConfig(['--id', 'gw-1'])).hostId, 'host-a');
+  });
+  await withEnv(clean, async () => {
+    assert.equal((await loadCacheSettings([])).hostId, undefined);
   });
 });

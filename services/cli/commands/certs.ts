@@ -1,10 +1,10 @@
 /**
  * `halyard certs <dir> --host n1=10.0.0.1 …`: the CA, host and role certificates, role
- * nkeys and per-host config files of a locked bus (see certs-bundle.ts for the layout).
+ * nkeys and per-host config files of a locked bus (see ../certs-bundle.ts for the layout).
  */
 import { type Command, InvalidArgumentError } from 'commander';
+import { type BusHost, makeBusBundle } from '../certs-bundle.js';
 import { reportError } from '../errors.js';
-import { type BusHost, makeBusBundle } from './certs-bundle.js';
 
 function hostArg(value: string, previous: BusHost[] = []): BusHost[] {
   const m = /^([A-Za-z0-9_-]{1,64})=([A-Za-z0-9.:-]+)$/.exec(value);

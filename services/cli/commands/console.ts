@@ -5,62 +5,44 @@
  * commands do (the operator role on the local bus of `halyard up`, else the bus
  * variables) and, unlike them, stays connected: it rides out bus node failures.
  */
-import { type Command, Option } from 'commander';
+import type { Command } from 'commander';
 import { pino } from 'pino';
 import { Bus } from '../../../bus/index.js';
 import { busOptions } from '../../common/bus-settings.js';
-import { loadYamlConfig } from '../../common/config.js';
+import { addSettings, configFrom } from '../../common/component-config.js';
+import { componentLogger } from '../../common/logger.js';
 import { ConsoleConfigError, checkControl, checkExposure } from '../../console/access.js';
-import { type ConsoleConfig, consoleConfig, DEFAULT_LISTEN } from '../../console/config.js';
+import { consoleSettings } from '../../console/config.js';
 import { parseListen, startConsole } from '../../console/server.js';
 import { cliSecurity, resolveServers } from '../connect.js';
 import { CliError, ExitCodes, reportError } from '../errors.js';
-import { serversGiven } from '../options.js';
-
-interface ConsoleFlags {
-  readonly listen?: string;
-  readonly config?: string;
-  readonly control?: boolean;
-}
+import { serversGiven, serversOption } from '../options.js';
 
 /** The bus roles whose permissions include sending control requests (bus/roles.ts). */
 const CONTROL_ROLES = ['operator', 'admin'];
 
 export function addConsoleCommand(program: Command): void {
-  program
-    .command('console')
-    .description(
-      'a web console of services, launchers, gateways and events, live from the bus; read-only unless --control',
-    )
-    .option('--listen <host:port>', `where to serve it (default ${DEFAULT_LISTEN})`)
-    .option(
-      '--config <file>',
-      'YAML: listen, tokens [{sha256, identity}], tls {certFile, keyFile, clientCaFile, requireClientCert}, control',
-    )
-    .option(
-      '--control',
-      'offer restart, stop and start on the launcher pages to callers with an access token (needs tokens and the bus operator role)',
-    )
-    .addOption(
-      new Option(
-        '--servers <urls>',
-        'comma-separated NATS URLs (default: the running `halyard up`, else nats://127.0.0.1:4222)',
-      ).env('HALYARD_NATS'),
-    )
+  addSettings(
+    program
+      .command('console')
+      .description(
+        'a web console of services, launchers, gateways and events, live from the bus; read-only unless --control',
+      ),
+    consoleSettings,
+  )
+    .addOption(serversOption())
     .addHelpText(
       'after',
-      '\nAnywhere but loopback it needs access tokens or required TLS client certificates (--config).\n' +
+      '\nThe YAML file holds listen, tokens [{sha256, identity}], tls {certFile, keyFile, clientCaFile, requireClientCert} and control; flags override it.\n' +
+        'Anywhere but loopback it needs access tokens or required TLS client certificates (--config).\n' +
         'With --control, each action needs a listed token and a confirmation on the page, and is logged with its identity.\n' +
         'Example:\n  halyard console --listen 127.0.0.1:9000',
     )
-    .action(async (flags: ConsoleFlags, cmd: Command) => {
+    .action(async (_flags: unknown, cmd: Command) => {
       let bus: Bus | undefined;
       try {
-        const config: ConsoleConfig = flags.config
-          ? await loadYamlConfig(consoleConfig, flags.config)
-          : consoleConfig.parse({});
-        const listen = flags.listen ?? config.listen;
-        const control = flags.control ?? config.control;
+        const { config } = await configFrom(cmd, consoleSettings);
+        const { listen, control } = config;
         const security = cliSecurity();
         // Refused before waiting for the bus, which may take long.
         checkExposure(parseListen(listen).host, config.tokens, config.tls);
@@ -72,10 +54,7 @@ export function addConsoleCommand(program: Command): void {
         }
         const { servers } = resolveServers(serversGiven(cmd));
         process.stderr.write(`halyard console: connecting to the bus at ${servers.join(', ')}…\n`);
-        const logger = pino(
-          { name: 'halyard-console', level: process.env.HALYARD_LOG_LEVEL ?? 'info' },
-          pino.destination(2),
-        );
+        const logger = componentLogger('halyard-console', { destination: pino.destination(2) });
         bus = await Bus.connect(busOptions({ ...security, servers }, 'halyard-console', logger));
         const served = await startConsole({
           bus,

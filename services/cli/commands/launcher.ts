@@ -130,7 +130,9 @@ async function askLauncher(
     return { ok: true, value };
   } catch (error) {
     if (error instanceof ControlError) return { ok: false, error };
-    throw new CliError(`launcher ${host}: ${(error as Error).message}`);
+    throw new CliError(`launcher ${host}: ${(error as Error).message}`, ExitCodes.failed, {
+      cause: error,
+    });
   }
 }
 

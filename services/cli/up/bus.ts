@@ -10,11 +10,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Bus, BusConfigError } from '../../../bus/index.js';
-import { busOptions, busSettings } from '../../common/bus-settings.js';
+import { BusEnv, busOptions, busSettings } from '../../common/bus-settings.js';
 import { commandLineOf, isAlive } from '../../common/proc.js';
 import { sleep } from '../../common/sleep.js';
 import { stopProcess } from '../../common/stop-process.js';
-import { launcherRole, makeBusBundle } from '../commands/certs-bundle.js';
+import { launcherRole, makeBusBundle } from '../certs-bundle.js';
 import {
   DEFAULT_STOP_TIMEOUT_MS,
   LocalNats,
@@ -31,7 +31,7 @@ const CLUSTER_NAME = 'halyard-local';
 const LAYOUT_FILE = 'layout.json';
 /** A restart with existing data needs a meta leader election from the stored state (~5 s). */
 const READY_TIMEOUT_MS = 60_000;
-/** Stream leaders are elected after the meta leader: provisioning may need a few retries. */
+/** Stream leaders are elected after the meta leader: provisioning may wait for them. */
 const PROVISION_TIMEOUT_MS = 30_000;
 const BUS_CLOSE_TIMEOUT_MS = 5_000;
 
@@ -66,7 +66,6 @@ export function localNats(
     ...(insecure ? {} : { secureBundle: busSecretsDir(dataDir) }),
     clusterName: CLUSTER_NAME,
     nodes: nodeLayout(dataDir, basePort, size),
-    bin: natsServerBin(),
     // As deploy/nats: every acknowledged write is on disk (bench/README.md, durability).
     syncInterval: 'always',
     detached: true,
@@ -204,7 +203,7 @@ async function ensureBusSecrets(local: LocalNats, log: Logger): Promise<void> {
  */
 export function busRoleEnv(local: LocalNats, role: string): Record<string, string> {
   const bundle = local.secureBundle;
-  return bundle ? { HALYARD_NATS_ROLES: path.join(bundle, 'roles'), HALYARD_NATS_ROLE: role } : {};
+  return bundle ? { [BusEnv.roles]: path.join(bundle, 'roles'), [BusEnv.role]: role } : {};
 }
 
 /** The role of the mesh's launcher. */
@@ -231,7 +230,7 @@ export async function connectAndProvision(
     throw err;
   }
   try {
-    await provision(bus, dataDir, log, signal);
+    await provision(bus, dataDir, signal);
   } catch (err) {
     await closeBus(bus, log);
     throw err;
@@ -243,28 +242,29 @@ export async function connectAndProvision(
   return bus;
 }
 
-async function provision(bus: Bus, dataDir: string, log: Logger, signal: AbortSignal) {
-  const deadline = Date.now() + PROVISION_TIMEOUT_MS;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await abortable(bus.provision(), signal);
-      return;
-    } catch (err) {
-      if (err instanceof BusConfigError) {
-        throw new UpError(
-          Ids.startFailed,
-          `${err.message} (this is a local bus: stop it and delete ${dataDir} to start empty)`,
-        );
-      }
-      if (signal.aborted || Date.now() >= deadline) throw err;
-      // Stream leaders are still being elected after a restart: "no responders", timeouts.
-      const delayMs = Math.min(2_000, 100 * 2 ** attempt);
-      log.warn(
-        { msgId: Ids.provisionRetry, attempt, delayMs, err },
-        'provisioning the bus failed; retrying',
+/**
+ * `bus.provision()` waits through stream leader elections itself (bus/retry.ts); `up`
+ * bounds that wait and turns a refusal into something the user can act on.
+ */
+async function provision(bus: Bus, dataDir: string, signal: AbortSignal): Promise<void> {
+  const deadline = AbortSignal.timeout(PROVISION_TIMEOUT_MS);
+  try {
+    await abortable(bus.provision(), AbortSignal.any([signal, deadline]));
+  } catch (err) {
+    if (err instanceof BusConfigError) {
+      throw new UpError(
+        Ids.startFailed,
+        `${err.message} (this is a local bus: stop it and delete ${dataDir} to start empty)`,
       );
-      await sleep(delayMs, signal);
     }
+    if (deadline.aborted && !signal.aborted) {
+      throw new UpError(
+        Ids.startFailed,
+        `the bus was not provisioned within ${PROVISION_TIMEOUT_MS / 1000} s: its streams have no leader yet; see the nats-server logs under ${dataDir}`,
+        { cause: err },
+      );
+    }
+    throw err;
   }
 }
 
@@ -349,24 +349,6 @@ async function closeBus(bus: Bus, log: Logger): Promise<void> {
     sleep(BUS_CLOSE_TIMEOUT_MS).then(() => false),
   ]);
   if (!closed) log.warn({ msgId: Ids.forcedStop }, 'the bus connection did not close in time');
-}
-
-/** `$NATS_SERVER_BIN`, else `nats-server` on PATH, else Debian's /usr/sbin (not on a user's PATH). */
-function natsServerBin(): string {
-  if (process.env.NATS_SERVER_BIN) return process.env.NATS_SERVER_BIN;
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-    if (dir && isExecutable(path.join(dir, 'nats-server'))) return path.join(dir, 'nats-server');
-  }
-  return isExecutable('/usr/sbin/nats-server') ? '/usr/sbin/nats-server' : 'nats-server';
-}
-
-function isExecutable(file: string): boolean {
-  try {
-    fs.accessSync(file, fs.constants.X_OK);
-    return fs.statSync(file).isFile();
-  } catch {
-    return false;
-  }
 }
 
 function readOr(file: string, fallback: string): string {

@@ -5,8 +5,9 @@ export class UpError extends Error {
   constructor(
     readonly msgId: string,
     message: string,
+    options?: ErrorOptions,
   ) {
-    super(message);
+    super(message, options);
   }
 }
 

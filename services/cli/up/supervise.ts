@@ -9,7 +9,7 @@ import { sleep } from '../../common/sleep.js';
 import { afterExit, type RestartPolicy } from '../../launcher/restart-policy.js';
 import { CliLogIds as Ids, type Logger } from '../log.js';
 
-export const UP_RESTART_POLICY: RestartPolicy = {
+const UP_RESTART_POLICY: RestartPolicy = {
   intervalsMs: [500, 1_000, 2_000, 5_000, 5_000],
   minUptimeMs: 30_000,
 };

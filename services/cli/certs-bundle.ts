@@ -22,9 +22,9 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { newUserNkey, type Role, Roles, roleName, rolePermissions } from '../../../bus/index.js';
-import { BusEnv } from '../../common/bus-settings.js';
-import { REPO_ROOT } from '../../common/repo-root.js';
+import { newUserNkey, type Role, Roles, roleName, rolePermissions } from '../../bus/index.js';
+import { BusEnv } from '../common/bus-settings.js';
+import { REPO_ROOT } from '../common/repo-root.js';
 
 const run = promisify(execFile);
 
@@ -92,7 +92,7 @@ export interface HostVars {
   readonly extra?: readonly string[];
 }
 
-export function renderHostConf(v: HostVars): string {
+function renderHostConf(v: HostVars): string {
   const q = JSON.stringify;
   return `${[
     "# This host's part of the bus configuration; nats.conf reads these variables.",
@@ -108,7 +108,7 @@ export function renderHostConf(v: HostVars): string {
 }
 
 /** `routes.conf`, inside nats.conf's cluster block: a lone server has no routes. */
-export function renderRoutesConf(v: HostVars): string {
+function renderRoutesConf(v: HostVars): string {
   if (v.routes.length === 0) return '# A single server: no routes.\n';
   const q = JSON.stringify;
   return `name: ${q(v.cluster ?? 'halyard')}\nlisten: ${q(v.routeListen)}\nroutes: [${v.routes.map((r) => q(r)).join(', ')}]\n`;
@@ -121,7 +121,7 @@ export function writeHostConf(hostDir: string, v: HostVars): void {
 }
 
 /** `users.conf`: one nkey user per role, each with its permissions. */
-export function renderUsersConf(
+function renderUsersConf(
   users: ReadonlyArray<{ role: string; publicKey: string }>,
   hosts: readonly string[],
 ): string {
@@ -134,7 +134,7 @@ export function renderUsersConf(
 }
 
 /** The roles a bundle for `hosts` has: every shared role and one launcher per host. */
-export function bundleRoles(hosts: readonly string[]): string[] {
+function bundleRoles(hosts: readonly string[]): string[] {
   return [...Roles.filter((r) => r !== 'launcher'), ...hosts.map(launcherRole)];
 }
 
