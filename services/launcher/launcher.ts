@@ -369,7 +369,7 @@ export class Launcher implements Controls {
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
       logger.warn({ msgId: LogIds.refreshRejected, problems: error.problems }, 'refresh rejected');
-      throw new ControlError('INVALID_ARGUMENT', error.message);
+      throw new ControlError('INVALID_ARGUMENT', error.message, { cause: error });
     }
     const configs = forHost(config, this.hostId);
     await this.watchRegistryIfNeeded(configs);
