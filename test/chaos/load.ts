@@ -5,17 +5,16 @@
  * start, end, outcome and the instance that answered; and acknowledged writes to a
  * replicated bucket of the bus, read back at the end.
  */
-import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { Kvm } from '@nats-io/kv';
-import { connect, type NatsConnection, nkeyAuthenticator } from '@nats-io/transport-node';
-import { inboxPrefix } from '../../bus/index.js';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { roleFiles } from '../../services/cli/certs-bundle.js';
 import { failoverChannel } from '../../services/common/failover-channel.js';
 import { serviceDefinition } from '../../services/common/grpc.js';
 import { sleep } from '../../services/common/sleep.js';
 import type { MultiHost } from '../support/multi-host.js';
+import { rawRoleConnection } from '../support/raw-nats.js';
 
 const GREETER = 'demo.greeter.v1.Greeter';
 const Greeter = grpc.makeGenericClientConstructor(serviceDefinition(GREETER), 'Greeter');
@@ -143,20 +142,20 @@ export class Writer {
   private constructor(private readonly nc: NatsConnection) {}
 
   static async start(deployment: MultiHost, bucket: string): Promise<Writer> {
-    const files = roleFiles(path.join(deployment.dir, 'bus'), 'admin');
-    const nc = await connect({
-      servers: deployment.servers,
-      tls: { caFile: files.ca, certFile: files.cert, keyFile: files.key },
-      inboxPrefix: inboxPrefix('admin'),
-      authenticator: nkeyAuthenticator(
-        new TextEncoder().encode(readFileSync(files.nkey, 'utf8').trim()),
-      ),
-      maxReconnectAttempts: -1,
-      // As the bus's own connections: a partitioned server is left within seconds.
-      pingInterval: 2000,
-      maxPingOut: 2,
-      timeout: 2000,
-    });
+    const nc = await rawRoleConnection(
+      {
+        servers: deployment.servers,
+        role: 'admin',
+        ...roleFiles(path.join(deployment.dir, 'bus'), 'admin'),
+      },
+      {
+        maxReconnectAttempts: -1,
+        // As the bus's own connections: a partitioned server is left within seconds.
+        pingInterval: 2000,
+        maxPingOut: 2,
+        timeout: 2000,
+      },
+    );
     const writer = new Writer(nc);
     const kv = await new Kvm(nc).create(bucket, { replicas: 3 });
     writer.loop = (async () => {

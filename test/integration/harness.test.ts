@@ -8,9 +8,10 @@ import {
   jetstreamManager,
   StorageType,
 } from '@nats-io/jetstream';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { sleep } from '../../services/common/sleep.js';
 import { NatsCluster } from '../support/nats-cluster.js';
+import { rawConnection } from '../support/raw-nats.js';
 
 const STREAM = 'HARNESS';
 
@@ -63,7 +64,7 @@ test('3-node cluster survives kill -9 of the stream leader and a full restart', 
   assert.equal(c.nodes.length, 3);
   assert.ok(c.nodes.every((n) => n.running && typeof n.pid === 'number'));
 
-  nc = await connect({ servers: c.servers, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+  nc = await rawConnection(c.servers, { maxReconnectAttempts: -1, reconnectTimeWait: 100 });
   const jsm: JetStreamManager = await jetstreamManager(nc);
   const js = jetstream(nc);
   await jsm.streams.add({

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { type JetStreamClient, jetstream } from '@nats-io/jetstream';
 import { type KV, Kvm } from '@nats-io/kv';
 import {
+  type ConnectionOptions,
   connect,
   type NatsConnection,
   nkeyAuthenticator,
@@ -15,12 +16,18 @@ import {
 import { inboxPrefix } from '../../bus/index.js';
 import type { RoleConnection } from './nats-cluster.js';
 
-export function rawConnection(servers: string | readonly string[]): Promise<NatsConnection> {
-  return connect({ servers: typeof servers === 'string' ? servers : [...servers] });
+export function rawConnection(
+  servers: string | readonly string[],
+  options: Partial<ConnectionOptions> = {},
+): Promise<NatsConnection> {
+  return connect({ servers: typeof servers === 'string' ? servers : [...servers], ...options });
 }
 
 /** A connection of `role` to a secure cluster (see NatsCluster.role). */
-export function rawRoleConnection(role: RoleConnection): Promise<NatsConnection> {
+export function rawRoleConnection(
+  role: RoleConnection,
+  options: Partial<ConnectionOptions> = {},
+): Promise<NatsConnection> {
   return connect({
     servers: role.servers,
     tls: { caFile: role.ca, certFile: role.cert, keyFile: role.key },
@@ -28,6 +35,7 @@ export function rawRoleConnection(role: RoleConnection): Promise<NatsConnection>
     authenticator: nkeyAuthenticator(
       new TextEncoder().encode(readFileSync(role.nkey, 'utf8').trim()),
     ),
+    ...options,
   });
 }
 
