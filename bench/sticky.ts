@@ -115,7 +115,6 @@ async function fillFast(
   const jsm = await jetstreamManager(connection);
   const stream = kvStream(AffinityBucket.name);
   const lastSeq = async () => (await jsm.streams.info(stream)).state.last_seq;
-  const subject = `${Subjects.kvPrefix(AffinityBucket.name)}.`;
   const now = Date.now();
   const h = headers();
   h.set('Nats-TTL', '28800s');
@@ -134,7 +133,7 @@ async function fillFast(
         gatewayId: 'bench',
       };
       connection.publish(
-        subject + AffinityBucket.key(value),
+        Subjects.kv(AffinityBucket.name, AffinityBucket.key(value)),
         Codecs.affinityPreference.encode(value),
         { headers: h },
       );

@@ -67,6 +67,7 @@ export function assertToken(kind: string, value: string): string {
   return value;
 }
 
+/** Where a bucket's keys live: `$KV.<bucket>`. */
 const kvPrefix = (bucket: BucketName) => `$KV.${bucket}`;
 const controlOf = (component: string) => `halyard.ctl.${assertToken('component', component)}`;
 
@@ -85,8 +86,6 @@ export const Subjects = {
     `halyard.events.gateway.${assertToken('gateway id', gatewayId)}.${kind}`,
   discovery: (replicaId: string, kind: string) =>
     `halyard.events.discovery.${assertToken('replica id', replicaId)}.${kind}`,
-  /** Where a bucket's keys live: `$KV.<bucket>`. */
-  kvPrefix,
   /** `$KV.<bucket>.<key>`: where a key is written; a key filter (`orders.*`, `>`) names many. */
   kv: (bucket: BucketName, key: string) => `${kvPrefix(bucket)}.${key}`,
   allDeadLetters: 'halyard.deadletter.>',
