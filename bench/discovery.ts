@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { Bus, kvStream, RegistryBucket, type ServiceInstance } from '../bus/index.js';
 import { halyard } from '../proto/gen/halyard.js';
-import { procStat } from '../services/common/proc.js';
+import { cpuMsOf } from '../services/common/proc.js';
 import { sleep } from '../services/common/sleep.js';
 import { DiscoveryReplica } from '../services/discovery/replica.js';
 import {
@@ -232,14 +232,12 @@ async function onSchedule(
   return { sent: next, failed, latencies, elapsedMs: performance.now() - start, maxLagMs };
 }
 
-/** CPU time (user + system) a process has used so far, in ms, from /proc. */
-function cpuMsOf(pid: number): number {
-  const stat = procStat(pid);
-  if (!stat) throw new Error(`no process ${pid} to measure`);
-  return ((stat.utime + stat.stime) * 1000) / CLOCK_TICKS_PER_SECOND;
+/** CPU time (user + system) a process has used so far, in ms. */
+function cpuMs(pid: number): number {
+  const ms = cpuMsOf(pid);
+  if (ms === undefined) throw new Error(`no process ${pid} to measure`);
+  return ms;
 }
-/** Linux's USER_HZ, the unit of /proc/<pid>/stat times, on every platform Node runs on. */
-const CLOCK_TICKS_PER_SECOND = 100;
 
 interface CpuPids {
   readonly replicas: readonly number[];
@@ -251,7 +249,7 @@ async function measured(
   pids: CpuPids,
   run: () => Promise<RateResult>,
 ): Promise<RateResult & { replicaCpuMs: number; serverCpuMs: number }> {
-  const sum = (list: readonly number[]) => list.reduce((total, pid) => total + cpuMsOf(pid), 0);
+  const sum = (list: readonly number[]) => list.reduce((total, pid) => total + cpuMs(pid), 0);
   const replicasBefore = sum(pids.replicas);
   const serversBefore = sum(pids.servers);
   const result = await run();

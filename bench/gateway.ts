@@ -43,7 +43,7 @@ import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { halyard } from '../proto/gen/halyard.js';
-import { procStat } from '../services/common/proc.js';
+import { cpuMsOf } from '../services/common/proc.js';
 import { sleep } from '../services/common/sleep.js';
 import { echoClient } from '../test/support/echo-service.js';
 import { NatsCluster } from '../test/support/nats-cluster.js';
@@ -280,17 +280,15 @@ async function startPipeProxy(backendPorts: number[]): Promise<Proxy> {
 /** Every process of a tree, root first. */
 const processTree = (root: number): number[] => [root, ...descendants(root)];
 
-const CLOCK_TICKS_PER_SECOND = 100; // USER_HZ: `getconf CLK_TCK`, 100 on Linux
-
 /** CPU seconds (user + system, all threads) used so far by these processes. */
 function cpuSeconds(pids: readonly number[]): number {
-  let ticks = 0;
+  let ms = 0;
   for (const pid of pids) {
-    const stat = procStat(pid);
-    if (!stat) throw new Error(`no process ${pid} to measure`);
-    ticks += stat.utime + stat.stime;
+    const used = cpuMsOf(pid);
+    if (used === undefined) throw new Error(`no process ${pid} to measure`);
+    ms += used;
   }
-  return ticks / CLOCK_TICKS_PER_SECOND;
+  return ms / 1000;
 }
 
 /** One real gRPC call through a target: the comparison is only fair if all of them work. */

@@ -8,13 +8,13 @@
  * Bounded: --crashes N (default 10) and a fixed sampling window per overhead case.
  * Usage: bash bench/run.sh launcher [--crashes N]
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { Bus, type LifecycleEvent, Subjects } from '../bus/index.js';
-import { procStat, residentBytesOf } from '../services/common/proc.js';
+import { cpuMsOf, residentBytesOf } from '../services/common/proc.js';
 import { sleep } from '../services/common/sleep.js';
 import { ControlCodecsOf } from '../services/launcher/control.js';
 import { Launcher } from '../services/launcher/launcher.js';
@@ -27,7 +27,6 @@ const CRASHES = Number(values.crashes);
 const IDLE_CHILDREN = 50;
 const WINDOW_MS = 5000;
 const logger = pino({ level: 'error' });
-const TICKS_PER_SECOND = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
 
 const median = (xs: number[]) =>
   [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
@@ -93,10 +92,10 @@ interface Usage {
   readonly cpuPercent: number;
 }
 
-function cpuTicks(pid: number): number {
-  const stat = procStat(pid);
-  if (!stat) throw new Error(`no process ${pid}`);
-  return stat.utime + stat.stime;
+function cpuMs(pid: number): number {
+  const ms = cpuMsOf(pid);
+  if (ms === undefined) throw new Error(`no process ${pid}`);
+  return ms;
 }
 
 function rssMiB(pid: number): number {
@@ -106,7 +105,7 @@ function rssMiB(pid: number): number {
 }
 
 async function usageOver(pid: number): Promise<Usage> {
-  const t0 = cpuTicks(pid);
+  const t0 = cpuMs(pid);
   const start = performance.now();
   let peak = 0;
   while (performance.now() - start < WINDOW_MS) {
@@ -114,7 +113,7 @@ async function usageOver(pid: number): Promise<Usage> {
     await sleep(250);
   }
   const seconds = (performance.now() - start) / 1000;
-  return { rssMiB: peak, cpuPercent: ((cpuTicks(pid) - t0) / TICKS_PER_SECOND / seconds) * 100 };
+  return { rssMiB: peak, cpuPercent: ((cpuMs(pid) - t0) / 1000 / seconds) * 100 };
 }
 
 async function overhead(bus: Bus, servers: string[]): Promise<void> {

@@ -11,12 +11,12 @@
  *   tsx   the TypeScript sources compiled at load time: node --import tsx …/main.ts
  * Usage: bash bench/run.sh start-time [--runtime both|js|tsx] [--runs 7]
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { Bus } from '../bus/index.js';
-import { procStat } from '../services/common/proc.js';
+import { cpuMsOf } from '../services/common/proc.js';
 import { sleep } from '../services/common/sleep.js';
 import { writeConfig } from '../test/support/launcher.js';
 import { NatsCluster } from '../test/support/nats-cluster.js';
@@ -34,7 +34,6 @@ if (!RUNTIMES.every((r) => r === 'js' || r === 'tsx'))
   throw new Error('--runtime: both, js or tsx');
 const RUNS = Number(values.runs);
 const READY_TIMEOUT_MS = 30_000;
-const MS_PER_TICK = 1000 / Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
 
 /** How a component's entry point is run: with the compiled JS, or under tsx. */
 function command(runtime: Runtime, component: string): string[] {
@@ -111,9 +110,9 @@ async function startToReady(runtime: Runtime, component: string, nats: string): 
         .catch(() => false);
       if (ok) {
         const wallMs = performance.now() - started;
-        const stat = procStat(child.pid!);
-        if (!stat) throw new Error(`${component} gone`);
-        return { wallMs, cpuMs: (stat.utime + stat.stime) * MS_PER_TICK };
+        const cpuMs = cpuMsOf(child.pid!);
+        if (cpuMs === undefined) throw new Error(`${component} gone`);
+        return { wallMs, cpuMs };
       }
       await sleep(5);
     }

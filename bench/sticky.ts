@@ -21,7 +21,7 @@
  *
  * Usage: bash bench/run.sh sticky [--prefs N] [--fill-seconds S] [--load-seconds S]
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
@@ -41,7 +41,7 @@ import {
   kvStream,
   Subjects,
 } from '../bus/index.js';
-import { procStat } from '../services/common/proc.js';
+import { cpuMsOf } from '../services/common/proc.js';
 import { sleep } from '../services/common/sleep.js';
 import { type CallContext, RoundRobin } from '../services/gateway/balancer.js';
 import { gatewayConfigSchema } from '../services/gateway/config.js';
@@ -156,8 +156,6 @@ async function fillFast(
   return from + stored;
 }
 
-const MS_PER_TICK = 1000 / Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
-
 /** A gateway process at the moment it answered ready, as the system accounts for it. */
 interface FreshGateway {
   readonly readyMs: number;
@@ -220,16 +218,16 @@ async function freshGateway(nats: string, nodeFlags: readonly string[]): Promise
       await sleep(10);
     }
     const readyMs = performance.now() - started;
-    const stat = procStat(pid);
+    const cpuMs = cpuMsOf(pid);
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    if (!stat) throw new Error('the gateway is gone');
+    if (cpuMs === undefined) throw new Error('the gateway is gone');
     const kib = (field: string) =>
       Number(new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(status)?.[1]);
     const metrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
     const preferences = Number(/^halyard_gateway_affinity_preferences (\S+)$/m.exec(metrics)?.[1]);
     return {
       readyMs,
-      cpuMs: (stat.utime + stat.stime) * MS_PER_TICK,
+      cpuMs,
       rssMB: kib('VmRSS') / 1024,
       peakMB: kib('VmHWM') / 1024,
       preferences,

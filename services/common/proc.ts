@@ -3,6 +3,7 @@
  * `/proc/<pid>/stat` fields, its command line and its resident memory. Where there is
  * no /proc (not Linux), the readers return undefined.
  */
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
 /** The fields of `/proc/<pid>/stat` Halyard reads (see proc(5)). */
@@ -39,6 +40,19 @@ export function procStat(pid: number): ProcStat | undefined {
     stime: field(15),
     start: field(22),
   };
+}
+
+/** CPU time (user + system, all threads) a process has used so far, in ms; undefined when gone. */
+export function cpuMsOf(pid: number): number | undefined {
+  const stat = procStat(pid);
+  return stat && ((stat.utime + stat.stime) * 1000) / clockTicksPerSecond();
+}
+
+let ticksPerSecond: number | undefined;
+/** The unit of /proc's CPU times (USER_HZ), as the system states it. */
+function clockTicksPerSecond(): number {
+  ticksPerSecond ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+  return ticksPerSecond;
 }
 
 /** A process's command line (arguments separated by NUL); undefined when unknown. */
