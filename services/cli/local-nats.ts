@@ -25,12 +25,11 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { sleep } from '../common/sleep.js';
 import { signalProcess, stopProcess } from '../common/stop-process.js';
 import { writeHostConf } from './certs-bundle.js';
+import { type Jsz, monitorGet, monitorJson } from './nats-monitor.js';
 
 /** One node: its name, ports and files. */
 export interface NatsNodeSpec {
@@ -99,7 +98,6 @@ export interface WaitReadyOptions {
 }
 
 const POLL_MS = 50;
-const HTTP_TIMEOUT_MS = 1_000;
 export const DEFAULT_READY_TIMEOUT_MS = 30_000;
 /**
  * A graceful JetStream shutdown normally takes well under a second; past this a stop
@@ -419,51 +417,7 @@ export class LocalNats {
 }
 
 // ---------------------------------------------------------------------------
-// Monitoring endpoints.
-
-/** Plain HTTP GET without keep-alive; any failure becomes status 0 so callers just keep polling. */
-function monitorGet(port: number, urlPath: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve) => {
-    const req = http.get(
-      { host: '127.0.0.1', port, path: urlPath, agent: false, timeout: HTTP_TIMEOUT_MS },
-      (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => {
-          body += chunk;
-        });
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-        res.on('error', (err) => resolve({ status: 0, body: String(err) }));
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', (err) => resolve({ status: 0, body: String(err) }));
-  });
-}
-
-/** A monitoring endpoint's JSON, or undefined when it does not answer 200 with JSON. */
-export async function monitorJson(port: number, urlPath: string): Promise<unknown> {
-  const res = await monitorGet(port, urlPath);
-  if (res.status !== 200) return undefined;
-  try {
-    return JSON.parse(res.body);
-  } catch {
-    return undefined;
-  }
-}
-
-/** The parts of `/jsz` read here and by callers. */
-export interface Jsz {
-  meta_cluster?: { leader?: string };
-  account_details?: {
-    stream_detail?: {
-      name: string;
-      config?: { num_replicas?: number };
-      state?: { messages?: number };
-      cluster?: { leader?: string };
-    }[];
-  }[];
-}
+// What the nodes' monitoring endpoints say.
 
 async function routesOf(n: LocalNatsNode): Promise<number> {
   const routez = (await monitorJson(n.httpPort, '/routez')) as { num_routes?: number } | undefined;
@@ -492,17 +446,6 @@ export function readTail(file: string, lines: number): string {
   } catch {
     return '(no log)';
   }
-}
-
-/** Whether `port` can be bound on 127.0.0.1 right now (as nats-server will bind it). */
-export function isPortFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = net.createServer();
-    srv.once('error', () => resolve(false));
-    srv.listen({ port, host: '127.0.0.1', exclusive: true }, () => {
-      srv.close(() => resolve(true));
-    });
-  });
 }
 
 /** `$NATS_SERVER_BIN`, else `nats-server` on PATH, else Debian's /usr/sbin (not on a user's PATH). */

@@ -23,7 +23,7 @@ import {
   RegistryBucket,
   Subjects,
 } from '../../bus/index.js';
-import { monitorJson } from '../../services/cli/local-nats.js';
+import { monitorJson } from '../../services/cli/nats-monitor.js';
 import { busOptions, busSettings } from '../../services/common/bus-settings.js';
 import { commandLineOf } from '../../services/common/proc.js';
 import { runCli } from '../support/cli.js';

@@ -34,13 +34,8 @@ import * as path from 'node:path';
 import { pino } from 'pino';
 import { Bus } from '../../bus/index.js';
 import { makeBusBundle, roleFiles } from '../../services/cli/certs-bundle.js';
-import {
-  type Jsz,
-  LocalNats,
-  type LocalNatsNode,
-  monitorJson,
-  readTail,
-} from '../../services/cli/local-nats.js';
+import { LocalNats, type LocalNatsNode, readTail } from '../../services/cli/local-nats.js';
+import { type Jsz, monitorJson } from '../../services/cli/nats-monitor.js';
 import { commandLineOf, isAlive } from '../../services/common/proc.js';
 import { sleep } from '../../services/common/sleep.js';
 

@@ -10,8 +10,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { Bus } from '../../bus/index.js';
-import { isPortFree } from '../../services/cli/local-nats.js';
-import { meshAdminPorts, PortOffsets } from '../../services/cli/up/ports.js';
+import { isPortFree, meshAdminPorts, PortOffsets } from '../../services/cli/up/ports.js';
 import { busOptions, busSettings } from '../../services/common/bus-settings.js';
 import { descendants } from './processes.js';
 

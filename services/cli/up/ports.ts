@@ -3,7 +3,8 @@
  * route and monitoring ports, then the mesh's admin ports. Each is checked free before
  * anything starts, so a clash is one clear message rather than a server that dies.
  */
-import { isPortFree, type NatsNodeSpec } from '../local-nats.js';
+import * as net from 'node:net';
+import type { NatsNodeSpec } from '../local-nats.js';
 import { CliLogIds as Ids } from '../log.js';
 import { ADMIN_BASE_OFFSET, MeshAdminOffsets } from '../mesh.js';
 import { UpError } from './errors.js';
@@ -68,4 +69,15 @@ export async function checkPortsFree(ports: readonly PortUse[]): Promise<void> {
       `(another halyard up with a different --data-dir?). Stop it, or choose other ports with --base-port ` +
       `(\`ss -ltnp 'sport = :${taken[0]?.port}'\` shows who holds it).`,
   );
+}
+
+/** Whether `port` can be bound on 127.0.0.1 right now (as nats-server will bind it). */
+export function isPortFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen({ port, host: '127.0.0.1', exclusive: true }, () => {
+      srv.close(() => resolve(true));
+    });
+  });
 }

@@ -4,8 +4,9 @@
  */
 import * as path from 'node:path';
 import { AllBuckets, type Bus, EVENTS_STREAM, kvStream } from '../../../bus/index.js';
-import { type Jsz, type LocalNats, monitorJson } from '../local-nats.js';
+import type { LocalNats } from '../local-nats.js';
 import { type Endpoint, MeshAdminOffsets } from '../mesh.js';
+import { type Jsz, monitorJson } from '../nats-monitor.js';
 import { monitoringUrls } from './bus.js';
 
 interface StreamSummary {
