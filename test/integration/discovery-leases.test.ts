@@ -8,13 +8,16 @@ import { RegistrationClient } from '../../services/discovery/client.js';
 import { LogIds } from '../../services/discovery/log-ids.js';
 import { discoveryMetrics } from '../../services/discovery/metrics.js';
 import type { DiscoveryReplica } from '../../services/discovery/replica.js';
+import type { Gateway } from '../../services/gateway/gateway.js';
 import { rejection, startReplica, TestRegistryClient, tokenFile } from '../support/discovery.js';
+import { startGateway } from '../support/gateway.js';
 import { captureLogs } from '../support/logs.js';
 import { counterSum } from '../support/metrics.js';
 import { NatsCluster } from '../support/nats-cluster.js';
 import { until } from '../support/wait.js';
 
 const { InstanceStatus } = halyard.discovery.v1;
+const QUIET_SERVICE = 'acme.quiet.v1.Quiet';
 const { Kind } = halyard.discovery.v1.DiscoveryEvent;
 const LEASE_S = 2;
 /** Leases renewed in one round lapse within this of each other even on a loaded machine. */
@@ -35,6 +38,7 @@ describe('leases, server-side expiry and self-preservation with two replicas', (
   let r2: DiscoveryReplica;
   let c1: TestRegistryClient;
   let c2: TestRegistryClient;
+  let gateways: Gateway[] = [];
   const events: DiscoveryEvent[] = [];
   const logs = captureLogs('info');
 
@@ -51,8 +55,12 @@ describe('leases, server-side expiry and self-preservation with two replicas', (
     ]);
     c1 = new TestRegistryClient(r1.grpcAddress);
     c2 = new TestRegistryClient(r2.grpcAddress);
+    gateways = await Promise.all(
+      ['gw-a', 'gw-b'].map((id) => startGateway(bus, cluster.servers, logs.logger, { id })),
+    );
   });
   after(async () => {
+    for (const gateway of gateways) await gateway.stop();
     c1?.close();
     c2?.close();
     await r1?.stop();
@@ -61,16 +69,25 @@ describe('leases, server-side expiry and self-preservation with two replicas', (
     await cluster?.close();
   });
 
-  test('an instance that stops renewing disappears from every view and the bucket within lease + 1 s', async (t) => {
+  test('an instance that stops renewing disappears from every view, every gateway and the bucket within lease + 1 s', async (t) => {
     const store = await bus.store(RegistryBucket);
-    const registered = await c1.register(instance('quiet', 'q-1'));
+    const registered = await c1.register({
+      ...instance('quiet', 'q-1'),
+      grpcServices: [QUIET_SERVICE],
+    });
     const renewedAt = Number((registered.instance as { renewedAtMs: number }).renewedAtMs);
+    const routedBy = (gateway: Gateway) =>
+      gateway.table.route(QUIET_SERVICE)?.endpoints.some((e) => e.id === 'q-1') ?? false;
     await until('listed on both replicas', async () => (await c2.list('quiet')).length === 1);
+    await until('routed by both gateways', () => gateways.every(routedBy));
     // The server removes a lapsed lease within a second of its lapse (its TTL resolution).
     const bound = LEASE_S * 1000 + 1000;
     await until(
-      'gone from both replicas’ lists',
-      async () => (await c1.list('quiet')).length === 0 && (await c2.list('quiet')).length === 0,
+      'gone from both replicas’ lists and both gateways’ routing tables',
+      async () =>
+        (await c1.list('quiet')).length === 0 &&
+        (await c2.list('quiet')).length === 0 &&
+        !gateways.some(routedBy),
       bound + 2000,
       10,
     );
