@@ -2,7 +2,7 @@
 # Runs a benchmark against real local nats-server processes:
 #   bash bench/run.sh [all|<name>] [its options]   (default: all; `npm run bench` runs this)
 # <name> is one of BENCHES below; `all` runs every one in turn with its defaults (takes
-# roughly 40 minutes to an hour on 2 cores) and says at the end which, if any, failed.
+# about 20 minutes on 2 cores) and says at the end which, if any, failed.
 # Each bench/<name>.ts prints its own table; figures go into bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
