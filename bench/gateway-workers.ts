@@ -20,19 +20,20 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { AffinityBucket, type AffinityPreference, Bus, type KvStore } from '../bus/index.js';
-import { halyard } from '../proto/gen/halyard.js';
 import { residentBytesOf } from '../services/common/proc.js';
 import { sleep } from '../services/common/sleep.js';
 import { NatsCluster } from '../test/support/nats-cluster.js';
 import { freePort } from '../test/support/ports.js';
 import { descendants, spawnEcho } from '../test/support/processes.js';
 import { until } from '../test/support/wait.js';
+import { echoRequestFile, readH2loadRun } from './h2load.js';
+import { percentile } from './latency.js';
 
 const option = (name: string, fallback: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -139,13 +140,7 @@ async function measure(servers: string[], workers: number): Promise<Row> {
 
 /** Calls/s and p99 of unary 100 B calls through `port` for one round, by h2load. */
 async function h2load(port: number, dir: string): Promise<{ rps: number; p99: number }> {
-  const { EchoRequest } = halyard.testing.v1;
-  const bytes = EchoRequest.encode({ payload: Buffer.alloc(100, 1) }).finish();
-  const body = join(dir, 'unary-100.bin');
-  const framed = Buffer.alloc(5 + bytes.length);
-  framed.writeUInt32BE(bytes.length, 1);
-  framed.set(bytes, 5);
-  writeFileSync(body, framed);
+  const body = echoRequestFile(dir, 'unary', { payload: Buffer.alloc(100, 1) });
   const log = join(dir, `h2load-${port}.log`);
   const { stdout } = await promisify(execFile)(
     'h2load',
@@ -156,14 +151,8 @@ async function h2load(port: number, dir: string): Promise<{ rps: number; p99: nu
     ],
     { maxBuffer: 1 << 24 },
   );
-  const rps = Number(/finished in [\d.]+s, ([\d.]+) req\/s/.exec(stdout)?.[1] ?? Number.NaN);
-  const latencies = readFileSync(log, 'utf8')
-    .trim()
-    .split('\n')
-    .map((line) => Number(line.split('\t')[2]) / 1000)
-    .sort((a, b) => a - b);
-  rmSync(log);
-  return { rps, p99: latencies[Math.floor(0.99 * (latencies.length - 1))]! };
+  const { rps, latenciesMs } = readH2loadRun(stdout, log);
+  return { rps, p99: percentile(latenciesMs, 99) };
 }
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[values.length >> 1]!;

@@ -42,7 +42,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
-import { halyard } from '../proto/gen/halyard.js';
 import { cpuMsOf } from '../services/common/proc.js';
 import { sleep } from '../services/common/sleep.js';
 import { echoClient } from '../test/support/echo-service.js';
@@ -50,6 +49,8 @@ import { NatsCluster } from '../test/support/nats-cluster.js';
 import { freePort } from '../test/support/ports.js';
 import { descendants, spawnEcho } from '../test/support/processes.js';
 import { until } from '../test/support/wait.js';
+import { echoRequestFile, readH2loadRun } from './h2load.js';
+import { percentile } from './latency.js';
 
 const SECONDS = Number(process.env.GATEWAY_BENCH_SECONDS ?? 5);
 const COST_CALLS = Number(process.env.GATEWAY_BENCH_CALLS ?? 30_000);
@@ -112,14 +113,7 @@ function start(command: string, args: string[], name: string, cwd?: string): Chi
 let stopping = false;
 
 function bodyFile(c: Case): string {
-  const { EchoRequest } = halyard.testing.v1;
-  const bytes = EchoRequest.encode(EchoRequest.fromObject(c.request)).finish();
-  const framed = Buffer.alloc(5 + bytes.length);
-  framed.writeUInt32BE(bytes.length, 1);
-  framed.set(bytes, 5);
-  const file = join(dir, `${c.method}-${bytes.length}.bin`);
-  writeFileSync(file, framed);
-  return file;
+  return echoRequestFile(dir, c.method, c.request);
 }
 
 /** A load of `SECONDS` after a 1 s warm-up, or exactly `calls` calls at `rate` calls/s. */
@@ -151,18 +145,14 @@ async function h2load(
     ],
     { maxBuffer: 1 << 24 },
   );
-  const rps = Number(/finished in [\d.]+s, ([\d.]+) req\/s/.exec(stdout)?.[1] ?? Number.NaN);
-  const failed = Number(/requests: .* (\d+) failed/.exec(stdout)?.[1] ?? Number.NaN);
-  const succeeded = Number(/requests: .* (\d+) succeeded/.exec(stdout)?.[1] ?? Number.NaN);
-  const latencies = readFileSync(log, 'utf8')
-    .trim()
-    .split('\n')
-    .map((line) => Number(line.split('\t')[2]) / 1000)
-    .sort((a, b) => a - b);
-  rmSync(log);
-  const at = (p: number) =>
-    latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!;
-  return { rps, succeeded, p50: at(0.5), p99: at(0.99), failed };
+  const { rps, succeeded, failed, latenciesMs } = readH2loadRun(stdout, log);
+  return {
+    rps,
+    succeeded,
+    p50: percentile(latenciesMs, 50),
+    p99: percentile(latenciesMs, 99),
+    failed,
+  };
 }
 
 function ready(adminPort: number): Promise<boolean> {
