@@ -26,6 +26,7 @@ import {
 import { monitorJson } from '../../services/cli/nats-monitor.js';
 import { busOptions, busSettings } from '../../services/common/bus-settings.js';
 import { commandLineOf } from '../../services/common/proc.js';
+import { connectAs } from '../support/bus-cluster.js';
 import { runCli } from '../support/cli.js';
 import { captureLogs } from '../support/logs.js';
 import { NatsCluster } from '../support/nats-cluster.js';
@@ -57,9 +58,7 @@ describe('a locked bus: one credential per role, least privilege', () => {
 
   /** Connects as `role` the way a component does, from its bus settings. */
   async function as(role: string): Promise<Bus> {
-    const { servers, ...files } = cluster.role(role);
-    const settings = busSettings.parse({ servers, ...files });
-    const bus = await Bus.connect({ ...busOptions(settings, role, logs.logger), failFast: true });
+    const bus = await connectAs(cluster, role, logs.logger);
     open.push(bus);
     return bus;
   }

@@ -8,8 +8,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Bus } from '../../bus/index.js';
-import { busOptions, busSettings } from '../../services/common/bus-settings.js';
+import type { Bus } from '../../bus/index.js';
+import { connectAs } from '../support/bus-cluster.js';
 import { runCli } from '../support/cli.js';
 import { captureLogs } from '../support/logs.js';
 import { NatsCluster } from '../support/nats-cluster.js';
@@ -45,9 +45,7 @@ describe('halyard config on a locked 3-node cluster', () => {
   const open: Bus[] = [];
 
   async function as(role: string): Promise<Bus> {
-    const { servers, ...files } = cluster.role(role);
-    const settings = busSettings.parse({ servers, ...files });
-    const bus = await Bus.connect({ ...busOptions(settings, role, logs.logger), failFast: true });
+    const bus = await connectAs(cluster, role, logs.logger);
     open.push(bus);
     return bus;
   }
