@@ -130,7 +130,7 @@ export const ConfigBucket: BucketSpec<MeshConfigVersionRecord> = {
   expiresAt: () => undefined,
 };
 
-export const AllBuckets: readonly BucketLayout[] = [
+export const AllBuckets: readonly BucketSpec<unknown>[] = [
   RegistryBucket,
   AffinityBucket,
   CacheBucket,

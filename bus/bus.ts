@@ -18,8 +18,8 @@ import {
 } from '@nats-io/transport-node';
 import {
   AffinityBucket,
+  AllBuckets,
   type BucketSpec,
-  CacheBucket,
   ConfigBucket,
   LeaseBucket,
   RegistryBucket,
@@ -207,9 +207,10 @@ export class Bus {
       await provision(this.jsm, this.kvm, { replicas: this.replicas, ...options }, this.logger),
     );
     // A bucket made by an older Halyard holds values written without a TTL.
-    for (const spec of [RegistryBucket, AffinityBucket, CacheBucket, LeaseBucket]) {
+    for (const spec of AllBuckets) {
       if (!upgraded.has(spec.name)) continue;
-      const { rewritten, removed } = await (await this.store<unknown>(spec)).giveLifetimes();
+      const { rewritten, removed } = await (await this.store(spec)).giveLifetimes();
+      if (rewritten + removed === 0) continue;
       this.logger.warn(
         { msgId: LogIds.lifetimesGiven, bucket: spec.name, rewritten, removed },
         'values written without a per-message TTL given one, lapsed ones removed',
