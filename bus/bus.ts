@@ -150,6 +150,8 @@ export class Bus {
     /** Replicas of every stream and bucket this bus provisions. */
     readonly replicas: number,
     readonly logger: Logger,
+    /** The role whose credential the connection uses, when it says (BusOptions.role). */
+    private readonly role: string | undefined,
   ) {}
 
   static async connect(options: BusOptions): Promise<Bus> {
@@ -193,7 +195,7 @@ export class Bus {
       );
     });
     const js = jetstream(nc);
-    const bus = new Bus(nc, js, jsm, new Kvm(js), replicas, logger);
+    const bus = new Bus(nc, js, jsm, new Kvm(js), replicas, logger, options.role);
     void bus.logStatus();
     return bus;
   }
@@ -223,7 +225,7 @@ export class Bus {
    * not as Halyard expects; changes nothing. What a component runs at start-up.
    */
   checkProvisioned(options: Partial<ProvisionOptions> = {}): Promise<void> {
-    return checkProvisioned(this.jsm, { replicas: this.replicas, ...options });
+    return checkProvisioned(this.jsm, { replicas: this.replicas, ...options }, this.role);
   }
 
   /** Waits until this process holds the leader lease `name` (lease.ts). */

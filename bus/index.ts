@@ -60,6 +60,7 @@ export {
   Roles,
   roleName,
   rolePermissions,
+  rolePublishes,
 } from './roles.js';
 export * from './schemas.js';
 export { readSecretFile } from './secret-file.js';

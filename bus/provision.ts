@@ -21,6 +21,7 @@ import type { Logger } from './log.js';
 import { LogIds } from './log.js';
 import { type BucketName, DEADLETTER_STREAM, EVENTS_STREAM, kvStream, Subjects } from './names.js';
 import { deniedBy, retryTransient } from './retry.js';
+import { rolePublishes } from './roles.js';
 
 export interface ProvisionOptions {
   /** 3 on a cluster, 1 on a single server. */
@@ -197,12 +198,15 @@ async function ensureBucket(
 
 /**
  * Checks that every stream and bucket this connection may see exists as Halyard
- * expects (retention limits aside), changing nothing. Streams the role may not read are the business of the
- * roles that use them, and are skipped.
+ * expects (retention limits aside), changing nothing. Streams the role may not read are
+ * the business of the roles that use them, and are skipped: a known `role`'s are not
+ * asked for at all (a refused request is a permissions violation the server and the
+ * connection both log as an error); a connection of another name skips those refused.
  */
 export async function checkProvisioned(
   jsm: JetStreamManager,
   options: ProvisionOptions,
+  role?: string,
 ): Promise<void> {
   const expected: Array<[string, Expected]> = [
     ...[eventsStreamConfig(options), deadLetterStreamConfig(options)].map(
@@ -219,6 +223,7 @@ export async function checkProvisioned(
     ]),
   ];
   for (const [stream, fields] of expected) {
+    if (role && rolePublishes(role, `$JS.API.STREAM.INFO.${stream}`) === false) continue;
     let actual: StreamConfig | undefined;
     try {
       actual = await retryTransient(() => streamConfig(jsm, stream));

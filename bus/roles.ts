@@ -238,6 +238,31 @@ export function rolePermissions(role: Role, hostId?: string): Permissions {
   }
 }
 
+/**
+ * Whether the role a connection uses, named as `roleName` names it (`gateway`,
+ * `launcher-<host>`…), may publish to `subject`; undefined for a name that is no role.
+ */
+export function rolePublishes(name: string, subject: string): boolean | undefined {
+  const launcher = /^launcher-(.+)$/.exec(name);
+  const permissions = launcher
+    ? rolePermissions('launcher', launcher[1])
+    : (Roles as readonly string[]).includes(name)
+      ? rolePermissions(name as Role)
+      : undefined;
+  return permissions?.publish.allow.some((allowed) => subjectMatches(allowed, subject));
+}
+
+/** NATS subject matching: `*` stands for one token, a final `>` for one or more. */
+function subjectMatches(pattern: string, subject: string): boolean {
+  const wanted = pattern.split('.');
+  const tokens = subject.split('.');
+  for (const [i, token] of wanted.entries()) {
+    if (token === '>') return tokens.length > i;
+    if (i >= tokens.length || (token !== '*' && token !== tokens[i])) return false;
+  }
+  return wanted.length === tokens.length;
+}
+
 /** A new user nkey: the seed is the secret, the public key goes into the server's config. */
 export function newUserNkey(): { readonly seed: string; readonly publicKey: string } {
   const pair = nkeys.createUser();

@@ -20,6 +20,7 @@ import {
   Keys,
   kvStream,
   LaunchersBucket,
+  LogIds,
   RegistryBucket,
   Subjects,
 } from '../../bus/index.js';
@@ -74,7 +75,8 @@ describe('a locked bus: one credential per role, least privilege', () => {
   });
 
   describe('each role does its job', () => {
-    test('every role checks the bus is provisioned, as far as it may see it', async () => {
+    test('every role checks the bus is provisioned, as far as it may see it, asking nothing it may not', async () => {
+      const refusalsBefore = logs.withId(LogIds.connectionError).length;
       for (const role of [
         'gateway',
         'discovery',
@@ -85,6 +87,8 @@ describe('a locked bus: one credential per role, least privilege', () => {
       ]) {
         await (await as(role)).checkProvisioned();
       }
+      // A refused request would be a permissions violation, logged as a connection error.
+      assert.equal(logs.withId(LogIds.connectionError).length, refusalsBefore);
     });
 
     test('discovery registers instances and publishes its events', async () => {

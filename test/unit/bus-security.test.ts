@@ -3,7 +3,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { BusConfigError, readSecretFile, rolePermissions, Subjects } from '../../bus/index.js';
+import {
+  BusConfigError,
+  readSecretFile,
+  rolePermissions,
+  rolePublishes,
+  Subjects,
+} from '../../bus/index.js';
 import { busOptions, busSecurityFromEnv, busSettings } from '../../services/common/bus-settings.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'halyard-secret-'));
@@ -135,4 +141,21 @@ describe('role permissions', () => {
     }
     assert.ok(rolePermissions('operator').publish.allow.includes(Subjects.allControl));
   });
+});
+
+test('what a role may publish is read from its grants, wildcards included', () => {
+  const info = (stream: string) => `$JS.API.STREAM.INFO.${stream}`;
+  assert.equal(rolePublishes('gateway', info('KV_halyard-registry')), true);
+  assert.equal(rolePublishes('gateway', info('HALYARD_EVENTS')), false);
+  assert.equal(rolePublishes('operator', info('HALYARD_EVENTS')), true);
+  assert.equal(
+    rolePublishes('launcher-host-a', Subjects.lifecycle('host-a', 'gateway', 'started')),
+    true,
+  );
+  assert.equal(
+    rolePublishes('launcher-host-a', Subjects.lifecycle('host-b', 'gateway', 'started')),
+    false,
+  );
+  assert.equal(rolePublishes('admin', info('anything')), true);
+  assert.equal(rolePublishes('stranger', info('HALYARD_EVENTS')), undefined);
 });
