@@ -15,6 +15,7 @@ import { type Bus, type LifecycleEvent, Subjects } from '../../bus/index.js';
 import { halyard } from '../../proto/gen/halyard.js';
 import { serviceDefinition } from '../../services/common/grpc.js';
 import { ControlCodecsOf } from '../../services/launcher/control.js';
+import { LogIds as LauncherLogIds } from '../../services/launcher/log-ids.js';
 import { pidAlive } from '../support/launcher.js';
 import { freeBasePort, UpProcess } from '../support/up-process.js';
 
@@ -187,7 +188,41 @@ test('halyard up: a mesh that answers through both gateways, fails over, restart
   assert.match(up.stderr, /HALX0013I/, 'the mesh was stopped through its launcher');
   // The lifecycle events of the stop, as up shows them.
   const stopped = stdout.filter((l) => /^\s+■ \S+\s+stopped$/.test(l));
-  assert.equal(stopped.length, 8, stdout.join('\n'));
+  assert.equal(
+    stopped.length,
+    8,
+    `${stdout.join('\n')}\nthe launcher's transitions:\n${transitions()}`,
+  );
   up.child.stdout?.destroy();
   up.child.stderr?.destroy();
 });
+
+/**
+ * For a failure's message, from the launcher's log: its children's transitions, what they
+ * wrote to stderr, and their own error lines (a crash says why in one of those).
+ */
+function transitions(): string {
+  const file = path.join(dataDir, 'logs', 'launcher.log');
+  if (!fs.existsSync(file)) return '(no launcher log)';
+  const parse = (l: string): Record<string, unknown>[] => {
+    try {
+      return l.startsWith('{') ? [JSON.parse(l)] : [];
+    } catch {
+      return [];
+    }
+  };
+  return fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .flatMap(parse)
+    .flatMap((l) => {
+      const who = `${l.time} ${l.component}#${l.instance}`;
+      if (typeof l.event === 'string')
+        return [`${who} ${l.event} ${l.reason ?? ''} ${l.exitCode ?? ''}`];
+      const own = String(l.msg ?? '');
+      if (l.msgId === LauncherLogIds.childStderr) return [`${who} stderr: ${own}`];
+      const level = l.msgId === LauncherLogIds.childStdout ? parse(own)[0]?.level : undefined;
+      return typeof level === 'number' && level >= 50 ? [`${who} ${own}`] : [];
+    })
+    .join('\n');
+}
